@@ -1,0 +1,257 @@
+//! Record encoding and decoding.
+//!
+//! Every record has the same 60-byte header followed by the key and a value
+//! (the stored response, for `Complete` records; empty otherwise). The CRC
+//! covers everything after itself, sequence number included, so a record
+//! copied to the wrong place or a stale byte range cannot pass as current.
+
+use super::segment::{le_u32, le_u64};
+
+/// Bytes before the key in every record.
+pub(crate) const RECORD_HEADER_LEN: usize = 60;
+/// Longest key the format can hold (the key length field is a `u16`).
+pub(crate) const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// Longest value the format accepts; larger lengths are treated as damage.
+pub(crate) const MAX_VALUE_LEN: usize = 1 << 30;
+
+const OFF_TAG: usize = 4;
+const OFF_FLAGS: usize = 5;
+const OFF_KEY_LEN: usize = 6;
+const OFF_VALUE_LEN: usize = 8;
+const OFF_SEQ: usize = 12;
+const OFF_FINGERPRINT: usize = 20;
+const OFF_GENERATION: usize = 36;
+const OFF_TIME_A: usize = 44;
+const OFF_TIME_B: usize = 52;
+const _: () = assert!(OFF_TIME_B + 8 == RECORD_HEADER_LEN);
+
+/// What a record says about its key.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tag {
+    /// The key is in progress: claimed, taken over, or its lease extended.
+    Claim = 1,
+    /// The key is completed with the value as its response.
+    Complete = 2,
+    /// The owner gave the key back; it is absent.
+    Release = 3,
+    /// The key was purged; it is absent.
+    Remove = 4,
+    /// The key was marked seen (one-shot dedup).
+    Seen = 5,
+}
+
+impl TryFrom<u8> for Tag {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Tag, u8> {
+        Ok(match v {
+            1 => Tag::Claim,
+            2 => Tag::Complete,
+            3 => Tag::Release,
+            4 => Tag::Remove,
+            5 => Tag::Seen,
+            other => return Err(other),
+        })
+    }
+}
+
+/// The fields a caller chooses for a new record; the log adds the sequence
+/// number and the checksum.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordFields<'a> {
+    pub tag: Tag,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub fingerprint: u128,
+    pub generation: u64,
+    /// `claimed_at_ms` (Claim), `completed_at_ms` (Complete, Seen), or the
+    /// time of the release/removal.
+    pub time_a_ms: u64,
+    /// `lease_expires_at_ms` (Claim), `expires_at_ms` (Complete, Seen), 0 otherwise.
+    pub time_b_ms: u64,
+}
+
+/// A decoded record borrowing its key and value from the segment bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordRef<'a> {
+    pub tag: Tag,
+    pub seq: u64,
+    pub fingerprint: u128,
+    pub generation: u64,
+    pub time_a_ms: u64,
+    pub time_b_ms: u64,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Why bytes did not decode as a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// The bytes end before the record does.
+    Truncated,
+    /// The bytes are not a valid record.
+    Invalid(&'static str),
+}
+
+/// Total encoded size of a record with these key and value lengths.
+pub(crate) const fn encoded_len(key_len: usize, value_len: usize) -> usize {
+    RECORD_HEADER_LEN + key_len + value_len
+}
+
+/// Appends the encoding of `rec` with sequence number `seq` to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, rec: &RecordFields<'_>) {
+    debug_assert!(!rec.key.is_empty() && rec.key.len() <= MAX_KEY_LEN);
+    debug_assert!(rec.value.len() <= MAX_VALUE_LEN);
+    debug_assert!(rec.tag == Tag::Complete || rec.value.is_empty());
+    let key_len = u16::try_from(rec.key.len()).expect("key length bounded by MAX_KEY_LEN");
+    let value_len = u32::try_from(rec.value.len()).expect("value length bounded by MAX_VALUE_LEN");
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    out.push(rec.tag as u8);
+    out.push(0);
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(&value_len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&rec.fingerprint.to_le_bytes());
+    out.extend_from_slice(&rec.generation.to_le_bytes());
+    out.extend_from_slice(&rec.time_a_ms.to_le_bytes());
+    out.extend_from_slice(&rec.time_b_ms.to_le_bytes());
+    out.extend_from_slice(rec.key);
+    out.extend_from_slice(rec.value);
+    let crc = crc32fast::hash(&out[start + OFF_TAG..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(
+        out.len() - start,
+        encoded_len(rec.key.len(), rec.value.len())
+    );
+}
+
+/// Decodes the record at the start of `buf`, returning it and its length.
+///
+/// Lengths are bounded by the format maximums and by the bytes present before
+/// anything is sliced, and the checksum is verified.
+pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
+    if buf.len() < RECORD_HEADER_LEN {
+        // A header that already fails its cheap checks is damage, not a tail.
+        if let Some(&tag) = buf.get(OFF_TAG) {
+            Tag::try_from(tag).map_err(|_| DecodeError::Invalid("unknown record tag"))?;
+        }
+        return Err(DecodeError::Truncated);
+    }
+    let tag =
+        Tag::try_from(buf[OFF_TAG]).map_err(|_| DecodeError::Invalid("unknown record tag"))?;
+    if buf[OFF_FLAGS] != 0 {
+        return Err(DecodeError::Invalid("unknown record flags"));
+    }
+    let key_len = usize::from(u16::from_le_bytes([buf[OFF_KEY_LEN], buf[OFF_KEY_LEN + 1]]));
+    let value_len = usize::try_from(le_u32(buf, OFF_VALUE_LEN)).unwrap_or(usize::MAX);
+    if key_len == 0 {
+        return Err(DecodeError::Invalid("record has an empty key"));
+    }
+    if value_len > MAX_VALUE_LEN {
+        return Err(DecodeError::Invalid(
+            "record value length exceeds the format maximum",
+        ));
+    }
+    if tag != Tag::Complete && value_len != 0 {
+        return Err(DecodeError::Invalid("record of this tag carries a value"));
+    }
+    let total = encoded_len(key_len, value_len);
+    if buf.len() < total {
+        return Err(DecodeError::Truncated);
+    }
+    if crc32fast::hash(&buf[OFF_TAG..total]) != le_u32(buf, 0) {
+        return Err(DecodeError::Invalid("record checksum mismatch"));
+    }
+    let key_end = RECORD_HEADER_LEN + key_len;
+    let rec = RecordRef {
+        tag,
+        seq: le_u64(buf, OFF_SEQ),
+        fingerprint: u128::from_le_bytes(
+            buf[OFF_FINGERPRINT..OFF_GENERATION]
+                .try_into()
+                .expect("16 bytes"),
+        ),
+        generation: le_u64(buf, OFF_GENERATION),
+        time_a_ms: le_u64(buf, OFF_TIME_A),
+        time_b_ms: le_u64(buf, OFF_TIME_B),
+        key: &buf[RECORD_HEADER_LEN..key_end],
+        value: &buf[key_end..total],
+    };
+    Ok((rec, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(key: &'a [u8], value: &'a [u8]) -> RecordFields<'a> {
+        RecordFields {
+            tag: if value.is_empty() {
+                Tag::Claim
+            } else {
+                Tag::Complete
+            },
+            key,
+            value,
+            fingerprint: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+            generation: 5,
+            time_a_ms: 1_000,
+            time_b_ms: 2_000,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut out = Vec::new();
+        encode(&mut out, 42, &sample(b"key", b"response"));
+        let (r, n) = decode(&out).unwrap();
+        assert_eq!(n, out.len());
+        assert_eq!(
+            (r.tag, r.seq, r.generation, r.key, r.value),
+            (Tag::Complete, 42, 5, &b"key"[..], &b"response"[..])
+        );
+        assert_eq!((r.time_a_ms, r.time_b_ms), (1_000, 2_000));
+    }
+
+    #[test]
+    fn zeros_never_decode() {
+        for len in 0..200 {
+            assert!(decode(&vec![0u8; len]).is_err(), "len {len}");
+        }
+        assert_eq!(
+            decode(&[0u8; 100]),
+            Err(DecodeError::Invalid("unknown record tag"))
+        );
+    }
+
+    #[test]
+    fn every_prefix_is_truncated_and_every_flip_is_caught() {
+        let mut out = Vec::new();
+        encode(&mut out, 1, &sample(b"k", b"v"));
+        for cut in 0..out.len() {
+            assert_eq!(
+                decode(&out[..cut]),
+                Err(DecodeError::Truncated),
+                "cut {cut}"
+            );
+        }
+        for i in 0..out.len() {
+            for bit in 0..8 {
+                let mut d = out.clone();
+                d[i] ^= 1 << bit;
+                if let Ok((r, _)) = decode(&d) {
+                    panic!("flip at {i} bit {bit} decoded as {r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lengths_are_bounded_before_use() {
+        let mut out = Vec::new();
+        encode(&mut out, 1, &sample(b"k", b"v"));
+        out[OFF_VALUE_LEN..OFF_VALUE_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&out), Err(DecodeError::Invalid(_))));
+    }
+}

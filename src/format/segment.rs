@@ -1,0 +1,151 @@
+//! Segment file header and naming.
+
+use super::FORMAT_VERSION;
+
+/// First eight bytes of every segment file.
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"IDEMKVSG";
+/// Bytes in a segment header; records start at this offset.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 32;
+/// Extension of segment files: `0000000001.seg`.
+pub(crate) const SEGMENT_EXT: &str = "seg";
+
+const OFF_VERSION: usize = 8;
+const OFF_SEGMENT_ID: usize = 12;
+const OFF_FIRST_SEQ: usize = 16;
+const OFF_FLAGS: usize = 24;
+const OFF_CRC: usize = 28;
+const _: () = assert!(OFF_CRC + 4 == SEGMENT_HEADER_LEN);
+
+/// The decoded header of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    /// Matches the number in the file name; ids grow by one per rollover.
+    pub segment_id: u32,
+    /// Sequence number the first record of this segment gets (or would get).
+    /// Keeps sequence numbers growing even when every older segment is gone.
+    pub first_seq: u64,
+}
+
+/// Why a header did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    Truncated,
+    BadMagic,
+    BadChecksum,
+    BadFlags,
+    Version(u32),
+}
+
+impl HeaderError {
+    pub(crate) fn reason(self) -> String {
+        match self {
+            HeaderError::Truncated => "segment header is incomplete".into(),
+            HeaderError::BadMagic => "segment header magic is wrong".into(),
+            HeaderError::BadChecksum => "segment header checksum mismatch".into(),
+            HeaderError::BadFlags => "segment header has unknown flags".into(),
+            HeaderError::Version(v) => format!("segment header names format version {v}"),
+        }
+    }
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[..OFF_VERSION].copy_from_slice(&SEGMENT_MAGIC);
+        b[OFF_VERSION..OFF_SEGMENT_ID].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[OFF_SEGMENT_ID..OFF_FIRST_SEQ].copy_from_slice(&self.segment_id.to_le_bytes());
+        b[OFF_FIRST_SEQ..OFF_FLAGS].copy_from_slice(&self.first_seq.to_le_bytes());
+        b[OFF_FLAGS..OFF_CRC].copy_from_slice(&0u32.to_le_bytes());
+        let crc = crc32fast::hash(&b[..OFF_CRC]);
+        b[OFF_CRC..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        let Some(b) = b.get(..SEGMENT_HEADER_LEN) else {
+            return Err(HeaderError::Truncated);
+        };
+        if b[..OFF_VERSION] != SEGMENT_MAGIC {
+            return Err(HeaderError::BadMagic);
+        }
+        if crc32fast::hash(&b[..OFF_CRC]) != le_u32(b, OFF_CRC) {
+            return Err(HeaderError::BadChecksum);
+        }
+        let version = le_u32(b, OFF_VERSION);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Version(version));
+        }
+        if le_u32(b, OFF_FLAGS) != 0 {
+            return Err(HeaderError::BadFlags);
+        }
+        Ok(SegmentHeader {
+            segment_id: le_u32(b, OFF_SEGMENT_ID),
+            first_seq: le_u64(b, OFF_FIRST_SEQ),
+        })
+    }
+}
+
+/// `0000000042.seg` for segment 42.
+pub(crate) fn segment_file_name(id: u32) -> String {
+    format!("{id:010}.{SEGMENT_EXT}")
+}
+
+/// The segment id a file name encodes, if it is a segment file name.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(SEGMENT_EXT)?.strip_suffix('.')?;
+    if stem.len() != 10 || !stem.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_rejects_damage() {
+        let h = SegmentHeader {
+            segment_id: 7,
+            first_seq: 99,
+        };
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        assert_eq!(SegmentHeader::decode(&b[..31]), Err(HeaderError::Truncated));
+        assert_eq!(
+            SegmentHeader::decode(&[0u8; 32]),
+            Err(HeaderError::BadMagic)
+        );
+        for i in 8..32 {
+            let mut d = b;
+            d[i] ^= 0x01;
+            assert_eq!(
+                SegmentHeader::decode(&d),
+                Err(HeaderError::BadChecksum),
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(segment_file_name(42), "0000000042.seg");
+        assert_eq!(parse_segment_file_name("0000000042.seg"), Some(42));
+        assert_eq!(parse_segment_file_name("42.seg"), None);
+        assert_eq!(parse_segment_file_name("0000000042.seg.tmp"), None);
+        assert_eq!(parse_segment_file_name("LOCK"), None);
+        assert_eq!(parse_segment_file_name("9999999999.seg"), None);
+    }
+}

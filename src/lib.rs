@@ -1,0 +1,70 @@
+//! # idemkv
+//!
+//! An embeddable storage engine for idempotency and dedup records. Before a
+//! server charges a card or creates an order it *claims* the request's
+//! idempotency key; it then *completes* the key with the response, and every
+//! retry of that request gets the stored response back instead of a second
+//! side effect.
+//!
+//! ```
+//! use idemkv::{Claim, Fingerprint, Store};
+//!
+//! # fn main() -> idemkv::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path())?;
+//! let body = br#"{"amount": 500}"#;
+//! let fp = Fingerprint::of(body);
+//!
+//! // First attempt: we own the key, so we do the work and store the answer.
+//! match store.claim("tenant-1:POST /charges:6f1c", fp)? {
+//!     Claim::Acquired(ticket) => store.complete(ticket, b"201 charge ch_1")?,
+//!     other => panic!("a fresh key is acquired, got {other:?}"),
+//! }
+//!
+//! // A retry of the same request gets the same bytes back; no second charge.
+//! match store.claim("tenant-1:POST /charges:6f1c", fp)? {
+//!     Claim::Replay(done) => assert_eq!(done.response(), b"201 charge ch_1"),
+//!     other => panic!("a completed key replays, got {other:?}"),
+//! }
+//!
+//! // The same key with a different body is refused, not guessed at.
+//! let other = Fingerprint::of(br#"{"amount": 900}"#);
+//! assert!(matches!(store.claim("tenant-1:POST /charges:6f1c", other)?, Claim::Mismatch));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Guarantees and limits
+//! - Under the default [`Durability::Immediate`], an `Acquired` claim is on
+//!   disk before `claim` returns, and `complete` returns only once the
+//!   response is. Concurrent callers share fsyncs (group commit).
+//! - Claims carry leases; a crashed owner's key is taken over after its lease
+//!   with a higher fencing generation, and the old owner's late `complete` or
+//!   `release` is refused with [`Error::LeaseLost`].
+//! - What no store can promise: exactly-once across systems. If the process
+//!   dies after the side effect but before `complete` is durable, the key
+//!   stays in progress until its lease ends, and then a retry runs again.
+//!
+//! See `DESIGN.md` for the on-disk format and the crash cases.
+
+mod clock;
+mod commit;
+mod error;
+mod fingerprint;
+mod format;
+mod index;
+mod log;
+mod options;
+mod outcome;
+mod stats;
+pub mod storage;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use fingerprint::Fingerprint;
+pub use format::FORMAT_VERSION;
+pub use options::{Durability, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
+pub use outcome::{Claim, Completed, Record, Seen, Ticket};
+pub use stats::Stats;
+pub use store::Store;

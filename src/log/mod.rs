@@ -1,0 +1,359 @@
+//! The segmented append-only log: appends, reads, rollover and syncs.
+//!
+//! The newest segment is *active*: its bytes live in an in-memory buffer that
+//! is written to the file behind it (`flushed` marks how far) and read from
+//! directly. Older segments are *sealed*: fully written, fsynced, never
+//! changed again, and read through a map.
+//!
+//! Lock order: an index shard, then `writer`, then `sealed` or the group
+//! commit's leader lock. Nothing takes them in another order.
+
+mod recovery;
+
+pub(crate) use recovery::{RecoveryReport, RecoveryView, recover};
+
+use crate::commit::GroupCommit;
+use crate::error::{Error, Result, io_context};
+use crate::format::record::{self, RecordFields, RecordRef};
+use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
+use crate::options::Durability;
+use crate::storage::{SealedBytes, Storage, StorageFile};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// In `Durability::None`, unflushed bytes are handed to the OS once this many
+/// accumulate, so a crash loses a bounded amount.
+const NONE_FLUSH_BYTES: usize = 1 << 20;
+
+/// Where a record starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub segment: u32,
+    pub offset: u32,
+}
+
+impl Loc {
+    /// The record's position in the whole log.
+    pub(crate) fn lpos(self) -> u64 {
+        lpos(self.segment, self.offset as usize)
+    }
+}
+
+fn lpos(segment: u32, offset: usize) -> u64 {
+    let offset = u32::try_from(offset).expect("segment offsets fit in u32 (segment_size bound)");
+    (u64::from(segment) << 32) | u64::from(offset)
+}
+
+/// What an append returns: where the record went and its sequence number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Appended {
+    pub loc: Loc,
+    pub seq: u64,
+    /// Log position just past the record; durable once `durable >= end`.
+    pub end: u64,
+}
+
+pub(crate) struct Active {
+    pub id: u32,
+    pub path: PathBuf,
+    pub file: Arc<dyn StorageFile>,
+    /// Every byte of the segment, header included.
+    pub buf: Vec<u8>,
+    /// How many bytes of `buf` have been written to `file`.
+    pub flushed: usize,
+}
+
+pub(crate) struct Sealed {
+    pub path: PathBuf,
+    pub bytes: SealedBytes,
+}
+
+struct Writer {
+    active: Active,
+    next_seq: u64,
+}
+
+/// Counters the log keeps for `Stats`.
+#[derive(Default)]
+pub(crate) struct LogCounters {
+    pub fsyncs: AtomicU64,
+    pub bytes_appended: AtomicU64,
+    pub sealed_bytes: AtomicU64,
+    pub rollovers: AtomicU64,
+}
+
+pub(crate) struct Log {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    durability: Durability,
+    segment_size: usize,
+    writer: Mutex<Writer>,
+    sealed: RwLock<BTreeMap<u32, Sealed>>,
+    commit: GroupCommit,
+    pub(crate) counters: LogCounters,
+}
+
+impl Log {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        durability: Durability,
+        segment_size: usize,
+        sealed: BTreeMap<u32, Sealed>,
+        mut active: Active,
+        next_seq: u64,
+    ) -> Log {
+        assert_eq!(
+            active.flushed,
+            active.buf.len(),
+            "recovery hands over a fully written segment"
+        );
+        assert!(
+            sealed.keys().all(|&id| id < active.id),
+            "sealed segments are older than the active one"
+        );
+        active
+            .buf
+            .reserve(segment_size.saturating_sub(active.buf.len()));
+        let durable = lpos(active.id, active.buf.len());
+        let counters = LogCounters::default();
+        let sealed_bytes: usize = sealed.values().map(|s| (*s.bytes).as_ref().len()).sum();
+        counters
+            .sealed_bytes
+            .store(sealed_bytes as u64, Ordering::Relaxed);
+        Log {
+            storage,
+            dir,
+            durability,
+            segment_size,
+            writer: Mutex::new(Writer { active, next_seq }),
+            sealed: RwLock::new(sealed),
+            commit: GroupCommit::new(durable),
+            counters,
+        }
+    }
+
+    /// Appends one record. With `generation_from_seq` the record's generation
+    /// is its own sequence number (a fresh claim's fencing token).
+    pub(crate) fn append(
+        &self,
+        fields: &RecordFields<'_>,
+        generation_from_seq: bool,
+    ) -> Result<Appended> {
+        if self.commit.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let len = record::encoded_len(fields.key.len(), fields.value.len());
+        let mut w = self.writer.lock();
+        if w.active.buf.len() + len > self.segment_size {
+            self.rollover(&mut w)?;
+        }
+        debug_assert!(
+            w.active.buf.len() + len <= self.segment_size,
+            "options bound a record to one segment"
+        );
+        let seq = w.next_seq;
+        w.next_seq += 1;
+        let offset = w.active.buf.len();
+        let mut fields = *fields;
+        if generation_from_seq {
+            fields.generation = seq;
+        }
+        record::encode(&mut w.active.buf, seq, &fields);
+        let end = lpos(w.active.id, w.active.buf.len());
+        let loc = Loc {
+            segment: w.active.id,
+            offset: u32::try_from(offset).expect("bounded by segment_size"),
+        };
+        self.counters
+            .bytes_appended
+            .fetch_add(len as u64, Ordering::Relaxed);
+        match self.durability {
+            Durability::Periodic(_) => self.flush(&mut w)?,
+            Durability::None if w.active.buf.len() - w.active.flushed >= NONE_FLUSH_BYTES => {
+                self.flush(&mut w)?
+            }
+            _ => {}
+        }
+        Ok(Appended { loc, seq, end })
+    }
+
+    /// Runs `f` on the record at `loc`, checking its checksum first.
+    pub(crate) fn read<R>(&self, loc: Loc, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
+        {
+            let w = self.writer.lock();
+            if loc.segment == w.active.id {
+                return decode_at(&w.active.path, &w.active.buf, loc).map(f);
+            }
+        }
+        let sealed = self.sealed.read();
+        let Some(s) = sealed.get(&loc.segment) else {
+            return Err(Error::Corrupt {
+                file: self.dir.join(segment_file_name(loc.segment)),
+                offset: u64::from(loc.offset),
+                reason: "the index points into a segment that does not exist".into(),
+            });
+        };
+        decode_at(&s.path, (*s.bytes).as_ref(), loc).map(f)
+    }
+
+    /// Whether the record at `loc` is already durable.
+    pub(crate) fn is_durable(&self, loc: Loc) -> bool {
+        self.commit.durable() > loc.lpos()
+    }
+
+    /// Returns once every byte below `end` is durable, sharing the fsync with
+    /// every other caller waiting at the same time.
+    pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
+        self.commit.wait(end, || self.write_out_and_fsync())
+    }
+
+    /// Makes everything appended so far durable.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let end = {
+            let w = self.writer.lock();
+            lpos(w.active.id, w.active.buf.len())
+        };
+        self.wait_durable(end)
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.commit.is_poisoned()
+    }
+
+    /// Bytes of segment files on disk (the active one as written so far).
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        let active = self.writer.lock().active.flushed as u64;
+        self.counters.sealed_bytes.load(Ordering::Relaxed) + active
+    }
+
+    /// Number of segment files.
+    pub(crate) fn segment_count(&self) -> u64 {
+        self.sealed.read().len() as u64 + 1
+    }
+
+    /// The group-commit leader's work: write out the buffer, then fsync the
+    /// active file outside the writer lock so appends continue meanwhile.
+    fn write_out_and_fsync(&self) -> std::io::Result<u64> {
+        let (file, end) = {
+            let mut w = self.writer.lock();
+            flush_active(&mut w.active)?;
+            (w.active.file.clone(), lpos(w.active.id, w.active.buf.len()))
+        };
+        file.sync_data()?;
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(end)
+    }
+
+    fn flush(&self, w: &mut Writer) -> Result<()> {
+        flush_active(&mut w.active).map_err(|e| self.fail("write", &w.active.path, e))
+    }
+
+    /// Seals the active segment and starts the next one:
+    /// 1. write out the buffer and fsync the file (it never changes again);
+    /// 2. map it and publish it as sealed, before the active id moves on;
+    /// 3. create the next file, write its header, fsync it, fsync the directory;
+    /// 4. make it active.
+    fn rollover(&self, w: &mut Writer) -> Result<()> {
+        self.flush(w)?;
+        let path = w.active.path.clone();
+        w.active
+            .file
+            .sync_data()
+            .map_err(|e| self.fail("fsync", &path, e))?;
+        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let bytes = w
+            .active
+            .file
+            .map()
+            .map_err(|e| self.fail("map", &path, e))?;
+        let sealed_len = (*bytes).as_ref().len() as u64;
+        self.sealed
+            .write()
+            .insert(w.active.id, Sealed { path, bytes });
+        self.counters
+            .sealed_bytes
+            .fetch_add(sealed_len, Ordering::Relaxed);
+
+        let id = w.active.id.checked_add(1).ok_or_else(|| {
+            self.commit.poison();
+            Error::InvalidOptions(
+                "segment ids are exhausted (u32); compact or start a new store".into(),
+            )
+        })?;
+        let next = create_segment(&*self.storage, &self.dir, id, w.next_seq, self.segment_size)
+            .inspect_err(|_| self.commit.poison())?;
+        self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
+        self.counters.rollovers.fetch_add(1, Ordering::Relaxed);
+        w.active = next;
+        self.commit.advance(lpos(id, SEGMENT_HEADER_LEN));
+        Ok(())
+    }
+
+    fn fail(&self, op: &str, path: &Path, e: std::io::Error) -> Error {
+        self.commit.poison();
+        io_context(op, path, e)
+    }
+}
+
+fn flush_active(a: &mut Active) -> std::io::Result<()> {
+    if a.flushed < a.buf.len() {
+        a.file.write_all_at(a.flushed as u64, &a.buf[a.flushed..])?;
+        a.flushed = a.buf.len();
+    }
+    Ok(())
+}
+
+/// Creates segment `id` with its header, fsyncs it and the directory.
+pub(crate) fn create_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    id: u32,
+    first_seq: u64,
+    segment_size: usize,
+) -> Result<Active> {
+    let path = dir.join(segment_file_name(id));
+    let file = storage
+        .create(&path)
+        .map_err(|e| io_context("create", &path, e))?;
+    let header = SegmentHeader {
+        segment_id: id,
+        first_seq,
+    }
+    .encode();
+    file.write_all_at(0, &header)
+        .map_err(|e| io_context("write", &path, e))?;
+    file.sync_data()
+        .map_err(|e| io_context("fsync", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| io_context("fsync directory", dir, e))?;
+    let mut buf = Vec::with_capacity(segment_size);
+    buf.extend_from_slice(&header);
+    Ok(Active {
+        id,
+        path,
+        file,
+        flushed: buf.len(),
+        buf,
+    })
+}
+
+fn decode_at<'a>(path: &Path, bytes: &'a [u8], loc: Loc) -> Result<RecordRef<'a>> {
+    let corrupt = |reason: &str| Error::Corrupt {
+        file: path.to_path_buf(),
+        offset: u64::from(loc.offset),
+        reason: reason.into(),
+    };
+    let tail = bytes
+        .get(loc.offset as usize..)
+        .ok_or_else(|| corrupt("record offset is past the end of the segment"))?;
+    match record::decode(tail) {
+        Ok((rec, _)) => Ok(rec),
+        Err(record::DecodeError::Truncated) => Err(corrupt("record is cut short")),
+        Err(record::DecodeError::Invalid(why)) => Err(corrupt(why)),
+    }
+}

@@ -1,0 +1,279 @@
+//! Opening the log: scan every segment in order, hand each record to the
+//! caller (who rebuilds the index), cut a torn tail, refuse real corruption.
+//!
+//! | found on disk | what open does |
+//! |---|---|
+//! | no segment files | creates segment 1 |
+//! | bad record in a sealed (not last) segment | `Corrupt` |
+//! | bad or incomplete record at the end of the last segment, nothing valid after it | truncates there, fsyncs, counts the bytes |
+//! | bad record in the last segment with a valid record after it | `Corrupt` |
+//! | last segment with a bad header and no valid record after it (crash during rollover) | rewrites the header |
+//! | header with a valid checksum and another version | `IncompatibleFormat` |
+
+use super::{Active, Loc, Log, Sealed, create_segment};
+use crate::error::{Error, Result, io_context};
+use crate::format::FORMAT_VERSION;
+use crate::format::record::{self, DecodeError, RecordRef};
+use crate::format::segment::{
+    HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_file_name, segment_file_name,
+};
+use crate::options::Durability;
+use crate::storage::{Storage, read_all};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What recovery found and did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RecoveryReport {
+    pub records: u64,
+    pub torn_tail_bytes: u64,
+    pub segments: u64,
+}
+
+/// Read access to the records recovered so far, for key comparisons while
+/// the index is rebuilt.
+pub(crate) struct RecoveryView<'a> {
+    sealed: &'a BTreeMap<u32, Sealed>,
+    current_id: u32,
+    current: &'a [u8],
+    current_path: &'a Path,
+}
+
+impl RecoveryView<'_> {
+    /// Runs `f` on the already-recovered record at `loc`.
+    pub(crate) fn read<R>(&self, loc: Loc, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
+        let (path, bytes): (&Path, &[u8]) = if loc.segment == self.current_id {
+            (self.current_path, self.current)
+        } else {
+            let s = self
+                .sealed
+                .get(&loc.segment)
+                .ok_or_else(|| Error::Corrupt {
+                    file: self.current_path.to_path_buf(),
+                    offset: u64::from(loc.offset),
+                    reason: "a record refers to a segment that does not exist".into(),
+                })?;
+            (&s.path, (*s.bytes).as_ref())
+        };
+        super::decode_at(path, bytes, loc).map(f)
+    }
+}
+
+/// Opens the log in `dir`, calling `apply` for every valid record in log order.
+pub(crate) fn recover(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    durability: Durability,
+    segment_size: usize,
+    mut apply: impl FnMut(Loc, &RecordRef<'_>, &RecoveryView<'_>) -> Result<()>,
+) -> Result<(Log, RecoveryReport)> {
+    let names = storage.list(dir).map_err(|e| io_context("list", dir, e))?;
+    let mut ids: Vec<u32> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    ids.sort_unstable();
+
+    let mut report = RecoveryReport::default();
+    let mut sealed = BTreeMap::new();
+    let mut next_seq = 1u64;
+    let Some(&last_id) = ids.last() else {
+        let active = create_segment(&*storage, dir, 1, next_seq, segment_size)?;
+        report.segments = 1;
+        let log = Log::new(
+            storage,
+            dir.to_path_buf(),
+            durability,
+            segment_size,
+            sealed,
+            active,
+            next_seq,
+        );
+        return Ok((log, report));
+    };
+
+    for &id in &ids {
+        let is_last = id == last_id;
+        let path = dir.join(segment_file_name(id));
+        let file = storage
+            .open(&path)
+            .map_err(|e| io_context("open", &path, e))?;
+        let mut bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
+        report.segments += 1;
+
+        let first_seq = match check_header(&path, id, &bytes, is_last)? {
+            Some(first_seq) => first_seq,
+            None => {
+                // Torn creation of the newest segment: nothing was ever
+                // acknowledged in it, so start it again.
+                file.set_len(0)
+                    .map_err(|e| io_context("truncate", &path, e))?;
+                let header = SegmentHeader {
+                    segment_id: id,
+                    first_seq: next_seq,
+                }
+                .encode();
+                file.write_all_at(0, &header)
+                    .map_err(|e| io_context("write", &path, e))?;
+                file.sync_data()
+                    .map_err(|e| io_context("fsync", &path, e))?;
+                report.torn_tail_bytes += bytes.len() as u64;
+                bytes = header.to_vec();
+                next_seq
+            }
+        };
+        next_seq = next_seq.max(first_seq);
+
+        let end = scan(
+            &path,
+            id,
+            &bytes,
+            is_last,
+            &mut next_seq,
+            &mut report,
+            |loc, rec| {
+                let view = RecoveryView {
+                    sealed: &sealed,
+                    current_id: id,
+                    current: &bytes,
+                    current_path: &path,
+                };
+                apply(loc, rec, &view)
+            },
+        )?;
+
+        if end < bytes.len() {
+            debug_assert!(is_last, "only the last segment may have a torn tail");
+            file.set_len(end as u64)
+                .map_err(|e| io_context("truncate", &path, e))?;
+            file.sync_data()
+                .map_err(|e| io_context("fsync", &path, e))?;
+            report.torn_tail_bytes += (bytes.len() - end) as u64;
+            bytes.truncate(end);
+        }
+
+        if is_last {
+            let active = Active {
+                id,
+                path,
+                file,
+                flushed: bytes.len(),
+                buf: bytes,
+            };
+            let log = Log::new(
+                storage,
+                dir.to_path_buf(),
+                durability,
+                segment_size,
+                sealed,
+                active,
+                next_seq,
+            );
+            return Ok((log, report));
+        }
+        drop(bytes);
+        let map = file.map().map_err(|e| io_context("map", &path, e))?;
+        sealed.insert(id, Sealed { path, bytes: map });
+    }
+    unreachable!("the loop returns at the last segment")
+}
+
+/// The header's `first_seq`, or `None` for a torn header on the last segment.
+fn check_header(path: &Path, id: u32, bytes: &[u8], is_last: bool) -> Result<Option<u64>> {
+    let corrupt = |offset: u64, reason: String| Error::Corrupt {
+        file: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    match SegmentHeader::decode(bytes) {
+        Ok(h) if h.segment_id != id => Err(corrupt(
+            12,
+            format!(
+                "header names segment {} but the file name says {id}",
+                h.segment_id
+            ),
+        )),
+        Ok(h) => Ok(Some(h.first_seq)),
+        Err(HeaderError::Version(found)) => Err(Error::IncompatibleFormat {
+            file: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        Err(e) if is_last && first_valid_record(bytes, 0).is_none() => {
+            let _ = e;
+            Ok(None)
+        }
+        Err(e) => Err(corrupt(0, e.reason())),
+    }
+}
+
+/// Decodes every record of one segment, returning the length of its valid
+/// prefix. A bad record is a torn tail only in the last segment and only if no
+/// valid record follows it.
+fn scan(
+    path: &Path,
+    id: u32,
+    bytes: &[u8],
+    is_last: bool,
+    next_seq: &mut u64,
+    report: &mut RecoveryReport,
+    mut apply: impl FnMut(Loc, &RecordRef<'_>) -> Result<()>,
+) -> Result<usize> {
+    let corrupt = |offset: usize, reason: String| Error::Corrupt {
+        file: PathBuf::from(path),
+        offset: offset as u64,
+        reason,
+    };
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < bytes.len() {
+        let offset =
+            u32::try_from(pos).map_err(|_| corrupt(pos, "segment is larger than 4 GiB".into()))?;
+        match record::decode(&bytes[pos..]) {
+            Ok((rec, len)) => {
+                if rec.seq < *next_seq {
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "sequence number {} goes backwards (expected at least {})",
+                            rec.seq, next_seq
+                        ),
+                    ));
+                }
+                *next_seq = rec.seq + 1;
+                apply(
+                    Loc {
+                        segment: id,
+                        offset,
+                    },
+                    &rec,
+                )?;
+                report.records += 1;
+                pos += len;
+            }
+            Err(err) => {
+                let reason = match err {
+                    DecodeError::Truncated => "record is cut short".to_string(),
+                    DecodeError::Invalid(why) => why.to_string(),
+                };
+                if !is_last {
+                    return Err(corrupt(pos, format!("{reason} in a sealed segment")));
+                }
+                if let Some(valid) = first_valid_record(bytes, pos + 1) {
+                    return Err(corrupt(
+                        pos,
+                        format!("{reason}, and a valid record follows at byte {valid}"),
+                    ));
+                }
+                return Ok(pos);
+            }
+        }
+    }
+    Ok(pos)
+}
+
+/// Offset of the first position at or after `from` where a valid record
+/// decodes, if any.
+fn first_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&p| record::decode(&bytes[p..]).is_ok())
+}

@@ -1,0 +1,190 @@
+//! Settings for opening a store.
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::format::record::{MAX_KEY_LEN, MAX_VALUE_LEN, encoded_len};
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::storage::{FsStorage, Storage};
+use crate::store::Store;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When a write is acknowledged, relative to reaching the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The default. `claim` (when it acquires), `complete`, `release`,
+    /// `extend_lease`, `remove` and `mark_seen` return only after their record
+    /// is fsynced; answers read from a record (`Replay`, `InProgress`,
+    /// `Mismatch`) are given only once that record is durable. Concurrent
+    /// callers share fsyncs (group commit). Survives power loss.
+    #[default]
+    Immediate,
+    /// Acknowledged once the record is handed to the operating system, and
+    /// fsynced by a background thread at least this often. Survives a crash
+    /// of the process; power loss can lose up to the interval's writes.
+    Periodic(Duration),
+    /// Acknowledged once the record is in the engine's buffer; written out
+    /// when 1 MiB accumulates, and fsynced on `sync`, segment rollover and
+    /// when the last handle drops. A crash can lose recent writes.
+    None,
+}
+
+/// Builder for a [`Store`]: `Options::new().lease(..).open(dir)`.
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) durability: Durability,
+    pub(crate) lease: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) segment_size: u64,
+    pub(crate) max_key_len: usize,
+    pub(crate) max_response_len: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) storage: Arc<dyn Storage>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("lease", &self.lease)
+            .field("retention", &self.retention)
+            .field("segment_size", &self.segment_size)
+            .field("max_key_len", &self.max_key_len)
+            .field("max_response_len", &self.max_response_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+/// Smallest segment size accepted.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+/// Largest segment size accepted: record offsets are 32-bit.
+pub const MAX_SEGMENT_SIZE: u64 = u32::MAX as u64;
+
+impl Options {
+    /// The defaults: `Immediate` durability, 60 s lease, 24 h retention,
+    /// 64 MiB segments, keys up to 1 KiB, responses up to 1 MiB, the system
+    /// clock and the real file system.
+    pub fn new() -> Self {
+        Options {
+            durability: Durability::Immediate,
+            lease: Duration::from_secs(60),
+            retention: Duration::from_secs(86_400),
+            segment_size: 64 << 20,
+            max_key_len: 1024,
+            max_response_len: 1 << 20,
+            clock: Arc::new(SystemClock),
+            storage: Arc::new(FsStorage),
+        }
+    }
+
+    /// When writes are acknowledged; see [`Durability`]. Default `Immediate`.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// How long a claim stays in progress before another caller may take it
+    /// over. Longer leases delay recovery from a crashed owner; shorter ones
+    /// risk a takeover while the owner still works (use `extend_lease`).
+    /// Default 60 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a completed record is kept and replayed. Default 24 h.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Bytes per segment file before a new one starts (4 KiB to 4 GiB - 1).
+    /// The active segment is also buffered in memory, so this bounds that
+    /// buffer. Default 64 MiB.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Longest key accepted, in bytes (1 to 65535). Default 1024.
+    pub fn max_key_len(mut self, bytes: usize) -> Self {
+        self.max_key_len = bytes;
+        self
+    }
+
+    /// Longest response accepted, in bytes. Default 1 MiB.
+    pub fn max_response_len(mut self, bytes: usize) -> Self {
+        self.max_response_len = bytes;
+        self
+    }
+
+    /// The time source. Default [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The file-system backend. Default [`FsStorage`]; tests pass one that
+    /// injects faults.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
+        self.validate()?;
+        Store::open_with(dir.as_ref(), self)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidOptions(why));
+        if self.lease.is_zero() || self.lease.as_millis() == 0 {
+            return bad("lease must be at least 1 ms".into());
+        }
+        if self.retention.as_millis() == 0 {
+            return bad("retention must be at least 1 ms".into());
+        }
+        if let Durability::Periodic(d) = self.durability
+            && d.as_millis() == 0
+        {
+            return bad("the Periodic sync interval must be at least 1 ms".into());
+        }
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) {
+            return bad(format!(
+                "segment_size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}",
+                self.segment_size
+            ));
+        }
+        if self.max_key_len == 0 || self.max_key_len > MAX_KEY_LEN {
+            return bad(format!(
+                "max_key_len {} is outside 1..={MAX_KEY_LEN}",
+                self.max_key_len
+            ));
+        }
+        if self.max_response_len > MAX_VALUE_LEN {
+            return bad(format!(
+                "max_response_len {} exceeds the format maximum {MAX_VALUE_LEN}",
+                self.max_response_len
+            ));
+        }
+        let largest =
+            SEGMENT_HEADER_LEN as u64 + encoded_len(self.max_key_len, self.max_response_len) as u64;
+        if largest > self.segment_size {
+            return bad(format!(
+                "the largest record ({largest} bytes for max_key_len + max_response_len) does not fit in \
+                 segment_size {}; raise segment_size or lower the maxima",
+                self.segment_size
+            ));
+        }
+        Ok(())
+    }
+}

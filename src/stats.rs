@@ -1,0 +1,82 @@
+//! Counters for operators.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the store's counters since it was opened, and of its size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Calls to `claim`.
+    pub claims: u64,
+    /// Claims answered `Acquired` (fresh keys and takeovers).
+    pub acquired: u64,
+    /// Claims answered `Replay`: duplicates prevented.
+    pub replays: u64,
+    /// Claims answered `InProgress`.
+    pub in_progress: u64,
+    /// Claims answered `Mismatch`.
+    pub mismatches: u64,
+    /// Acquisitions that took over an in-progress key whose lease had passed.
+    pub takeovers: u64,
+    /// Successful `complete` calls.
+    pub completes: u64,
+    /// Successful `release` calls.
+    pub releases: u64,
+    /// Successful `extend_lease` calls.
+    pub lease_extensions: u64,
+    /// `complete`, `release` or `extend_lease` refused with `LeaseLost`.
+    pub lease_lost: u64,
+    /// `remove` calls that removed a live key.
+    pub removes: u64,
+    /// `mark_seen` calls answered `First`.
+    pub seen_first: u64,
+    /// `mark_seen` calls answered `Duplicate`.
+    pub seen_duplicates: u64,
+    /// Keys present now (in progress, completed or seen, not expired).
+    pub live_keys: u64,
+    /// Entries in the in-memory index, expired ones not yet evicted included.
+    pub indexed_keys: u64,
+    /// Bytes of segment files on disk.
+    pub bytes_on_disk: u64,
+    /// Number of segment files.
+    pub segments: u64,
+    /// Bytes of records appended since open.
+    pub bytes_appended: u64,
+    /// fsyncs issued since open (group commit makes this far fewer than writes).
+    pub fsyncs: u64,
+    /// Records read back from disk when the store was opened.
+    pub recovered_records: u64,
+    /// Bytes of torn tail cut off the last segment when the store was opened.
+    pub torn_tail_bytes_truncated: u64,
+    /// Whether the store refuses writes after a failed write or fsync.
+    pub poisoned: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub claims: Counter,
+    pub acquired: Counter,
+    pub replays: Counter,
+    pub in_progress: Counter,
+    pub mismatches: Counter,
+    pub takeovers: Counter,
+    pub completes: Counter,
+    pub releases: Counter,
+    pub lease_extensions: Counter,
+    pub lease_lost: Counter,
+    pub removes: Counter,
+    pub seen_first: Counter,
+    pub seen_duplicates: Counter,
+}

@@ -1,0 +1,75 @@
+//! The file-system seam: every file operation the engine makes goes through
+//! [`Storage`] and [`StorageFile`], so a test backend can stand in for the
+//! disk (to lose power at a chosen operation, or fail a write with `EIO`).
+//!
+//! [`FsStorage`] is the real backend and the default.
+
+mod fs;
+
+pub use fs::FsStorage;
+
+use std::any::Any;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Read-only bytes of a sealed file: a memory map, or a copy in memory.
+pub type SealedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A held exclusive lock on a directory; dropping it releases the lock.
+pub type DirLock = Box<dyn Any + Send + Sync>;
+
+/// A directory of files, as the engine sees it.
+///
+/// Implementations must make `sync_dir` the only way directory changes
+/// (create, rename, remove) become durable, as on a POSIX file system.
+pub trait Storage: Send + Sync {
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the regular files directly in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates a new, empty file; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `dir`, failing with
+    /// [`io::ErrorKind::WouldBlock`] if anyone (this process included) holds it.
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock>;
+}
+
+/// One open file.
+pub trait StorageFile: Send + Sync {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Fills `buf` from `offset`; fails with `UnexpectedEof` if the file is shorter.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `data` at `offset`, growing the file if needed.
+    fn write_all_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Truncates or extends the file to `len`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data and length durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only view of the whole file. Only called on sealed files, which
+    /// never change or shrink while the view lives.
+    fn map(&self) -> io::Result<SealedBytes>;
+}
+
+/// Reads a whole file with ordinary reads (never a map: recovery must not
+/// fault on a file that is shorter than expected).
+pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.len()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large for memory"))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(0, &mut buf)?;
+    Ok(buf)
+}

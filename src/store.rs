@@ -1,0 +1,626 @@
+//! The public handle and the engine behind it.
+
+use crate::clock::{Clock, duration_ms};
+use crate::error::{Error, Result, io_context};
+use crate::fingerprint::Fingerprint;
+use crate::format::record::{RecordFields, RecordRef, Tag};
+use crate::index::{Entry, Index, State, key_hash};
+use crate::log::{Loc, Log, RecoveryReport, RecoveryView, recover};
+use crate::options::{Durability, Options};
+use crate::outcome::{Claim, Completed, Record, Seen, Ticket};
+use crate::stats::{Counters, Stats};
+use crate::storage::DirLock;
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A handle to an open store. Cheap to clone; clones share one engine.
+///
+/// Dropping the last clone writes out and fsyncs everything acknowledged,
+/// stops the background thread and releases the directory lock, so the
+/// directory can be opened again at once.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.engine.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    flusher: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.flusher.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+        if !self.engine.log.is_poisoned() {
+            let _ = self.engine.log.sync();
+        }
+    }
+}
+
+struct Engine {
+    log: Log,
+    index: Index,
+    clock: Arc<dyn Clock>,
+    durability: Durability,
+    lease_ms: u64,
+    retention_ms: u64,
+    max_key_len: usize,
+    max_response_len: usize,
+    counters: Counters,
+    recovery: RecoveryReport,
+    dir: PathBuf,
+    /// Declared last so it is released after the log is closed.
+    _lock: DirLock,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` with default [`Options`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Options::new().open(dir)
+    }
+
+    pub(crate) fn open_with(dir: &Path, opts: Options) -> Result<Store> {
+        let storage = opts.storage.clone();
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| io_context("create directory", dir, e))?;
+        let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::Locked,
+            _ => io_context("lock", dir, e),
+        })?;
+        let now_ms = opts.clock.now_ms();
+        let retention_ms = duration_ms(opts.retention);
+        let segment_size = usize::try_from(opts.segment_size)
+            .map_err(|_| Error::InvalidOptions("segment_size does not fit in memory".into()))?;
+        let index = Index::new();
+        let (log, recovery) = recover(
+            storage,
+            dir,
+            opts.durability,
+            segment_size,
+            |loc, rec, view| apply_recovered(&index, loc, rec, view, now_ms, retention_ms),
+        )?;
+        let engine = Arc::new(Engine {
+            log,
+            index,
+            clock: opts.clock,
+            durability: opts.durability,
+            lease_ms: duration_ms(opts.lease),
+            retention_ms,
+            max_key_len: opts.max_key_len,
+            max_response_len: opts.max_response_len,
+            counters: Counters::default(),
+            recovery,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        });
+        let flusher = match opts.durability {
+            Durability::Periodic(every) => Some(spawn_flusher(engine.clone(), every)?),
+            _ => None,
+        };
+        Ok(Store {
+            inner: Arc::new(Inner { engine, flusher }),
+        })
+    }
+
+    /// Claims `key` for a request with fingerprint `fingerprint`.
+    ///
+    /// Atomic: of any number of concurrent claims on one key, exactly one
+    /// answers `Acquired`. The fingerprint is checked before the state, so a
+    /// live key claimed with another fingerprint answers `Mismatch` whatever
+    /// its state. Under `Durability::Immediate` an `Acquired` claim is fsynced
+    /// before this returns, so the side effect never starts unrecorded.
+    pub fn claim(&self, key: impl AsRef<[u8]>, fingerprint: Fingerprint) -> Result<Claim> {
+        self.inner.engine.claim(key.as_ref(), fingerprint)
+    }
+
+    /// Stores `response` for the ticket's key, kept for the store's retention.
+    /// Every later claim with the same fingerprint replays these exact bytes.
+    ///
+    /// A response longer than [`Store::max_response_len`] is refused with
+    /// `ResponseTooLarge` and consumes the ticket (the key stays in progress
+    /// until its lease ends), so check the length first when it can be large.
+    pub fn complete(&self, ticket: Ticket, response: &[u8]) -> Result<()> {
+        let retention_ms = self.inner.engine.retention_ms;
+        self.inner.engine.complete(ticket, response, retention_ms)
+    }
+
+    /// Like [`complete`](Store::complete), with this record's own retention.
+    pub fn complete_with_retention(
+        &self,
+        ticket: Ticket,
+        response: &[u8],
+        retention: Duration,
+    ) -> Result<()> {
+        self.inner
+            .engine
+            .complete(ticket, response, duration_ms(retention))
+    }
+
+    /// Gives the key back after a failure that is safe to retry: the key
+    /// becomes absent and the next claim acquires it.
+    pub fn release(&self, ticket: Ticket) -> Result<()> {
+        self.inner.engine.release(ticket)
+    }
+
+    /// Extends the ticket's lease to `by` from now, for work that outlasts
+    /// the lease. Returns the new lease end (unix ms).
+    pub fn extend_lease(&self, ticket: &Ticket, by: Duration) -> Result<u64> {
+        self.inner.engine.extend_lease(ticket, duration_ms(by))
+    }
+
+    /// The key's current record, or `None` if it is absent or expired.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>> {
+        self.inner.engine.get(key.as_ref())
+    }
+
+    /// Purges the key now, whatever its state; a ticket for it then gets
+    /// `LeaseLost`. Returns whether a live record was removed.
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.inner.engine.remove(key.as_ref())
+    }
+
+    /// One-shot dedup for message consumers: `First` the first time a key is
+    /// seen within `retain`, `Duplicate` after. One record, one call.
+    pub fn mark_seen(&self, key: impl AsRef<[u8]>, retain: Duration) -> Result<Seen> {
+        self.inner
+            .engine
+            .mark_seen(key.as_ref(), duration_ms(retain))
+    }
+
+    /// Makes everything acknowledged so far durable, whatever the
+    /// durability mode.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.engine.log.sync()
+    }
+
+    /// The counters and sizes. Counting live keys walks the index, so the
+    /// cost grows with the number of keys.
+    pub fn stats(&self) -> Stats {
+        self.inner.engine.stats()
+    }
+
+    /// The directory this store owns.
+    pub fn dir(&self) -> &Path {
+        &self.inner.engine.dir
+    }
+
+    /// The longest response `complete` accepts.
+    pub fn max_response_len(&self) -> usize {
+        self.inner.engine.max_response_len
+    }
+}
+
+fn spawn_flusher(engine: Arc<Engine>, every: Duration) -> Result<(Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let thread = std::thread::Builder::new()
+        .name("idemkv-sync".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                if engine.log.sync().is_err() {
+                    // Poisoned: writers now see the error; nothing to retry.
+                    break;
+                }
+            }
+        })
+        .map_err(Error::Io)?;
+    Ok((stop, thread))
+}
+
+/// Rebuilds one key's index entry from a recovered record.
+fn apply_recovered(
+    index: &Index,
+    loc: Loc,
+    rec: &RecordRef<'_>,
+    view: &RecoveryView<'_>,
+    now_ms: u64,
+    retention_ms: u64,
+) -> Result<()> {
+    let hash = key_hash(rec.key);
+    let key = rec.key;
+    let mut shard = index.shard(hash);
+    let mut matches = |e: &Entry| view.read(e.loc, |r| r.key == key);
+    let state = match rec.tag {
+        Tag::Claim => State::InProgress,
+        Tag::Complete => State::Completed,
+        Tag::Seen => State::Seen,
+        Tag::Release | Tag::Remove => {
+            shard.remove(hash, &mut matches)?;
+            return Ok(());
+        }
+    };
+    let entry = Entry {
+        hash,
+        loc,
+        deadline_ms: rec.time_b_ms,
+        generation: rec.generation,
+        state,
+    };
+    if entry.is_live(now_ms, retention_ms) {
+        shard.upsert(entry, &mut matches)
+    } else {
+        shard.remove(hash, &mut matches).map(drop)
+    }
+}
+
+fn completed_from(r: RecordRef<'_>) -> Completed {
+    Completed {
+        response: r.value.to_vec(),
+        fingerprint: Fingerprint::from_u128(r.fingerprint),
+        completed_at_ms: r.time_a_ms,
+        expires_at_ms: r.time_b_ms,
+    }
+}
+
+impl Engine {
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if key.len() > self.max_key_len {
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                max: self.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Under `Immediate`, waits until the record ending at `end` is durable.
+    fn acknowledge(&self, end: u64) -> Result<()> {
+        match self.durability {
+            Durability::Immediate => self.log.wait_durable(end),
+            _ => Ok(()),
+        }
+    }
+
+    /// Under `Immediate`, waits until the record an answer was read from is
+    /// durable, so no answer rests on a write that a crash could undo.
+    fn acknowledge_read(&self, loc: Loc) -> Result<()> {
+        match self.durability {
+            Durability::Immediate if !self.log.is_durable(loc) => {
+                self.log.wait_durable(loc.lpos() + 1)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends a claim record for a new owner; the caller installs the entry.
+    fn append_claim(
+        &self,
+        key: &[u8],
+        hash: u64,
+        fingerprint: Fingerprint,
+        now_ms: u64,
+    ) -> Result<(Entry, Ticket, u64)> {
+        let lease_until = now_ms.saturating_add(self.lease_ms);
+        let app = self.log.append(
+            &RecordFields {
+                tag: Tag::Claim,
+                key,
+                value: &[],
+                fingerprint: fingerprint.as_u128(),
+                generation: 0,
+                time_a_ms: now_ms,
+                time_b_ms: lease_until,
+            },
+            true,
+        )?;
+        let entry = Entry {
+            hash,
+            loc: app.loc,
+            deadline_ms: lease_until,
+            generation: app.seq,
+            state: State::InProgress,
+        };
+        let ticket = Ticket {
+            key: key.into(),
+            hash,
+            fingerprint,
+            generation: app.seq,
+            claimed_at_ms: now_ms,
+            lease_expires_at_ms: AtomicU64::new(lease_until),
+        };
+        Ok((entry, ticket, app.end))
+    }
+
+    fn claim(&self, key: &[u8], fingerprint: Fingerprint) -> Result<Claim> {
+        self.check_key(key)?;
+        let hash = key_hash(key);
+        let now_ms = self.clock.now_ms();
+        self.counters.claims.inc();
+        let mut shard = self.index.shard(hash);
+        let mut stored_fp = 0u128;
+        let found = shard.find(hash, &mut |e| {
+            self.log.read(e.loc, |r| {
+                stored_fp = r.fingerprint;
+                r.key == key
+            })
+        })?;
+        let takeover = match &found {
+            Some(entry) if entry.is_live(now_ms, self.retention_ms) => {
+                let lease_passed = entry.state == State::InProgress && now_ms >= entry.deadline_ms;
+                if entry.state == State::Seen || stored_fp != fingerprint.as_u128() || !lease_passed
+                {
+                    let (loc, state, lease) = (entry.loc, entry.state, entry.deadline_ms);
+                    let answer = if state == State::Seen || stored_fp != fingerprint.as_u128() {
+                        self.counters.mismatches.inc();
+                        Claim::Mismatch
+                    } else if state == State::Completed {
+                        self.counters.replays.inc();
+                        Claim::Replay(self.log.read(loc, completed_from)?)
+                    } else {
+                        self.counters.in_progress.inc();
+                        Claim::InProgress {
+                            lease_expires_at_ms: lease,
+                        }
+                    };
+                    drop(shard);
+                    self.acknowledge_read(loc)?;
+                    return Ok(answer);
+                }
+                true
+            }
+            _ => false,
+        };
+        let (entry, ticket, end) = self.append_claim(key, hash, fingerprint, now_ms)?;
+        match found {
+            Some(slot) => *slot = entry,
+            None => shard.insert(entry),
+        }
+        if takeover {
+            self.counters.takeovers.inc();
+        }
+        drop(shard);
+        debug_assert_eq!(entry.generation, ticket.generation);
+        self.counters.acquired.inc();
+        self.acknowledge(end)?;
+        Ok(Claim::Acquired(ticket))
+    }
+
+    fn complete(&self, ticket: Ticket, response: &[u8], retention_ms: u64) -> Result<()> {
+        if response.len() > self.max_response_len {
+            return Err(Error::ResponseTooLarge {
+                len: response.len(),
+                max: self.max_response_len,
+            });
+        }
+        let now_ms = self.clock.now_ms();
+        let mut shard = self.index.shard(ticket.hash);
+        let Some(entry) = shard.find_claim(ticket.hash, ticket.generation) else {
+            self.counters.lease_lost.inc();
+            return Err(Error::LeaseLost);
+        };
+        let expires_at_ms = now_ms.saturating_add(retention_ms);
+        let app = self.log.append(
+            &RecordFields {
+                tag: Tag::Complete,
+                key: &ticket.key,
+                value: response,
+                fingerprint: ticket.fingerprint.as_u128(),
+                generation: ticket.generation,
+                time_a_ms: now_ms,
+                time_b_ms: expires_at_ms,
+            },
+            false,
+        )?;
+        *entry = Entry {
+            loc: app.loc,
+            deadline_ms: expires_at_ms,
+            state: State::Completed,
+            ..*entry
+        };
+        drop(shard);
+        self.counters.completes.inc();
+        self.acknowledge(app.end)
+    }
+
+    fn release(&self, ticket: Ticket) -> Result<()> {
+        let now_ms = self.clock.now_ms();
+        let mut shard = self.index.shard(ticket.hash);
+        if shard.find_claim(ticket.hash, ticket.generation).is_none() {
+            self.counters.lease_lost.inc();
+            return Err(Error::LeaseLost);
+        }
+        let app = self.log.append(
+            &tombstone(Tag::Release, &ticket.key, ticket.generation, now_ms),
+            false,
+        )?;
+        let removed = shard.remove_claim(ticket.hash, ticket.generation);
+        debug_assert!(removed.is_some(), "the claim was found under the same lock");
+        drop(shard);
+        self.counters.releases.inc();
+        self.acknowledge(app.end)
+    }
+
+    fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<u64> {
+        let now_ms = self.clock.now_ms();
+        let mut shard = self.index.shard(ticket.hash);
+        let Some(entry) = shard.find_claim(ticket.hash, ticket.generation) else {
+            self.counters.lease_lost.inc();
+            return Err(Error::LeaseLost);
+        };
+        let lease_until = now_ms.saturating_add(by_ms);
+        let app = self.log.append(
+            &RecordFields {
+                tag: Tag::Claim,
+                key: &ticket.key,
+                value: &[],
+                fingerprint: ticket.fingerprint.as_u128(),
+                generation: ticket.generation,
+                time_a_ms: ticket.claimed_at_ms,
+                time_b_ms: lease_until,
+            },
+            false,
+        )?;
+        entry.loc = app.loc;
+        entry.deadline_ms = lease_until;
+        drop(shard);
+        ticket
+            .lease_expires_at_ms
+            .store(lease_until, std::sync::atomic::Ordering::Relaxed);
+        self.counters.lease_extensions.inc();
+        self.acknowledge(app.end)?;
+        Ok(lease_until)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Record>> {
+        self.check_key(key)?;
+        let hash = key_hash(key);
+        let now_ms = self.clock.now_ms();
+        let mut shard = self.index.shard(hash);
+        let found = shard.find(hash, &mut |e| self.log.read(e.loc, |r| r.key == key))?;
+        let Some(entry) = found.filter(|e| e.is_live(now_ms, self.retention_ms)) else {
+            return Ok(None);
+        };
+        let (loc, state) = (entry.loc, entry.state);
+        let record = self.log.read(loc, |r| match state {
+            State::Completed => Record::Completed(completed_from(r)),
+            State::InProgress => Record::InProgress {
+                fingerprint: Fingerprint::from_u128(r.fingerprint),
+                claimed_at_ms: r.time_a_ms,
+                lease_expires_at_ms: r.time_b_ms,
+            },
+            State::Seen => Record::Seen {
+                seen_at_ms: r.time_a_ms,
+                expires_at_ms: r.time_b_ms,
+            },
+        })?;
+        drop(shard);
+        self.acknowledge_read(loc)?;
+        Ok(Some(record))
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<bool> {
+        self.check_key(key)?;
+        let hash = key_hash(key);
+        let now_ms = self.clock.now_ms();
+        let mut shard = self.index.shard(hash);
+        let mut matches = |e: &Entry| self.log.read(e.loc, |r| r.key == key);
+        let Some(entry) = shard.find(hash, &mut matches)?.copied() else {
+            return Ok(false);
+        };
+        if !entry.is_live(now_ms, self.retention_ms) {
+            shard.remove(hash, &mut matches)?;
+            return Ok(false);
+        }
+        let app = self.log.append(
+            &tombstone(Tag::Remove, key, entry.generation, now_ms),
+            false,
+        )?;
+        shard.remove(hash, &mut matches)?;
+        drop(shard);
+        self.counters.removes.inc();
+        self.acknowledge(app.end)?;
+        Ok(true)
+    }
+
+    fn mark_seen(&self, key: &[u8], retain_ms: u64) -> Result<Seen> {
+        self.check_key(key)?;
+        let hash = key_hash(key);
+        let now_ms = self.clock.now_ms();
+        let mut shard = self.index.shard(hash);
+        let found = shard.find(hash, &mut |e| self.log.read(e.loc, |r| r.key == key))?;
+        if let Some(entry) = found
+            .as_ref()
+            .filter(|e| e.is_live(now_ms, self.retention_ms))
+        {
+            let loc = entry.loc;
+            drop(shard);
+            self.counters.seen_duplicates.inc();
+            self.acknowledge_read(loc)?;
+            return Ok(Seen::Duplicate);
+        }
+        let expires_at_ms = now_ms.saturating_add(retain_ms);
+        let app = self.log.append(
+            &RecordFields {
+                tag: Tag::Seen,
+                key,
+                value: &[],
+                fingerprint: 0,
+                generation: 0,
+                time_a_ms: now_ms,
+                time_b_ms: expires_at_ms,
+            },
+            true,
+        )?;
+        let new = Entry {
+            hash,
+            loc: app.loc,
+            deadline_ms: expires_at_ms,
+            generation: app.seq,
+            state: State::Seen,
+        };
+        match found {
+            Some(entry) => *entry = new,
+            None => shard.insert(new),
+        }
+        drop(shard);
+        self.counters.seen_first.inc();
+        self.acknowledge(app.end)?;
+        Ok(Seen::First)
+    }
+
+    fn stats(&self) -> Stats {
+        let now_ms = self.clock.now_ms();
+        let (mut live, mut indexed) = (0u64, 0u64);
+        self.index.for_each(|e| {
+            indexed += 1;
+            live += u64::from(e.is_live(now_ms, self.retention_ms));
+        });
+        let c = &self.counters;
+        let lc = &self.log.counters;
+        use std::sync::atomic::Ordering::Relaxed;
+        Stats {
+            claims: c.claims.get(),
+            acquired: c.acquired.get(),
+            replays: c.replays.get(),
+            in_progress: c.in_progress.get(),
+            mismatches: c.mismatches.get(),
+            takeovers: c.takeovers.get(),
+            completes: c.completes.get(),
+            releases: c.releases.get(),
+            lease_extensions: c.lease_extensions.get(),
+            lease_lost: c.lease_lost.get(),
+            removes: c.removes.get(),
+            seen_first: c.seen_first.get(),
+            seen_duplicates: c.seen_duplicates.get(),
+            live_keys: live,
+            indexed_keys: indexed,
+            bytes_on_disk: self.log.disk_bytes(),
+            segments: self.log.segment_count(),
+            bytes_appended: lc.bytes_appended.load(Relaxed),
+            fsyncs: lc.fsyncs.load(Relaxed),
+            recovered_records: self.recovery.records,
+            torn_tail_bytes_truncated: self.recovery.torn_tail_bytes,
+            poisoned: self.log.is_poisoned(),
+        }
+    }
+}
+
+fn tombstone(tag: Tag, key: &[u8], generation: u64, now_ms: u64) -> RecordFields<'_> {
+    RecordFields {
+        tag,
+        key,
+        value: &[],
+        fingerprint: 0,
+        generation,
+        time_a_ms: now_ms,
+        time_b_ms: 0,
+    }
+}
