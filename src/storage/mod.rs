@@ -2,11 +2,14 @@
 //! [`Storage`] and [`StorageFile`], so a test backend can stand in for the
 //! disk (to lose power at a chosen operation, or fail a write with `EIO`).
 //!
-//! [`FsStorage`] is the real backend and the default.
+//! [`FsStorage`] is the real backend and the default; [`SimStorage`] is a
+//! simulated disk that loses power and fails operations on request, for tests.
 
 mod fs;
+mod sim;
 
 pub use fs::FsStorage;
+pub use sim::{PendingFate, SimOp, SimStorage};
 
 use std::any::Any;
 use std::io;
