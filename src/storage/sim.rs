@@ -178,7 +178,7 @@ impl SimStorage {
             PendingFate::DropAll => 0,
             PendingFate::Random => rng.below(s.pending_dir.len() as u64 + 1) as usize,
         };
-        for op in s.pending_dir[..keep].to_vec() {
+        for op in s.pending_dir[..keep].iter().cloned() {
             apply_dir_op(&mut dir, op);
         }
 
