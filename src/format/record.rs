@@ -126,11 +126,20 @@ pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, rec: &RecordFields<'_>) {
     );
 }
 
-/// Decodes the record at the start of `buf`, returning it and its length.
-///
-/// Lengths are bounded by the format maximums and by the bytes present before
-/// anything is sliced, and the checksum is verified.
-pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
+/// The fixed fields of a record header, checked for structure but not yet
+/// against the checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub tag: Tag,
+    pub seq: u64,
+    /// Encoded length of the whole record.
+    pub len: usize,
+}
+
+/// Checks the header at the start of `buf` without reading the key, the
+/// value or the checksum: tag, flags and lengths, each bounded by the format
+/// maximums and by the bytes present.
+pub(crate) fn peek_header(buf: &[u8]) -> Result<Header, DecodeError> {
     if buf.len() < RECORD_HEADER_LEN {
         // A header that already fails its cheap checks is damage, not a tail.
         if let Some(&tag) = buf.get(OFF_TAG) {
@@ -156,17 +165,35 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> 
     if tag != Tag::Complete && value_len != 0 {
         return Err(DecodeError::Invalid("record of this tag carries a value"));
     }
-    let total = encoded_len(key_len, value_len);
-    if buf.len() < total {
+    let len = encoded_len(key_len, value_len);
+    if buf.len() < len {
         return Err(DecodeError::Truncated);
     }
+    Ok(Header {
+        tag,
+        seq: le_u64(buf, OFF_SEQ),
+        len,
+    })
+}
+
+/// Decodes the record at the start of `buf`, returning it and its length.
+///
+/// Lengths are bounded by the format maximums and by the bytes present before
+/// anything is sliced, and the checksum is verified.
+pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
+    let Header {
+        tag,
+        seq,
+        len: total,
+    } = peek_header(buf)?;
     if crc32fast::hash(&buf[OFF_TAG..total]) != le_u32(buf, 0) {
         return Err(DecodeError::Invalid("record checksum mismatch"));
     }
+    let key_len = usize::from(u16::from_le_bytes([buf[OFF_KEY_LEN], buf[OFF_KEY_LEN + 1]]));
     let key_end = RECORD_HEADER_LEN + key_len;
     let rec = RecordRef {
         tag,
-        seq: le_u64(buf, OFF_SEQ),
+        seq,
         fingerprint: u128::from_le_bytes(
             buf[OFF_FINGERPRINT..OFF_GENERATION]
                 .try_into()

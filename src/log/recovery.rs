@@ -102,7 +102,7 @@ pub(crate) fn recover(
         let mut bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
         report.segments += 1;
 
-        let first_seq = match check_header(&path, id, &bytes, is_last)? {
+        let first_seq = match check_header(&path, id, &bytes, is_last, next_seq)? {
             Some(first_seq) => first_seq,
             None => {
                 // Torn creation of the newest segment: nothing was ever
@@ -180,7 +180,13 @@ pub(crate) fn recover(
 }
 
 /// The header's `first_seq`, or `None` for a torn header on the last segment.
-fn check_header(path: &Path, id: u32, bytes: &[u8], is_last: bool) -> Result<Option<u64>> {
+fn check_header(
+    path: &Path,
+    id: u32,
+    bytes: &[u8],
+    is_last: bool,
+    next_seq: u64,
+) -> Result<Option<u64>> {
     let corrupt = |offset: u64, reason: String| Error::Corrupt {
         file: path.to_path_buf(),
         offset,
@@ -200,7 +206,7 @@ fn check_header(path: &Path, id: u32, bytes: &[u8], is_last: bool) -> Result<Opt
             found,
             supported: FORMAT_VERSION,
         }),
-        Err(e) if is_last && first_valid_record(bytes, 0).is_none() => {
+        Err(e) if is_last && first_valid_record(bytes, 0, next_seq).is_none() => {
             let _ = e;
             Ok(None)
         }
@@ -259,7 +265,7 @@ fn scan(
                 if !is_last {
                     return Err(corrupt(pos, format!("{reason} in a sealed segment")));
                 }
-                if let Some(valid) = first_valid_record(bytes, pos + 1) {
+                if let Some(valid) = first_valid_record(bytes, pos + 1, *next_seq) {
                     return Err(corrupt(
                         pos,
                         format!("{reason}, and a valid record follows at byte {valid}"),
@@ -273,7 +279,14 @@ fn scan(
 }
 
 /// Offset of the first position at or after `from` where a valid record
-/// decodes, if any.
-fn first_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len()).find(|&p| record::decode(&bytes[p..]).is_ok())
+/// decodes, if any. A record that belongs after the damage has a sequence
+/// number of at least `min_seq` and below `min_seq` plus the number of
+/// records that could fit; that cheap test runs before the checksum, so
+/// scanning garbage costs linear time, not a checksum per position.
+fn first_valid_record(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
+    let max_seq = min_seq.saturating_add((bytes.len() / record::RECORD_HEADER_LEN) as u64 + 1);
+    (from..bytes.len()).find(|&p| {
+        record::peek_header(&bytes[p..]).is_ok_and(|h| (min_seq..max_seq).contains(&h.seq))
+            && record::decode(&bytes[p..]).is_ok()
+    })
 }
