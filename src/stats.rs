@@ -32,6 +32,9 @@ pub struct Stats {
     pub seen_first: u64,
     /// `mark_seen` calls answered `Duplicate`.
     pub seen_duplicates: u64,
+    /// Expired records dropped from the index when their key was next
+    /// touched (a claim, `mark_seen` or `remove` of an expired key).
+    pub expirations: u64,
     /// Keys present now (in progress, completed or seen, not expired).
     pub live_keys: u64,
     /// Entries in the in-memory index, expired ones not yet evicted included.
@@ -79,4 +82,5 @@ pub(crate) struct Counters {
     pub removes: Counter,
     pub seen_first: Counter,
     pub seen_duplicates: Counter,
+    pub expirations: Counter,
 }

@@ -4,7 +4,7 @@ use crate::clock::{Clock, duration_ms};
 use crate::error::{Error, Result, io_context};
 use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, RecordRef, Tag};
-use crate::index::{Entry, Index, State, key_hash};
+use crate::index::{Entry, Index, Shard, State, key_hash};
 use crate::log::{Loc, Log, RecoveryReport, RecoveryView, recover};
 use crate::options::{Durability, Options};
 use crate::outcome::{Claim, Completed, Record, Seen, Ticket};
@@ -376,7 +376,11 @@ impl Engine {
                 }
                 true
             }
-            _ => false,
+            Some(_) => {
+                self.counters.expirations.inc();
+                false
+            }
+            None => false,
         };
         let (entry, ticket, end) = self.append_claim(key, hash, fingerprint, now_ms)?;
         match found {
@@ -393,6 +397,25 @@ impl Engine {
         Ok(Claim::Acquired(ticket))
     }
 
+    /// The index entry of the ticket's claim, if the ticket still owns its
+    /// key: same generation, still in progress, and not expired (an expired
+    /// claim is absent, as it would be after a reopen or compaction).
+    /// Counts a `LeaseLost` refusal otherwise.
+    fn owned_claim<'s>(
+        &self,
+        shard: &'s mut Shard,
+        ticket: &Ticket,
+        now_ms: u64,
+    ) -> Option<&'s mut Entry> {
+        let owned = shard
+            .find_claim(ticket.hash, ticket.generation)
+            .filter(|e| e.is_live(now_ms, self.retention_ms));
+        if owned.is_none() {
+            self.counters.lease_lost.inc();
+        }
+        owned
+    }
+
     fn complete(&self, ticket: Ticket, response: &[u8], retention_ms: u64) -> Result<()> {
         if response.len() > self.max_response_len {
             return Err(Error::ResponseTooLarge {
@@ -402,8 +425,7 @@ impl Engine {
         }
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let Some(entry) = shard.find_claim(ticket.hash, ticket.generation) else {
-            self.counters.lease_lost.inc();
+        let Some(entry) = self.owned_claim(&mut shard, &ticket, now_ms) else {
             return Err(Error::LeaseLost);
         };
         let expires_at_ms = now_ms.saturating_add(retention_ms);
@@ -433,8 +455,7 @@ impl Engine {
     fn release(&self, ticket: Ticket) -> Result<()> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        if shard.find_claim(ticket.hash, ticket.generation).is_none() {
-            self.counters.lease_lost.inc();
+        if self.owned_claim(&mut shard, &ticket, now_ms).is_none() {
             return Err(Error::LeaseLost);
         }
         let app = self.log.append(
@@ -451,8 +472,7 @@ impl Engine {
     fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<u64> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let Some(entry) = shard.find_claim(ticket.hash, ticket.generation) else {
-            self.counters.lease_lost.inc();
+        let Some(entry) = self.owned_claim(&mut shard, ticket, now_ms) else {
             return Err(Error::LeaseLost);
         };
         let lease_until = now_ms.saturating_add(by_ms);
@@ -517,6 +537,7 @@ impl Engine {
         };
         if !entry.is_live(now_ms, self.retention_ms) {
             shard.remove(hash, &mut matches)?;
+            self.counters.expirations.inc();
             return Ok(false);
         }
         let app = self.log.append(
@@ -567,7 +588,10 @@ impl Engine {
             state: State::Seen,
         };
         match found {
-            Some(entry) => *entry = new,
+            Some(entry) => {
+                self.counters.expirations.inc();
+                *entry = new;
+            }
             None => shard.insert(new),
         }
         drop(shard);
@@ -600,6 +624,7 @@ impl Engine {
             removes: c.removes.get(),
             seen_first: c.seen_first.get(),
             seen_duplicates: c.seen_duplicates.get(),
+            expirations: c.expirations.get(),
             live_keys: live,
             indexed_keys: indexed,
             bytes_on_disk: self.log.disk_bytes(),

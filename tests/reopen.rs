@@ -1,0 +1,386 @@
+//! Records survive close and reopen exactly: completed responses byte for
+//! byte (binary, empty, maximum size), in-progress records with their
+//! fingerprint, claim time and lease, seen marks; generations keep growing
+//! across reopens; removed and released keys stay absent. Small segments
+//! make the log roll over so records span several files.
+
+use idemkv::{Claim, Durability, Fingerprint, ManualClock, Options, Record, Seen, Store, Ticket};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const START_MS: u64 = 1_000_000;
+const LEASE_MS: u64 = 60_000;
+const MAX_RESPONSE: usize = 1024;
+
+fn open_with(dir: &Path, clock: &Arc<ManualClock>, durability: Durability) -> Store {
+    Options::new()
+        .clock(clock.clone())
+        .durability(durability)
+        .lease(Duration::from_millis(LEASE_MS))
+        .segment_size(4096)
+        .max_response_len(MAX_RESPONSE)
+        .open(dir)
+        .unwrap()
+}
+
+fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
+    open_with(dir, clock, Durability::Immediate)
+}
+
+fn acquire(store: &Store, key: &str, fp: Fingerprint) -> Ticket {
+    match store.claim(key, fp).unwrap() {
+        Claim::Acquired(t) => t,
+        other => panic!("expected Acquired for {key}, got {other:?}"),
+    }
+}
+
+/// Responses that stress byte-exactness: empty, NULs, every byte value,
+/// maximum size, and sizes around the segment boundaries.
+fn responses() -> Vec<Vec<u8>> {
+    let mut out = vec![
+        Vec::new(),
+        vec![0],
+        vec![0; 7],
+        vec![0; MAX_RESPONSE],
+        vec![0xff; MAX_RESPONSE],
+        (0..=255u8).collect(),
+        b"\0leading and trailing nul\0".to_vec(),
+        b"plain text response".to_vec(),
+    ];
+    // A deterministic pseudo-random maximum-size response.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    out.push(
+        (0..MAX_RESPONSE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect(),
+    );
+    for len in [1, 63, 64, 65, 511, 1000, MAX_RESPONSE - 1] {
+        out.push((0..len).map(|i| (i * 7 % 256) as u8).collect());
+    }
+    out
+}
+
+#[test]
+fn completed_responses_survive_reopen_byte_for_byte() {
+    for durability in [
+        Durability::Immediate,
+        Durability::Periodic(Duration::from_millis(5)),
+        Durability::None,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let responses = responses();
+        let mut expected = BTreeMap::new();
+        {
+            let store = open_with(dir.path(), &clock, durability);
+            for round in 0..3 {
+                for (i, response) in responses.iter().enumerate() {
+                    let key = format!("r{round}-{i}");
+                    let fp = Fingerprint::of(key.as_bytes());
+                    let t = acquire(&store, &key, fp);
+                    clock.advance(Duration::from_millis(3));
+                    store.complete(t, response).unwrap();
+                    let Some(Record::Completed(c)) = store.get(&key).unwrap() else {
+                        panic!("{key} was just completed")
+                    };
+                    assert_eq!(c.response(), &response[..]);
+                    expected.insert(key, c);
+                }
+            }
+            assert!(
+                store.stats().segments > 3,
+                "the log rolled over several times ({durability:?})"
+            );
+        }
+        for _ in 0..2 {
+            let store = open_with(dir.path(), &clock, durability);
+            for (key, before) in &expected {
+                let Some(Record::Completed(after)) = store.get(key).unwrap() else {
+                    panic!("{key} lost its completed record ({durability:?})")
+                };
+                assert_eq!(
+                    &after, before,
+                    "{key} changed across reopen ({durability:?})"
+                );
+                match store.claim(key, Fingerprint::of(key.as_bytes())).unwrap() {
+                    Claim::Replay(done) => {
+                        assert_eq!(done.response(), before.response());
+                        assert_eq!(done.fingerprint(), before.fingerprint());
+                        assert_eq!(done.completed_at_ms(), before.completed_at_ms());
+                        assert_eq!(done.expires_at_ms(), before.expires_at_ms());
+                    }
+                    other => panic!("{key} must replay after reopen, got {other:?}"),
+                }
+            }
+            assert_eq!(store.stats().live_keys, expected.len() as u64);
+            assert_eq!(store.stats().torn_tail_bytes_truncated, 0);
+        }
+    }
+}
+
+#[test]
+fn in_progress_records_survive_reopen_with_their_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let mut before = BTreeMap::new();
+    let mut tickets = Vec::new();
+    {
+        let store = open(dir.path(), &clock);
+        for i in 0..40u64 {
+            let key = format!("pending-{i}");
+            let fp = Fingerprint::from_u128(u128::from(i) << 64 | 0xabcd);
+            let t = acquire(&store, &key, fp);
+            if i % 3 == 0 {
+                clock.advance(Duration::from_millis(7));
+                store
+                    .extend_lease(&t, Duration::from_millis(LEASE_MS + i * 100))
+                    .unwrap();
+            }
+            clock.advance(Duration::from_millis(11));
+            // Interleave completed records so the segments hold a mix.
+            let filler = format!("filler-{i}");
+            let f = acquire(&store, &filler, fp);
+            store.complete(f, &[i as u8; 200]).unwrap();
+            let record = store.get(&key).unwrap().unwrap();
+            assert!(matches!(record, Record::InProgress { .. }));
+            before.insert(key, record);
+            tickets.push(t);
+        }
+        assert!(store.stats().segments > 1);
+    }
+    let store = open(dir.path(), &clock);
+    for (key, record) in &before {
+        assert_eq!(store.get(key).unwrap().as_ref(), Some(record), "{key}");
+        let Record::InProgress {
+            fingerprint,
+            claimed_at_ms,
+            lease_expires_at_ms,
+        } = *record
+        else {
+            unreachable!()
+        };
+        assert!(claimed_at_ms >= START_MS && lease_expires_at_ms > claimed_at_ms);
+        match store.claim(key, fingerprint).unwrap() {
+            Claim::InProgress {
+                lease_expires_at_ms: end,
+            } => assert_eq!(end, lease_expires_at_ms, "{key}"),
+            other => panic!("{key} is still in progress after reopen, got {other:?}"),
+        }
+        assert!(matches!(
+            store.claim(key, Fingerprint::of(b"another")).unwrap(),
+            Claim::Mismatch
+        ));
+    }
+    // Tickets held across the reopen still own their keys.
+    for (i, t) in tickets.into_iter().enumerate() {
+        if i % 2 == 0 {
+            store.complete(t, format!("done-{i}").as_bytes()).unwrap();
+        } else {
+            store.release(t).unwrap();
+        }
+    }
+    drop(store);
+    let store = open(dir.path(), &clock);
+    for i in 0..40 {
+        let key = format!("pending-{i}");
+        match store.get(&key).unwrap() {
+            Some(Record::Completed(c)) if i % 2 == 0 => {
+                assert_eq!(c.response(), format!("done-{i}").as_bytes())
+            }
+            None if i % 2 == 1 => {}
+            other => panic!("{key}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn lease_runs_on_across_reopen_and_allows_takeover() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let fp = Fingerprint::of(b"req");
+    let old = {
+        let store = open(dir.path(), &clock);
+        acquire(&store, "k", fp)
+    };
+    clock.set_ms(START_MS + LEASE_MS - 1);
+    {
+        let store = open(dir.path(), &clock);
+        assert!(matches!(
+            store.claim("k", fp).unwrap(),
+            Claim::InProgress { lease_expires_at_ms } if lease_expires_at_ms == START_MS + LEASE_MS
+        ));
+    }
+    clock.set_ms(START_MS + LEASE_MS);
+    let store = open(dir.path(), &clock);
+    let new = acquire(&store, "k", fp);
+    assert!(new.generation() > old.generation());
+    assert_eq!(store.stats().takeovers, 1);
+    assert!(matches!(
+        store.complete(old, b"stale"),
+        Err(idemkv::Error::LeaseLost)
+    ));
+    store.complete(new, b"fresh").unwrap();
+}
+
+#[test]
+fn generations_keep_growing_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let fp = Fingerprint::of(b"req");
+    let mut highest = 0u64;
+    for session in 0..5 {
+        let store = open(dir.path(), &clock);
+        for i in 0..30 {
+            let key = format!("s{session}-k{i}");
+            let t = acquire(&store, &key, fp);
+            assert!(
+                t.generation() > highest,
+                "session {session}: generation {} after {highest}",
+                t.generation()
+            );
+            highest = t.generation();
+            match i % 3 {
+                0 => store.complete(t, &[session as u8; 300]).unwrap(),
+                1 => store.release(t).unwrap(),
+                _ => drop(t),
+            }
+        }
+        // A takeover after the reopen also outranks everything before it.
+        if session > 0 {
+            clock.advance(Duration::from_millis(LEASE_MS));
+            let key = format!("s{}-k2", session - 1);
+            let t = acquire(&store, &key, fp);
+            assert!(t.generation() > highest);
+            highest = t.generation();
+            drop(t);
+        }
+    }
+    // Reopening with nothing written in between does not reuse numbers.
+    drop(open(dir.path(), &clock));
+    let store = open(dir.path(), &clock);
+    let t = acquire(&store, "last", fp);
+    assert!(t.generation() > highest);
+    assert!(store.stats().segments > 1);
+}
+
+#[test]
+fn removed_and_released_keys_stay_absent_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let fp = Fingerprint::of(b"req");
+    {
+        let store = open(dir.path(), &clock);
+        let t = acquire(&store, "removed-completed", fp);
+        store.complete(t, b"x").unwrap();
+        assert!(store.remove("removed-completed").unwrap());
+
+        drop(acquire(&store, "removed-in-progress", fp));
+        assert!(store.remove("removed-in-progress").unwrap());
+
+        let t = acquire(&store, "released", fp);
+        store.release(t).unwrap();
+
+        let _ = store
+            .mark_seen("removed-seen", Duration::from_secs(60))
+            .unwrap();
+        assert!(store.remove("removed-seen").unwrap());
+
+        // Removed, then claimed and completed again: the new record wins.
+        let t = acquire(&store, "reborn", fp);
+        store.complete(t, b"first life").unwrap();
+        assert!(store.remove("reborn").unwrap());
+        let t = acquire(&store, "reborn", Fingerprint::of(b"new req"));
+        store.complete(t, b"second life").unwrap();
+
+        // Removed, then more records pushed through rollover.
+        for i in 0..20 {
+            let t = acquire(&store, &format!("pad-{i}"), fp);
+            store.complete(t, &[b'p'; 500]).unwrap();
+        }
+        assert!(store.stats().segments > 1);
+    }
+    for _ in 0..2 {
+        let store = open(dir.path(), &clock);
+        for key in [
+            "removed-completed",
+            "removed-in-progress",
+            "released",
+            "removed-seen",
+        ] {
+            assert_eq!(store.get(key).unwrap(), None, "{key} came back");
+        }
+        assert!(matches!(
+            store.claim("reborn", Fingerprint::of(b"new req")).unwrap(),
+            Claim::Replay(c) if c.response() == b"second life"
+        ));
+        assert_eq!(store.stats().live_keys, 21);
+    }
+    let store = open(dir.path(), &clock);
+    for key in ["removed-completed", "removed-in-progress", "released"] {
+        assert!(matches!(
+            store.claim(key, Fingerprint::of(b"anything")).unwrap(),
+            Claim::Acquired(_)
+        ));
+    }
+    assert_eq!(
+        store
+            .mark_seen("removed-seen", Duration::from_secs(1))
+            .unwrap(),
+        Seen::First
+    );
+}
+
+#[test]
+fn seen_marks_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let mut before = BTreeMap::new();
+    {
+        let store = open_with(dir.path(), &clock, Durability::None);
+        for i in 0..200u64 {
+            let key = format!("msg-{i}");
+            assert_eq!(
+                store
+                    .mark_seen(&key, Duration::from_millis(10_000 + i))
+                    .unwrap(),
+                Seen::First
+            );
+            before.insert(key.clone(), store.get(&key).unwrap().unwrap());
+        }
+        assert!(store.stats().segments > 1);
+    }
+    let store = open(dir.path(), &clock);
+    for (key, record) in &before {
+        assert_eq!(store.get(key).unwrap().as_ref(), Some(record));
+        assert_eq!(
+            store.mark_seen(key, Duration::from_secs(1)).unwrap(),
+            Seen::Duplicate
+        );
+    }
+}
+
+#[test]
+fn stats_report_recovered_records_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let fp = Fingerprint::of(b"req");
+    {
+        let store = open(dir.path(), &clock);
+        for i in 0..10 {
+            let t = acquire(&store, &format!("k{i}"), fp);
+            store.complete(t, b"v").unwrap();
+        }
+        assert_eq!(store.stats().recovered_records, 0);
+    }
+    let store = open(dir.path(), &clock);
+    // Ten claims and ten completions.
+    assert_eq!(store.stats().recovered_records, 20);
+    assert_eq!(store.stats().claims, 0, "counters start again at open");
+}

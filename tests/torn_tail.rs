@@ -1,0 +1,651 @@
+//! Torn tails: a crash that leaves the last segment cut short, garbled, padded
+//! with zeros, or with only part of a new segment's header loses only the
+//! record that was being written. Open cuts the torn bytes off (and counts
+//! them) before anything new is appended, so later writes survive a reopen.
+//!
+//! Every case works on a copy of one store directory, damaged by hand at a
+//! chosen byte, and checks every key against the state the workload left
+//! after the records that were wholly written before the damage.
+
+use idemkv::{Claim, Durability, FORMAT_VERSION, Fingerprint, ManualClock, Options, Record, Store};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+const START_MS: u64 = 1_700_000_000_000;
+/// How far the clock moves after every write, so every record has its own times.
+const STEP_MS: u64 = 3;
+const LEASE_MS: u64 = 60_000;
+const RETENTION_MS: u64 = 86_400_000;
+/// Small segments, so the workload spans two or three of them.
+const SEGMENT_SIZE: u64 = 4096;
+/// How many records at the end of the last segment are cut at every byte.
+const TAIL_RECORDS: usize = 4;
+/// An upper bound on the bytes of those four records.
+const TAIL_BYTES_MAX: u64 = 400;
+
+// On-disk layout, as DESIGN.md draws it.
+const SEGMENT_HEADER_LEN: usize = 32;
+const RECORD_HEADER_LEN: usize = 60;
+const SEGMENT_MAGIC: &[u8; 8] = b"IDEMKVSG";
+
+/// The state of one key, as `Store::get` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    Absent,
+    InProgress {
+        fingerprint: Fingerprint,
+        claimed_at_ms: u64,
+        lease_expires_at_ms: u64,
+    },
+    Completed {
+        response: Vec<u8>,
+        fingerprint: Fingerprint,
+        completed_at_ms: u64,
+        expires_at_ms: u64,
+    },
+}
+
+/// A store directory written by the workload, and what each record did.
+struct Fixture {
+    dir: TempDir,
+    /// One entry per record, in log order: the key and its state after it.
+    records: Vec<(String, Expect)>,
+    /// The clock reading at the end of the workload; reopens use it.
+    end_ms: u64,
+}
+
+/// One record as found on disk.
+#[derive(Debug, Clone)]
+struct RawRecord {
+    start: usize,
+    len: usize,
+    seq: u64,
+    key: Vec<u8>,
+}
+
+impl RawRecord {
+    fn end(&self) -> usize {
+        self.start + self.len
+    }
+}
+
+fn options(now_ms: u64) -> Options {
+    Options::new()
+        .durability(Durability::Immediate)
+        .clock(Arc::new(ManualClock::new(now_ms)))
+        .lease(Duration::from_millis(LEASE_MS))
+        .retention(Duration::from_millis(RETENTION_MS))
+        .segment_size(SEGMENT_SIZE)
+        .max_response_len(1024)
+}
+
+fn fingerprint_of(key: &str) -> Fingerprint {
+    Fingerprint::of(format!("POST /orders body for {key}"))
+}
+
+/// A response of varied length with binary bytes, ending in a non-zero byte.
+fn response(i: usize) -> Vec<u8> {
+    let mut r = format!("201 order {i}:").into_bytes();
+    r.extend((0..(i * 7) % 90).map(|j| u8::try_from((i * 31 + j * 17) % 256).unwrap()));
+    r.push(b'!');
+    r
+}
+
+/// Writes through a store, recording what each record does to its key.
+struct Workload {
+    store: Store,
+    clock: Arc<ManualClock>,
+    records: Vec<(String, Expect)>,
+}
+
+impl Workload {
+    fn now_ms(&self) -> u64 {
+        idemkv::Clock::now_ms(&*self.clock)
+    }
+
+    fn claim(&mut self, key: &str) -> idemkv::Ticket {
+        let now_ms = self.now_ms();
+        let fingerprint = fingerprint_of(key);
+        let Claim::Acquired(ticket) = self.store.claim(key, fingerprint).unwrap() else {
+            panic!("{key} is fresh and must be acquired");
+        };
+        self.records.push((
+            key.to_owned(),
+            Expect::InProgress {
+                fingerprint,
+                claimed_at_ms: now_ms,
+                lease_expires_at_ms: now_ms + LEASE_MS,
+            },
+        ));
+        self.clock.advance(Duration::from_millis(STEP_MS));
+        ticket
+    }
+
+    fn complete(&mut self, ticket: idemkv::Ticket, response: &[u8]) {
+        let now_ms = self.now_ms();
+        let key = String::from_utf8(ticket.key().to_vec()).unwrap();
+        let fingerprint = ticket.fingerprint();
+        self.store.complete(ticket, response).unwrap();
+        self.records.push((
+            key,
+            Expect::Completed {
+                response: response.to_vec(),
+                fingerprint,
+                completed_at_ms: now_ms,
+                expires_at_ms: now_ms + RETENTION_MS,
+            },
+        ));
+        self.clock.advance(Duration::from_millis(STEP_MS));
+    }
+
+    fn release(&mut self, ticket: idemkv::Ticket) {
+        let key = String::from_utf8(ticket.key().to_vec()).unwrap();
+        self.store.release(ticket).unwrap();
+        self.records.push((key, Expect::Absent));
+        self.clock.advance(Duration::from_millis(STEP_MS));
+    }
+}
+
+/// Completed keys, in-progress claims and releases over two or three
+/// segments, ending with four records in the last segment whose loss each
+/// changes a different key's state.
+fn build() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let store = options(START_MS)
+        .clock(clock.clone())
+        .open(dir.path())
+        .unwrap();
+    let mut w = Workload {
+        store,
+        clock,
+        records: Vec::new(),
+    };
+    for i in 0..48 {
+        let key = format!("order-{i}");
+        let ticket = w.claim(&key);
+        if i % 6 == 5 {
+            drop(ticket); // left in progress
+        } else if i % 9 == 4 {
+            w.release(ticket);
+        } else {
+            w.complete(ticket, &response(i));
+        }
+    }
+    // Fillers until the newest segment holds a few records and has room for
+    // the whole tail, so the tail cases cut inside one segment.
+    for i in 0.. {
+        let newest = segment_paths(dir.path()).pop().unwrap();
+        let len = fs::metadata(newest).unwrap().len();
+        if len >= 256 && len + TAIL_BYTES_MAX <= SEGMENT_SIZE {
+            break;
+        }
+        let ticket = w.claim(&format!("filler-{i}"));
+        w.complete(ticket, &response(i));
+    }
+    // The tail: a claim lost, a claim kept but its completion lost, and so on.
+    let a = w.claim("tail-a");
+    let b = w.claim("tail-b");
+    w.complete(b, b"202 accepted: tail-b, response bytes \x00\x01\x02 end");
+    w.complete(a, b"201 created: tail-a, the very last record of the log!");
+    let end_ms = w.now_ms();
+    let records = w.records;
+    drop(w.store);
+
+    let fx = Fixture {
+        dir,
+        records,
+        end_ms,
+    };
+    let segs = segment_paths(fx.dir.path());
+    assert!(
+        (2..=4).contains(&segs.len()),
+        "the workload should span a few segments, found {}",
+        segs.len()
+    );
+    let on_disk: Vec<RawRecord> = segs
+        .iter()
+        .flat_map(|p| walk(&fs::read(p).unwrap()))
+        .collect();
+    let keys_on_disk: Vec<&[u8]> = on_disk.iter().map(|r| &r.key[..]).collect();
+    let keys_written: Vec<&[u8]> = fx.records.iter().map(|(k, _)| k.as_bytes()).collect();
+    assert_eq!(keys_on_disk, keys_written, "one record per write, in order");
+    let last = walk(&fs::read(segs.last().unwrap()).unwrap());
+    assert!(
+        last.len() > TAIL_RECORDS,
+        "the last segment holds {} records; the tail cases need more than {TAIL_RECORDS}",
+        last.len()
+    );
+    fx
+}
+
+/// Segment files in `dir`, oldest first.
+fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Every record of an undamaged segment file, checked as it is walked.
+fn walk(bytes: &[u8]) -> Vec<RawRecord> {
+    assert_eq!(&bytes[..8], SEGMENT_MAGIC);
+    assert_eq!(
+        crc32fast::hash(&bytes[..28]),
+        le_u32(bytes, 28),
+        "header checksum"
+    );
+    let mut out = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < bytes.len() {
+        let key_len = usize::from(le_u16(bytes, pos + 6));
+        let value_len = usize::try_from(le_u32(bytes, pos + 8)).unwrap();
+        let len = RECORD_HEADER_LEN + key_len + value_len;
+        assert!(
+            pos + len <= bytes.len(),
+            "record at {pos} runs past the end"
+        );
+        assert_eq!(
+            crc32fast::hash(&bytes[pos + 4..pos + len]),
+            le_u32(bytes, pos),
+            "record checksum at {pos}"
+        );
+        let key_at = pos + RECORD_HEADER_LEN;
+        out.push(RawRecord {
+            start: pos,
+            len,
+            seq: le_u64(bytes, pos + 12),
+            key: bytes[key_at..key_at + key_len].to_vec(),
+        });
+        pos += len;
+    }
+    out
+}
+
+/// Copies the regular files of `from` into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A fresh copy of the fixture's directory, in which `damage` is applied to
+/// the last segment's bytes.
+fn damaged_copy(fx: &Fixture, damage: impl FnOnce(&mut Vec<u8>)) -> TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(fx.dir.path(), copy.path());
+    let last = segment_paths(copy.path()).pop().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    damage(&mut bytes);
+    fs::write(&last, &bytes).unwrap();
+    copy
+}
+
+/// Each key's state after the first `n` records.
+fn expected_after(records: &[(String, Expect)], n: usize) -> BTreeMap<String, Expect> {
+    let mut state: BTreeMap<String, Expect> = records
+        .iter()
+        .map(|(k, _)| (k.clone(), Expect::Absent))
+        .collect();
+    for (key, after) in &records[..n] {
+        state.insert(key.clone(), after.clone());
+    }
+    state
+}
+
+fn observed(store: &Store, key: &str) -> Expect {
+    match store.get(key).unwrap() {
+        None => Expect::Absent,
+        Some(Record::InProgress {
+            fingerprint,
+            claimed_at_ms,
+            lease_expires_at_ms,
+        }) => Expect::InProgress {
+            fingerprint,
+            claimed_at_ms,
+            lease_expires_at_ms,
+        },
+        Some(Record::Completed(c)) => Expect::Completed {
+            response: c.response().to_vec(),
+            fingerprint: c.fingerprint(),
+            completed_at_ms: c.completed_at_ms(),
+            expires_at_ms: c.expires_at_ms(),
+        },
+        Some(other) => panic!("{key}: the workload never marks keys seen, got {other:?}"),
+    }
+}
+
+fn check_keys(store: &Store, expected: &BTreeMap<String, Expect>, ctx: &str) {
+    for (key, want) in expected {
+        assert_eq!(&observed(store, key), want, "{ctx}: key {key}");
+    }
+}
+
+/// What recovery of a damaged copy must find.
+struct Outcome<'a> {
+    /// Records wholly written before the damage, over all segments.
+    whole_records: usize,
+    /// Bytes `stats().torn_tail_bytes_truncated` must report.
+    torn_bytes: u64,
+    /// The file whose torn tail is cut, and its length once open has cut it.
+    tail_file: &'a Path,
+    tail_len: u64,
+}
+
+/// Opens the damaged copy, checks every key and the cut, writes more, and
+/// checks that a second open sees everything with nothing torn.
+fn verify_recovery(fx: &Fixture, dir: &Path, want: &Outcome<'_>, ctx: &str) {
+    let mut expected = expected_after(&fx.records, want.whole_records);
+    let store = options(fx.end_ms)
+        .open(dir)
+        .unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));
+    let stats = store.stats();
+    assert_eq!(
+        stats.torn_tail_bytes_truncated, want.torn_bytes,
+        "{ctx}: torn tail bytes"
+    );
+    assert_eq!(
+        stats.recovered_records,
+        u64::try_from(want.whole_records).unwrap(),
+        "{ctx}: recovered records"
+    );
+    check_keys(&store, &expected, ctx);
+    assert_eq!(
+        fs::metadata(want.tail_file).unwrap().len(),
+        want.tail_len,
+        "{ctx}: the torn tail must be cut off the file before anything is appended"
+    );
+
+    // New writes after recovery.
+    let fp = fingerprint_of("after-recovery");
+    let Claim::Acquired(t) = store.claim("after-recovery", fp).unwrap() else {
+        panic!("{ctx}: a fresh key after recovery must be acquired");
+    };
+    store.complete(t, b"written after recovery").unwrap();
+    let pending_fp = fingerprint_of("after-recovery-pending");
+    let Claim::Acquired(t) = store.claim("after-recovery-pending", pending_fp).unwrap() else {
+        panic!("{ctx}: a fresh key after recovery must be acquired");
+    };
+    drop(t);
+    drop(store);
+    expected.insert(
+        "after-recovery".into(),
+        Expect::Completed {
+            response: b"written after recovery".to_vec(),
+            fingerprint: fp,
+            completed_at_ms: fx.end_ms,
+            expires_at_ms: fx.end_ms + RETENTION_MS,
+        },
+    );
+    expected.insert(
+        "after-recovery-pending".into(),
+        Expect::InProgress {
+            fingerprint: pending_fp,
+            claimed_at_ms: fx.end_ms,
+            lease_expires_at_ms: fx.end_ms + LEASE_MS,
+        },
+    );
+
+    let store = options(fx.end_ms)
+        .open(dir)
+        .unwrap_or_else(|e| panic!("{ctx}: second open failed: {e}"));
+    let stats = store.stats();
+    assert_eq!(
+        stats.torn_tail_bytes_truncated, 0,
+        "{ctx}: nothing is torn on the second open"
+    );
+    assert_eq!(
+        stats.recovered_records,
+        u64::try_from(want.whole_records + 3).unwrap(),
+        "{ctx}: the second open finds the recovered records and the three new ones"
+    );
+    check_keys(&store, &expected, &format!("{ctx} (second open)"));
+}
+
+/// The last segment's path, its bytes, its records, and how many records the
+/// segments before it hold.
+fn last_segment(fx: &Fixture) -> (String, Vec<u8>, Vec<RawRecord>, usize) {
+    let segs = segment_paths(fx.dir.path());
+    let (last, earlier) = segs.split_last().unwrap();
+    let before: usize = earlier
+        .iter()
+        .map(|p| walk(&fs::read(p).unwrap()).len())
+        .sum();
+    let bytes = fs::read(last).unwrap();
+    let recs = walk(&bytes);
+    let name = last.file_name().unwrap().to_str().unwrap().to_owned();
+    (name, bytes, recs, before)
+}
+
+#[test]
+fn truncation_at_every_byte_of_the_last_records_loses_only_the_cut_record() {
+    let fx = build();
+    let (name, original, recs, before) = last_segment(&fx);
+    let from = recs[recs.len() - TAIL_RECORDS].start;
+    let mut cut_points = 0;
+    for cut in from..=original.len() {
+        let whole: Vec<&RawRecord> = recs.iter().filter(|r| r.end() <= cut).collect();
+        let boundary = whole.last().map_or(SEGMENT_HEADER_LEN, |r| r.end());
+        let copy = damaged_copy(&fx, |b| b.truncate(cut));
+        let tail_file = copy.path().join(&name);
+        verify_recovery(
+            &fx,
+            copy.path(),
+            &Outcome {
+                whole_records: before + whole.len(),
+                torn_bytes: u64::try_from(cut - boundary).unwrap(),
+                tail_file: &tail_file,
+                tail_len: u64::try_from(boundary).unwrap(),
+            },
+            &format!("{name} cut to {cut} bytes (last whole record ends at {boundary})"),
+        );
+        cut_points += 1;
+    }
+    println!(
+        "torn_tail: checked {cut_points} truncation points over the last {TAIL_RECORDS} records \
+         ({from}..={} of {name})",
+        original.len()
+    );
+    assert!(cut_points > TAIL_RECORDS * RECORD_HEADER_LEN);
+}
+
+/// A small deterministic generator for garbage bytes.
+struct XorShift(u64);
+
+impl XorShift {
+    fn byte(&mut self) -> u8 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0.to_le_bytes()[0]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Garble {
+    /// Invert the one byte at the offset.
+    FlipByte,
+    /// Overwrite from the offset to the end with zeros.
+    ZerosToEnd,
+    /// Overwrite from the offset to the end with 0xFF.
+    OnesToEnd,
+    /// Overwrite from the offset to the end with pseudo-random bytes.
+    RandomToEnd,
+}
+
+#[test]
+fn garbling_any_byte_of_the_final_record_drops_only_that_record() {
+    let fx = build();
+    let (name, original, recs, before) = last_segment(&fx);
+    let last = recs.last().unwrap().clone();
+    assert_eq!(last.end(), original.len());
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut cases = 0;
+    let mut unchanged = 0;
+    for offset in last.start..last.end() {
+        for mode in [
+            Garble::FlipByte,
+            Garble::ZerosToEnd,
+            Garble::OnesToEnd,
+            Garble::RandomToEnd,
+        ] {
+            let mut damaged = original.clone();
+            match mode {
+                Garble::FlipByte => damaged[offset] ^= 0xFF,
+                Garble::ZerosToEnd => damaged[offset..].fill(0),
+                Garble::OnesToEnd => damaged[offset..].fill(0xFF),
+                Garble::RandomToEnd => damaged[offset..].iter_mut().for_each(|b| *b = rng.byte()),
+            }
+            // Garbage equal to what was there is no damage at all.
+            let intact = damaged == original;
+            unchanged += usize::from(intact);
+            let copy = damaged_copy(&fx, |b| *b = damaged);
+            let tail_file = copy.path().join(&name);
+            let kept = if intact { last.end() } else { last.start };
+            verify_recovery(
+                &fx,
+                copy.path(),
+                &Outcome {
+                    whole_records: before + recs.len() - usize::from(!intact),
+                    torn_bytes: u64::try_from(original.len() - kept).unwrap(),
+                    tail_file: &tail_file,
+                    tail_len: u64::try_from(kept).unwrap(),
+                },
+                &format!(
+                    "{name}: final record ({}..{}) garbled by {mode:?} at byte {offset}",
+                    last.start,
+                    last.end()
+                ),
+            );
+            cases += 1;
+        }
+    }
+    println!(
+        "torn_tail: checked {cases} garbled final records ({} byte offsets x 4 patterns, \
+         {unchanged} left the bytes as they were)",
+        last.len
+    );
+}
+
+#[test]
+fn zero_filled_tail_is_torn_and_cut() {
+    let fx = build();
+    let (name, original, recs, before) = last_segment(&fx);
+    let last = recs.last().unwrap().clone();
+    let to_segment_size = usize::try_from(SEGMENT_SIZE).unwrap() - original.len();
+    // (where the written bytes end, how many zero bytes follow)
+    let cases = [
+        (original.len(), 4096),
+        (original.len(), to_segment_size),
+        (original.len(), 1),
+        (original.len(), RECORD_HEADER_LEN - 1),
+        (original.len(), RECORD_HEADER_LEN),
+        (original.len(), RECORD_HEADER_LEN + 1),
+        (last.start, 4096),
+        (last.start + 1, 4096),
+        (last.start + RECORD_HEADER_LEN, 4096),
+        (last.end() - 1, 4096),
+    ];
+    for (cut, zeros) in cases {
+        let copy = damaged_copy(&fx, |b| {
+            b.truncate(cut);
+            b.resize(cut + zeros, 0);
+        });
+        let tail_file = copy.path().join(&name);
+        let whole = recs.iter().filter(|r| r.end() <= cut).count();
+        let boundary = recs[..whole].last().unwrap().end();
+        verify_recovery(
+            &fx,
+            copy.path(),
+            &Outcome {
+                whole_records: before + whole,
+                torn_bytes: u64::try_from(cut + zeros - boundary).unwrap(),
+                tail_file: &tail_file,
+                tail_len: u64::try_from(boundary).unwrap(),
+            },
+            &format!("{name} written to {cut} bytes, then {zeros} zero bytes"),
+        );
+    }
+    println!("torn_tail: checked {} zero-filled tails", cases.len());
+}
+
+#[test]
+fn a_new_segment_with_only_part_of_its_header_opens() {
+    let fx = build();
+    let (name, _, recs, before) = last_segment(&fx);
+    let last_id: u32 = name.strip_suffix(".seg").unwrap().parse().unwrap();
+    let next_id = last_id + 1;
+    let next_name = format!("{next_id:010}.seg");
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&next_id.to_le_bytes());
+    header[16..24].copy_from_slice(&(recs.last().unwrap().seq + 1).to_le_bytes());
+    let crc = crc32fast::hash(&header[..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+
+    // (contents of the new file, bytes counted as torn)
+    let mut files: Vec<(Vec<u8>, usize)> = (0..SEGMENT_HEADER_LEN)
+        .map(|k| (header[..k].to_vec(), k))
+        .collect();
+    files.push((header.to_vec(), 0)); // a complete header and no records: nothing torn
+    files.push((vec![0; SEGMENT_HEADER_LEN], SEGMENT_HEADER_LEN));
+    files.push((vec![0; 4096], 4096));
+    files.push((vec![0xFF; SEGMENT_HEADER_LEN], SEGMENT_HEADER_LEN));
+    let mut bad_crc = header;
+    bad_crc[31] ^= 0x01;
+    files.push((bad_crc.to_vec(), SEGMENT_HEADER_LEN));
+
+    let whole_records = before + recs.len();
+    for (contents, torn) in &files {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(fx.dir.path(), copy.path());
+        let new_file = copy.path().join(&next_name);
+        fs::write(&new_file, contents).unwrap();
+        verify_recovery(
+            &fx,
+            copy.path(),
+            &Outcome {
+                whole_records,
+                torn_bytes: u64::try_from(*torn).unwrap(),
+                tail_file: &new_file,
+                tail_len: u64::try_from(SEGMENT_HEADER_LEN).unwrap(),
+            },
+            &format!(
+                "{next_name} holding {} bytes {:02x?}",
+                contents.len(),
+                &contents[..contents.len().min(SEGMENT_HEADER_LEN)]
+            ),
+        );
+        // The rewritten header is a valid one for this segment.
+        let rewritten = fs::read(&new_file).unwrap();
+        assert_eq!(&rewritten[..8], SEGMENT_MAGIC);
+        assert_eq!(le_u32(&rewritten, 12), next_id);
+    }
+    println!(
+        "torn_tail: checked {} partial or blank headers of a new last segment",
+        files.len()
+    );
+}
