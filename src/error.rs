@@ -62,8 +62,9 @@ pub enum Error {
     /// written.
     LeaseLost,
     /// An earlier write or fsync failed, so the store cannot know what reached
-    /// the disk. It refuses every further write; reads still work. Drop the
-    /// store and open the directory again to recover from the log.
+    /// the disk. It refuses every further write, and every read that would
+    /// rest on a record not yet durable; reads of durable records still work.
+    /// Drop the store and open the directory again to recover from the log.
     Poisoned,
     /// An option is out of range; the message says which and why.
     InvalidOptions(String),

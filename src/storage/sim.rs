@@ -38,6 +38,9 @@ pub enum SimOp {
     SetLen,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SimOpKey(u8);
+
 /// What [`SimStorage::power_loss`] does to each write that was not fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingFate {
@@ -87,6 +90,7 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
     ops: u64,
+    per_kind: BTreeMap<SimOpKey, u64>,
     crash_at: Option<u64>,
     crashed: bool,
     faults: Vec<Fault>,
@@ -101,6 +105,7 @@ impl State {
             ));
         }
         self.ops += 1;
+        *self.per_kind.entry(SimOpKey(op as u8)).or_default() += 1;
         if self.crash_at.is_some_and(|at| self.ops >= at) {
             self.crashed = true;
             return Err(io::Error::other("simulated power loss"));
@@ -142,6 +147,16 @@ impl SimStorage {
     /// length changes) performed so far.
     pub fn ops(&self) -> u64 {
         self.state.lock().ops
+    }
+
+    /// Operations of kind `op` attempted so far (failed ones included).
+    pub fn count(&self, op: SimOp) -> u64 {
+        self.state
+            .lock()
+            .per_kind
+            .get(&SimOpKey(op as u8))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Crashes the machine at the `n`th mutating operation from now (that
