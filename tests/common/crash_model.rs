@@ -1,6 +1,8 @@
 //! A reference model for crash tests: it records the state every
 //! acknowledged operation left each key in, and checks a recovered store
-//! against it. Shared by `tests/crash_points.rs` and the `crash_ops` fuzz target.
+//! against it. Shared by `tests/crash_points.rs`, `tests/io_errors.rs` and the
+//! `crash_ops` fuzz target.
+#![allow(dead_code, reason = "each user drives a different subset of operations")]
 
 use idemkv::storage::SimStorage;
 use idemkv::{
