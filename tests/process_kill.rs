@@ -73,7 +73,7 @@ fn killed_writer_loses_no_acknowledged_key() {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut acked, mut claimed) = (Vec::new(), Vec::new());
-        let mut record = |line: &str, acked: &mut Vec<String>, claimed: &mut Vec<String>| {
+        let record = |line: &str, acked: &mut Vec<String>, claimed: &mut Vec<String>| {
             if let Some(k) = line.split("acked ").nth(1) {
                 acked.push(k.trim().to_string());
             } else if let Some(k) = line.split("claimed ").nth(1) {
