@@ -64,7 +64,18 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use format::FORMAT_VERSION;
+pub use log::{RepairReport, RepairedFile, VerifyReport};
 pub use options::{Durability, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use outcome::{Claim, Completed, Record, Seen, Ticket};
 pub use stats::Stats;
 pub use store::Store;
+
+/// Checks every segment of the closed store in `dir`; see [`Options::verify`].
+pub fn verify(dir: impl AsRef<std::path::Path>) -> Result<VerifyReport> {
+    Options::new().verify(dir)
+}
+
+/// Salvages a damaged, closed store in `dir`; see [`Options::repair`].
+pub fn repair(dir: impl AsRef<std::path::Path>) -> Result<RepairReport> {
+    Options::new().repair(dir)
+}

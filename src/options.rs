@@ -4,6 +4,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::format::record::{MAX_KEY_LEN, MAX_VALUE_LEN, encoded_len};
 use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::log::{RepairReport, VerifyReport};
 use crate::storage::{FsStorage, Storage};
 use crate::store::Store;
 use std::fmt;
@@ -145,6 +146,27 @@ impl Options {
         Store::open_with(dir.as_ref(), self)
     }
 
+    /// Checks every segment of the closed store in `dir`: headers,
+    /// checksums and sequence numbers. Changes nothing. `Locked` if a
+    /// `Store` has the directory open; `Corrupt` names the first damage.
+    pub fn verify(&self, dir: impl AsRef<Path>) -> Result<VerifyReport> {
+        let dir = dir.as_ref();
+        let _lock = lock_dir(&*self.storage, dir)?;
+        crate::log::verify(&*self.storage, dir)
+    }
+
+    /// Salvages a damaged store in `dir` (closed; `Locked` otherwise): each
+    /// segment with damage is copied to `NAME.damaged`, then rewritten with
+    /// every record whose checksum holds and whose sequence number continues
+    /// the log. The report names each skipped byte range. What is skipped is
+    /// lost (a completed key may become absent or in progress again), so keep
+    /// the copies until the damage is understood.
+    pub fn repair(&self, dir: impl AsRef<Path>) -> Result<RepairReport> {
+        let dir = dir.as_ref();
+        let _lock = lock_dir(&*self.storage, dir)?;
+        crate::log::repair(&*self.storage, dir)
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |why: String| Err(Error::InvalidOptions(why));
         if self.lease.is_zero() || self.lease.as_millis() == 0 {
@@ -187,4 +209,12 @@ impl Options {
         }
         Ok(())
     }
+}
+
+/// Takes the store directory's lock, mapping "held elsewhere" to `Locked`.
+pub(crate) fn lock_dir(storage: &dyn Storage, dir: &Path) -> Result<crate::storage::DirLock> {
+    storage.lock_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked,
+        _ => crate::error::io_context("lock", dir, e),
+    })
 }

@@ -79,10 +79,7 @@ impl Store {
         storage
             .create_dir_all(dir)
             .map_err(|e| io_context("create directory", dir, e))?;
-        let lock = storage.lock_dir(dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => Error::Locked,
-            _ => io_context("lock", dir, e),
-        })?;
+        let lock = crate::options::lock_dir(&*storage, dir)?;
         let now_ms = opts.clock.now_ms();
         let retention_ms = duration_ms(opts.retention);
         let segment_size = usize::try_from(opts.segment_size)

@@ -9,8 +9,11 @@
 //! commit's leader lock. Nothing takes them in another order.
 
 mod recovery;
+mod repair;
 
 pub(crate) use recovery::{RecoveryReport, RecoveryView, recover};
+pub use repair::{RepairReport, RepairedFile, VerifyReport};
+pub(crate) use repair::{repair, verify};
 
 use crate::commit::GroupCommit;
 use crate::error::{Error, Result, io_context};

@@ -60,6 +60,17 @@ impl RecoveryView<'_> {
     }
 }
 
+/// The ids of the segment files in `dir`, oldest first.
+pub(super) fn segment_ids(storage: &dyn Storage, dir: &Path) -> Result<Vec<u32>> {
+    let names = storage.list(dir).map_err(|e| io_context("list", dir, e))?;
+    let mut ids: Vec<u32> = names
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 /// Opens the log in `dir`, calling `apply` for every valid record in log order.
 pub(crate) fn recover(
     storage: Arc<dyn Storage>,
@@ -68,13 +79,7 @@ pub(crate) fn recover(
     segment_size: usize,
     mut apply: impl FnMut(Loc, &RecordRef<'_>, &RecoveryView<'_>) -> Result<()>,
 ) -> Result<(Log, RecoveryReport)> {
-    let names = storage.list(dir).map_err(|e| io_context("list", dir, e))?;
-    let mut ids: Vec<u32> = names
-        .iter()
-        .filter_map(|n| parse_segment_file_name(n))
-        .collect();
-    ids.sort_unstable();
-
+    let ids = segment_ids(&*storage, dir)?;
     let mut report = RecoveryReport::default();
     let mut sealed = BTreeMap::new();
     let mut next_seq = 1u64;
@@ -180,7 +185,7 @@ pub(crate) fn recover(
 }
 
 /// The header's `first_seq`, or `None` for a torn header on the last segment.
-fn check_header(
+pub(super) fn check_header(
     path: &Path,
     id: u32,
     bytes: &[u8],
@@ -217,7 +222,7 @@ fn check_header(
 /// Decodes every record of one segment, returning the length of its valid
 /// prefix. A bad record is a torn tail only in the last segment and only if no
 /// valid record follows it.
-fn scan(
+pub(super) fn scan(
     path: &Path,
     id: u32,
     bytes: &[u8],
@@ -283,7 +288,7 @@ fn scan(
 /// number of at least `min_seq` and below `min_seq` plus the number of
 /// records that could fit; that cheap test runs before the checksum, so
 /// scanning garbage costs linear time, not a checksum per position.
-fn first_valid_record(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
+pub(super) fn first_valid_record(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
     let max_seq = min_seq.saturating_add((bytes.len() / record::RECORD_HEADER_LEN) as u64 + 1);
     (from..bytes.len()).find(|&p| {
         record::peek_header(&bytes[p..]).is_ok_and(|h| (min_seq..max_seq).contains(&h.seq))
