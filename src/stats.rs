@@ -37,8 +37,12 @@ pub struct Stats {
     pub expirations: u64,
     /// Keys present now (in progress, completed or seen, not expired).
     pub live_keys: u64,
-    /// Entries in the in-memory index, expired ones not yet evicted included.
+    /// Entries in the in-memory index: live keys, and expired or removed
+    /// ones whose records still shadow older records on disk.
     pub indexed_keys: u64,
+    /// Bytes the in-memory index takes (entries, control bytes and spare
+    /// capacity); keys themselves are not kept in memory.
+    pub index_memory_bytes: u64,
     /// Bytes of segment files on disk.
     pub bytes_on_disk: u64,
     /// Number of segment files.

@@ -4,7 +4,7 @@ use crate::clock::{Clock, duration_ms};
 use crate::error::{Error, Result, io_context};
 use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, RecordRef, Tag};
-use crate::index::{Entry, Index, Shard, State, key_hash};
+use crate::index::{Entry, Index, Shard, State, ceil_s, key_hash};
 use crate::log::{Loc, Log, RecoveryReport, RecoveryView, recover};
 use crate::options::{Durability, Options};
 use crate::outcome::{Claim, Completed, Record, Seen, Ticket};
@@ -231,27 +231,77 @@ fn apply_recovered(
     let hash = key_hash(rec.key);
     let key = rec.key;
     let mut shard = index.shard(hash);
-    let mut matches = |e: &Entry| view.read(e.loc, |r| r.key == key);
-    let state = match rec.tag {
+    let mut matches = |e: &Entry| view.read(e.loc(), |r| r.key == key);
+    let prior = shard.find(hash, &mut matches)?;
+    let prior_drop_s = prior.as_ref().map_or(0, |e| e.drop_after_s);
+    let drop_after_s =
+        ceil_s(own_drop_after_ms(rec.tag, rec.time_b_ms, retention_ms)).max(prior_drop_s);
+    let entry = Entry::new(hash, loc, state_of(rec.tag), drop_after_s);
+    match prior {
+        _ if gone(drop_after_s, now_ms) => {
+            // Neither this record nor anything it shadows matters any more.
+            let prior_loc = prior.map(|e| e.loc());
+            if let Some(prior_loc) = prior_loc {
+                shard.remove_at(hash, prior_loc);
+            }
+        }
+        Some(slot) => *slot = entry,
+        None => shard.insert(entry),
+    }
+    Ok(())
+}
+
+/// Whether an entry that may be dropped after `drop_after_s` is gone at `now_ms`.
+fn gone(drop_after_s: u32, now_ms: u64) -> bool {
+    u64::from(drop_after_s) * 1000 <= now_ms
+}
+
+/// When a record alone stops mattering: an in-progress claim one retention
+/// period after its lease, a completed or seen record at its expiry, a
+/// tombstone at once (it matters only through what it shadows).
+fn own_drop_after_ms(tag: Tag, time_b_ms: u64, retention_ms: u64) -> u64 {
+    match tag {
+        Tag::Claim => time_b_ms.saturating_add(retention_ms),
+        Tag::Complete | Tag::Seen => time_b_ms,
+        Tag::Release | Tag::Remove => 0,
+    }
+}
+
+fn state_of(tag: Tag) -> State {
+    match tag {
         Tag::Claim => State::InProgress,
         Tag::Complete => State::Completed,
         Tag::Seen => State::Seen,
-        Tag::Release | Tag::Remove => {
-            shard.remove(hash, &mut matches)?;
-            return Ok(());
+        Tag::Release | Tag::Remove => State::Absent,
+    }
+}
+
+/// What a key's latest record says, as read from the log.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    tag: Tag,
+    fingerprint: u128,
+    generation: u64,
+    time_a_ms: u64,
+    time_b_ms: u64,
+}
+
+impl Current {
+    fn of(r: &RecordRef<'_>) -> Current {
+        Current {
+            tag: r.tag,
+            fingerprint: r.fingerprint,
+            generation: r.generation,
+            time_a_ms: r.time_a_ms,
+            time_b_ms: r.time_b_ms,
         }
-    };
-    let entry = Entry {
-        hash,
-        loc,
-        deadline_ms: rec.time_b_ms,
-        generation: rec.generation,
-        state,
-    };
-    if entry.is_live(now_ms, retention_ms) {
-        shard.upsert(entry, &mut matches)
-    } else {
-        shard.remove(hash, &mut matches).map(drop)
+    }
+
+    /// Whether the key is present at `now_ms`. An in-progress claim whose
+    /// lease ended stays present (it can be taken over) until a further
+    /// retention period has passed.
+    fn is_live(&self, now_ms: u64, retention_ms: u64) -> bool {
+        now_ms < own_drop_after_ms(self.tag, self.time_b_ms, retention_ms)
     }
 }
 
@@ -297,6 +347,45 @@ impl Engine {
         }
     }
 
+    /// The key's index entry and what its latest record says.
+    fn lookup<'s>(
+        &self,
+        shard: &'s mut Shard,
+        hash: u64,
+        key: &[u8],
+    ) -> Result<Option<(&'s mut Entry, Current)>> {
+        let mut current = None;
+        let found = shard.find(hash, &mut |e| {
+            self.log.read(e.loc(), |r| {
+                let hit = r.key == key;
+                if hit {
+                    current = Some(Current::of(&r));
+                }
+                hit
+            })
+        })?;
+        Ok(found.map(|e| (e, current.expect("a matched entry's record was read"))))
+    }
+
+    /// The index entry for a record just appended: it keeps everything the
+    /// key's earlier records shadow until the later of the two drop times.
+    fn entry_for(
+        &self,
+        hash: u64,
+        loc: Loc,
+        tag: Tag,
+        time_b_ms: u64,
+        prior: Option<&Entry>,
+    ) -> Entry {
+        let own_s = ceil_s(own_drop_after_ms(tag, time_b_ms, self.retention_ms));
+        Entry::new(
+            hash,
+            loc,
+            state_of(tag),
+            own_s.max(prior.map_or(0, |e| e.drop_after_s)),
+        )
+    }
+
     /// Appends a claim record for a new owner; the caller installs the entry.
     fn append_claim(
         &self,
@@ -304,6 +393,7 @@ impl Engine {
         hash: u64,
         fingerprint: Fingerprint,
         now_ms: u64,
+        prior: Option<&Entry>,
     ) -> Result<(Entry, Ticket, u64)> {
         let lease_until = now_ms.saturating_add(self.lease_ms);
         let app = self.log.append(
@@ -318,13 +408,7 @@ impl Engine {
             },
             true,
         )?;
-        let entry = Entry {
-            hash,
-            loc: app.loc,
-            deadline_ms: lease_until,
-            generation: app.seq,
-            state: State::InProgress,
-        };
+        let entry = self.entry_for(hash, app.loc, Tag::Claim, lease_until, prior);
         let ticket = Ticket {
             key: key.into(),
             hash,
@@ -342,29 +426,23 @@ impl Engine {
         let now_ms = self.clock.now_ms();
         self.counters.claims.inc();
         let mut shard = self.index.shard(hash);
-        let mut stored_fp = 0u128;
-        let found = shard.find(hash, &mut |e| {
-            self.log.read(e.loc, |r| {
-                stored_fp = r.fingerprint;
-                r.key == key
-            })
-        })?;
+        let found = self.lookup(&mut shard, hash, key)?;
         let takeover = match &found {
-            Some(entry) if entry.is_live(now_ms, self.retention_ms) => {
-                let lease_passed = entry.state == State::InProgress && now_ms >= entry.deadline_ms;
-                if entry.state == State::Seen || stored_fp != fingerprint.as_u128() || !lease_passed
-                {
-                    let (loc, state, lease) = (entry.loc, entry.state, entry.deadline_ms);
-                    let answer = if state == State::Seen || stored_fp != fingerprint.as_u128() {
+            Some((entry, cur)) if cur.is_live(now_ms, self.retention_ms) => {
+                let lease_passed = cur.tag == Tag::Claim && now_ms >= cur.time_b_ms;
+                let mismatch = cur.tag == Tag::Seen || cur.fingerprint != fingerprint.as_u128();
+                if mismatch || !lease_passed {
+                    let loc = entry.loc();
+                    let answer = if mismatch {
                         self.counters.mismatches.inc();
                         Claim::Mismatch
-                    } else if state == State::Completed {
+                    } else if cur.tag == Tag::Complete {
                         self.counters.replays.inc();
                         Claim::Replay(self.log.read(loc, completed_from)?)
                     } else {
                         self.counters.in_progress.inc();
                         Claim::InProgress {
-                            lease_expires_at_ms: lease,
+                            lease_expires_at_ms: cur.time_b_ms,
                         }
                     };
                     drop(shard);
@@ -373,44 +451,54 @@ impl Engine {
                 }
                 true
             }
-            Some(_) => {
-                self.counters.expirations.inc();
+            Some((entry, _)) => {
+                if entry.state() != State::Absent {
+                    self.counters.expirations.inc();
+                }
                 false
             }
             None => false,
         };
-        let (entry, ticket, end) = self.append_claim(key, hash, fingerprint, now_ms)?;
+        let prior = found.as_ref().map(|(e, _)| **e);
+        let (entry, ticket, end) =
+            self.append_claim(key, hash, fingerprint, now_ms, prior.as_ref())?;
         match found {
-            Some(slot) => *slot = entry,
+            Some((slot, _)) => *slot = entry,
             None => shard.insert(entry),
         }
+        drop(shard);
         if takeover {
             self.counters.takeovers.inc();
         }
-        drop(shard);
-        debug_assert_eq!(entry.generation, ticket.generation);
         self.counters.acquired.inc();
         self.acknowledge(end)?;
         Ok(Claim::Acquired(ticket))
     }
 
     /// The index entry of the ticket's claim, if the ticket still owns its
-    /// key: same generation, still in progress, and not expired (an expired
-    /// claim is absent, as it would be after a reopen or compaction).
-    /// Counts a `LeaseLost` refusal otherwise.
+    /// key: the key's latest record is this claim (same generation) and it
+    /// has not expired (an expired claim is absent, as it would be after a
+    /// reopen or compaction). Counts a `LeaseLost` refusal otherwise.
     fn owned_claim<'s>(
         &self,
         shard: &'s mut Shard,
         ticket: &Ticket,
         now_ms: u64,
-    ) -> Option<&'s mut Entry> {
-        let owned = shard
-            .find_claim(ticket.hash, ticket.generation)
-            .filter(|e| e.is_live(now_ms, self.retention_ms));
-        if owned.is_none() {
-            self.counters.lease_lost.inc();
+    ) -> Result<&'s mut Entry> {
+        let owned = self
+            .lookup(shard, ticket.hash, &ticket.key)?
+            .filter(|(_, cur)| {
+                cur.tag == Tag::Claim
+                    && cur.generation == ticket.generation
+                    && cur.is_live(now_ms, self.retention_ms)
+            });
+        match owned {
+            Some((entry, _)) => Ok(entry),
+            None => {
+                self.counters.lease_lost.inc();
+                Err(Error::LeaseLost)
+            }
         }
-        owned
     }
 
     fn complete(&self, ticket: Ticket, response: &[u8], retention_ms: u64) -> Result<()> {
@@ -422,9 +510,7 @@ impl Engine {
         }
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let Some(entry) = self.owned_claim(&mut shard, &ticket, now_ms) else {
-            return Err(Error::LeaseLost);
-        };
+        let entry = self.owned_claim(&mut shard, &ticket, now_ms)?;
         let expires_at_ms = now_ms.saturating_add(retention_ms);
         let app = self.log.append(
             &RecordFields {
@@ -438,12 +524,13 @@ impl Engine {
             },
             false,
         )?;
-        *entry = Entry {
-            loc: app.loc,
-            deadline_ms: expires_at_ms,
-            state: State::Completed,
-            ..*entry
-        };
+        *entry = self.entry_for(
+            ticket.hash,
+            app.loc,
+            Tag::Complete,
+            expires_at_ms,
+            Some(entry),
+        );
         drop(shard);
         self.counters.completes.inc();
         self.acknowledge(app.end)
@@ -452,15 +539,12 @@ impl Engine {
     fn release(&self, ticket: Ticket) -> Result<()> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        if self.owned_claim(&mut shard, &ticket, now_ms).is_none() {
-            return Err(Error::LeaseLost);
-        }
+        let entry = self.owned_claim(&mut shard, &ticket, now_ms)?;
         let app = self.log.append(
             &tombstone(Tag::Release, &ticket.key, ticket.generation, now_ms),
             false,
         )?;
-        let removed = shard.remove_claim(ticket.hash, ticket.generation);
-        debug_assert!(removed.is_some(), "the claim was found under the same lock");
+        *entry = self.entry_for(ticket.hash, app.loc, Tag::Release, 0, Some(entry));
         drop(shard);
         self.counters.releases.inc();
         self.acknowledge(app.end)
@@ -469,9 +553,7 @@ impl Engine {
     fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<u64> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let Some(entry) = self.owned_claim(&mut shard, ticket, now_ms) else {
-            return Err(Error::LeaseLost);
-        };
+        let entry = self.owned_claim(&mut shard, ticket, now_ms)?;
         let lease_until = now_ms.saturating_add(by_ms);
         let app = self.log.append(
             &RecordFields {
@@ -485,8 +567,7 @@ impl Engine {
             },
             false,
         )?;
-        entry.loc = app.loc;
-        entry.deadline_ms = lease_until;
+        *entry = self.entry_for(ticket.hash, app.loc, Tag::Claim, lease_until, Some(entry));
         drop(shard);
         ticket
             .lease_expires_at_ms
@@ -501,23 +582,26 @@ impl Engine {
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(hash);
-        let found = shard.find(hash, &mut |e| self.log.read(e.loc, |r| r.key == key))?;
-        let Some(entry) = found.filter(|e| e.is_live(now_ms, self.retention_ms)) else {
+        let Some((entry, cur)) = self.lookup(&mut shard, hash, key)? else {
             return Ok(None);
         };
-        let (loc, state) = (entry.loc, entry.state);
-        let record = self.log.read(loc, |r| match state {
-            State::Completed => Record::Completed(completed_from(r)),
-            State::InProgress => Record::InProgress {
-                fingerprint: Fingerprint::from_u128(r.fingerprint),
-                claimed_at_ms: r.time_a_ms,
-                lease_expires_at_ms: r.time_b_ms,
+        if !cur.is_live(now_ms, self.retention_ms) {
+            return Ok(None);
+        }
+        let loc = entry.loc();
+        let record = match cur.tag {
+            Tag::Complete => Record::Completed(self.log.read(loc, completed_from)?),
+            Tag::Claim => Record::InProgress {
+                fingerprint: Fingerprint::from_u128(cur.fingerprint),
+                claimed_at_ms: cur.time_a_ms,
+                lease_expires_at_ms: cur.time_b_ms,
             },
-            State::Seen => Record::Seen {
-                seen_at_ms: r.time_a_ms,
-                expires_at_ms: r.time_b_ms,
+            Tag::Seen => Record::Seen {
+                seen_at_ms: cur.time_a_ms,
+                expires_at_ms: cur.time_b_ms,
             },
-        })?;
+            Tag::Release | Tag::Remove => unreachable!("a tombstone is never live"),
+        };
         drop(shard);
         self.acknowledge_read(loc)?;
         Ok(Some(record))
@@ -528,20 +612,16 @@ impl Engine {
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(hash);
-        let mut matches = |e: &Entry| self.log.read(e.loc, |r| r.key == key);
-        let Some(entry) = shard.find(hash, &mut matches)?.copied() else {
+        let Some((entry, cur)) = self.lookup(&mut shard, hash, key)? else {
             return Ok(false);
         };
-        if !entry.is_live(now_ms, self.retention_ms) {
-            shard.remove(hash, &mut matches)?;
-            self.counters.expirations.inc();
+        if !cur.is_live(now_ms, self.retention_ms) {
             return Ok(false);
         }
-        let app = self.log.append(
-            &tombstone(Tag::Remove, key, entry.generation, now_ms),
-            false,
-        )?;
-        shard.remove(hash, &mut matches)?;
+        let app = self
+            .log
+            .append(&tombstone(Tag::Remove, key, cur.generation, now_ms), false)?;
+        *entry = self.entry_for(hash, app.loc, Tag::Remove, 0, Some(entry));
         drop(shard);
         self.counters.removes.inc();
         self.acknowledge(app.end)?;
@@ -553,16 +633,18 @@ impl Engine {
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(hash);
-        let found = shard.find(hash, &mut |e| self.log.read(e.loc, |r| r.key == key))?;
-        if let Some(entry) = found
-            .as_ref()
-            .filter(|e| e.is_live(now_ms, self.retention_ms))
-        {
-            let loc = entry.loc;
-            drop(shard);
-            self.counters.seen_duplicates.inc();
-            self.acknowledge_read(loc)?;
-            return Ok(Seen::Duplicate);
+        let found = self.lookup(&mut shard, hash, key)?;
+        if let Some((entry, cur)) = &found {
+            if cur.is_live(now_ms, self.retention_ms) {
+                let loc = entry.loc();
+                drop(shard);
+                self.counters.seen_duplicates.inc();
+                self.acknowledge_read(loc)?;
+                return Ok(Seen::Duplicate);
+            }
+            if entry.state() != State::Absent {
+                self.counters.expirations.inc();
+            }
         }
         let expires_at_ms = now_ms.saturating_add(retain_ms);
         let app = self.log.append(
@@ -577,19 +659,11 @@ impl Engine {
             },
             true,
         )?;
-        let new = Entry {
-            hash,
-            loc: app.loc,
-            deadline_ms: expires_at_ms,
-            generation: app.seq,
-            state: State::Seen,
-        };
         match found {
-            Some(entry) => {
-                self.counters.expirations.inc();
-                *entry = new;
+            Some((slot, _)) => {
+                *slot = self.entry_for(hash, app.loc, Tag::Seen, expires_at_ms, Some(slot))
             }
-            None => shard.insert(new),
+            None => shard.insert(self.entry_for(hash, app.loc, Tag::Seen, expires_at_ms, None)),
         }
         drop(shard);
         self.counters.seen_first.inc();
@@ -602,7 +676,10 @@ impl Engine {
         let (mut live, mut indexed) = (0u64, 0u64);
         self.index.for_each(|e| {
             indexed += 1;
-            live += u64::from(e.is_live(now_ms, self.retention_ms));
+            if e.state() != State::Absent {
+                let cur = self.log.read(e.loc(), |r| Current::of(&r));
+                live += u64::from(cur.is_ok_and(|c| c.is_live(now_ms, self.retention_ms)));
+            }
         });
         let c = &self.counters;
         let lc = &self.log.counters;
@@ -624,6 +701,7 @@ impl Engine {
             expirations: c.expirations.get(),
             live_keys: live,
             indexed_keys: indexed,
+            index_memory_bytes: self.index.memory_bytes() as u64,
             bytes_on_disk: self.log.disk_bytes(),
             segments: self.log.segment_count(),
             bytes_appended: lc.bytes_appended.load(Relaxed),

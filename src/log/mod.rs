@@ -281,12 +281,17 @@ impl Log {
             .sealed_bytes
             .fetch_add(sealed_len, Ordering::Relaxed);
 
-        let id = w.active.id.checked_add(1).ok_or_else(|| {
-            self.commit.poison();
-            Error::InvalidOptions(
-                "segment ids are exhausted (u32); compact or start a new store".into(),
-            )
-        })?;
+        let id = w
+            .active
+            .id
+            .checked_add(1)
+            .filter(|&id| id <= crate::index::MAX_SEGMENT_ID)
+            .ok_or_else(|| {
+                self.commit.poison();
+                Error::InvalidOptions(
+                    "segment ids are exhausted (2^30 segments); start a new store".into(),
+                )
+            })?;
         let next = create_segment(&*self.storage, &self.dir, id, w.next_seq, self.segment_size)
             .inspect_err(|_| self.commit.poison())?;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
