@@ -183,6 +183,20 @@ impl Shard {
             .insert_unique(table_hash(entry.hash), entry, |e| table_hash(e.hash));
     }
 
+    /// The entry that sits exactly at `loc`, if any.
+    pub(crate) fn at(&self, hash: u64, loc: Loc) -> Option<&Entry> {
+        self.table.find(table_hash(hash as u32), |e| {
+            e.has_hash(hash) && e.loc() == loc
+        })
+    }
+
+    /// The entry that sits exactly at `loc`, if any, to update.
+    pub(crate) fn at_mut(&mut self, hash: u64, loc: Loc) -> Option<&mut Entry> {
+        self.table.find_mut(table_hash(hash as u32), |e| {
+            e.has_hash(hash) && e.loc() == loc
+        })
+    }
+
     /// Removes the entry that sits exactly at `loc` (whatever its key), if any.
     pub(crate) fn remove_at(&mut self, hash: u64, loc: Loc) -> Option<Entry> {
         self.table

@@ -49,6 +49,7 @@
 
 mod clock;
 mod commit;
+mod compaction;
 mod error;
 mod fingerprint;
 mod format;
@@ -61,6 +62,7 @@ pub mod storage;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compaction::CompactionReport;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use format::FORMAT_VERSION;

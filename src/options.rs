@@ -43,6 +43,9 @@ pub struct Options {
     pub(crate) max_response_len: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) background_compaction: bool,
+    pub(crate) compaction_interval: Duration,
+    pub(crate) compaction_threshold: f64,
 }
 
 impl fmt::Debug for Options {
@@ -54,6 +57,9 @@ impl fmt::Debug for Options {
             .field("segment_size", &self.segment_size)
             .field("max_key_len", &self.max_key_len)
             .field("max_response_len", &self.max_response_len)
+            .field("background_compaction", &self.background_compaction)
+            .field("compaction_interval", &self.compaction_interval)
+            .field("compaction_threshold", &self.compaction_threshold)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +89,9 @@ impl Options {
             max_response_len: 1 << 20,
             clock: Arc::new(SystemClock),
             storage: Arc::new(FsStorage),
+            background_compaction: true,
+            compaction_interval: Duration::from_secs(10),
+            compaction_threshold: 0.5,
         }
     }
 
@@ -140,6 +149,29 @@ impl Options {
         self
     }
 
+    /// Whether a background thread runs compaction every
+    /// [`compaction_interval`](Options::compaction_interval). Turn it off to
+    /// run [`Store::compact`] by hand. Default on.
+    pub fn background_compaction(mut self, on: bool) -> Self {
+        self.background_compaction = on;
+        self
+    }
+
+    /// How often background compaction runs. Each pass costs little when
+    /// nothing expired. Default 10 s.
+    pub fn compaction_interval(mut self, every: Duration) -> Self {
+        self.compaction_interval = every;
+        self
+    }
+
+    /// Live fraction below which a sealed segment is rewritten (its live
+    /// records copied forward) rather than left to expire whole; 0.0 never
+    /// rewrites. Lower values write less and keep more disk. Default 0.5.
+    pub fn compaction_threshold(mut self, live_fraction: f64) -> Self {
+        self.compaction_threshold = live_fraction;
+        self
+    }
+
     /// Opens (or creates) the store in `dir`.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
         self.validate()?;
@@ -179,6 +211,15 @@ impl Options {
             && d.as_millis() == 0
         {
             return bad("the Periodic sync interval must be at least 1 ms".into());
+        }
+        if !(0.0..=1.0).contains(&self.compaction_threshold) {
+            return bad(format!(
+                "compaction_threshold {} is outside 0.0..=1.0",
+                self.compaction_threshold
+            ));
+        }
+        if self.background_compaction && self.compaction_interval.as_millis() == 0 {
+            return bad("compaction_interval must be at least 1 ms".into());
         }
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) {
             return bad(format!(

@@ -55,6 +55,16 @@ pub struct Stats {
     pub recovered_records: u64,
     /// Bytes of torn tail cut off the last segment when the store was opened.
     pub torn_tail_bytes_truncated: u64,
+    /// Segments compaction deleted whole, since open.
+    pub segments_dropped: u64,
+    /// Segments compaction rewrote, since open.
+    pub segments_rewritten: u64,
+    /// Bytes of segment files compaction deleted, since open.
+    pub bytes_reclaimed: u64,
+    /// Bytes of records compaction copied forward, since open.
+    pub bytes_copied: u64,
+    /// Expired index entries compaction evicted, since open.
+    pub entries_evicted: u64,
     /// Whether the store refuses writes after a failed write or fsync.
     pub poisoned: bool,
 }

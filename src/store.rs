@@ -1,11 +1,12 @@
 //! The public handle and the engine behind it.
 
 use crate::clock::{Clock, duration_ms};
+use crate::compaction::CompactionReport;
 use crate::error::{Error, Result, io_context};
 use crate::fingerprint::Fingerprint;
-use crate::format::record::{RecordFields, RecordRef, Tag};
+use crate::format::record::{RecordFields, RecordRef, Tag, encoded_len};
 use crate::index::{Entry, Index, Shard, State, ceil_s, key_hash};
-use crate::log::{Loc, Log, RecoveryReport, RecoveryView, recover};
+use crate::log::{AppendOpts, Appended, Loc, Log, Metas, RecoveryReport, RecoveryView, recover};
 use crate::options::{Durability, Options};
 use crate::outcome::{Claim, Completed, Record, Seen, Ticket};
 use crate::stats::{Counters, Stats};
@@ -37,12 +38,13 @@ impl std::fmt::Debug for Store {
 
 struct Inner {
     engine: Arc<Engine>,
-    flusher: Option<(Sender<()>, JoinHandle<()>)>,
+    /// Background threads (sync, compaction), each stopped by dropping its sender.
+    workers: Vec<(Sender<()>, JoinHandle<()>)>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some((stop, thread)) = self.flusher.take() {
+        for (stop, thread) in self.workers.drain(..) {
             drop(stop);
             let _ = thread.join();
         }
@@ -52,13 +54,14 @@ impl Drop for Inner {
     }
 }
 
-struct Engine {
-    log: Log,
-    index: Index,
-    clock: Arc<dyn Clock>,
+pub(crate) struct Engine {
+    pub(crate) log: Log,
+    pub(crate) index: Index,
+    pub(crate) clock: Arc<dyn Clock>,
     durability: Durability,
     lease_ms: u64,
-    retention_ms: u64,
+    pub(crate) retention_ms: u64,
+    pub(crate) compaction: crate::compaction::Compaction,
     max_key_len: usize,
     max_response_len: usize,
     counters: Counters,
@@ -85,12 +88,14 @@ impl Store {
         let segment_size = usize::try_from(opts.segment_size)
             .map_err(|_| Error::InvalidOptions("segment_size does not fit in memory".into()))?;
         let index = Index::new();
+        let metas = Arc::new(Metas::default());
         let (log, recovery) = recover(
             storage,
             dir,
             opts.durability,
             segment_size,
-            |loc, rec, view| apply_recovered(&index, loc, rec, view, now_ms, retention_ms),
+            metas.clone(),
+            |loc, rec, view| apply_recovered(&index, &metas, loc, rec, view, now_ms, retention_ms),
         )?;
         let engine = Arc::new(Engine {
             log,
@@ -98,6 +103,7 @@ impl Store {
             clock: opts.clock,
             durability: opts.durability,
             lease_ms: duration_ms(opts.lease),
+            compaction: crate::compaction::Compaction::new(opts.compaction_threshold),
             retention_ms,
             max_key_len: opts.max_key_len,
             max_response_len: opts.max_response_len,
@@ -106,12 +112,22 @@ impl Store {
             dir: dir.to_path_buf(),
             _lock: lock,
         });
-        let flusher = match opts.durability {
-            Durability::Periodic(every) => Some(spawn_flusher(engine.clone(), every)?),
-            _ => None,
-        };
+        let mut workers = Vec::new();
+        if let Durability::Periodic(every) = opts.durability {
+            workers.push(spawn_worker("idemkv-sync", engine.clone(), every, |e| {
+                e.log.sync()
+            })?);
+        }
+        if opts.background_compaction {
+            workers.push(spawn_worker(
+                "idemkv-compact",
+                engine.clone(),
+                opts.compaction_interval,
+                |e| e.compact().map(drop),
+            )?);
+        }
         Ok(Store {
-            inner: Arc::new(Inner { engine, flusher }),
+            inner: Arc::new(Inner { engine, workers }),
         })
     }
 
@@ -192,6 +208,13 @@ impl Store {
         self.inner.engine.stats()
     }
 
+    /// Runs one compaction pass now: drops segments whose records have all
+    /// expired, rewrites sparse ones, evicts expired keys from the index.
+    /// Background compaction does the same every `compaction_interval`.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.inner.engine.compact()
+    }
+
     /// The directory this store owns.
     pub fn dir(&self) -> &Path {
         &self.inner.engine.dir
@@ -203,14 +226,20 @@ impl Store {
     }
 }
 
-fn spawn_flusher(engine: Arc<Engine>, every: Duration) -> Result<(Sender<()>, JoinHandle<()>)> {
+/// Runs `work` every `every` until the returned sender is dropped, or until
+/// the store is poisoned (writers then see the error; nothing to retry).
+fn spawn_worker(
+    name: &str,
+    engine: Arc<Engine>,
+    every: Duration,
+    work: fn(&Engine) -> Result<()>,
+) -> Result<(Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
-        .name("idemkv-sync".into())
+        .name(name.into())
         .spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                if engine.log.sync().is_err() {
-                    // Poisoned: writers now see the error; nothing to retry.
+                if work(&engine).is_err() && engine.log.is_poisoned() {
                     break;
                 }
             }
@@ -222,6 +251,7 @@ fn spawn_flusher(engine: Arc<Engine>, every: Duration) -> Result<(Sender<()>, Jo
 /// Rebuilds one key's index entry from a recovered record.
 fn apply_recovered(
     index: &Index,
+    metas: &Metas,
     loc: Loc,
     rec: &RecordRef<'_>,
     view: &RecoveryView<'_>,
@@ -230,16 +260,29 @@ fn apply_recovered(
 ) -> Result<()> {
     let hash = key_hash(rec.key);
     let key = rec.key;
+    let len =
+        u32::try_from(encoded_len(rec.key.len(), rec.value.len())).expect("records fit a segment");
     let mut shard = index.shard(hash);
     let mut matches = |e: &Entry| view.read(e.loc(), |r| r.key == key);
     let prior = shard.find(hash, &mut matches)?;
+    if let Some(p) = &prior {
+        let prior_len = view.read(p.loc(), |r| encoded_len(r.key.len(), r.value.len()))?;
+        metas.add_dead(
+            p.loc().segment,
+            u32::try_from(prior_len).expect("records fit a segment"),
+        );
+    }
     let prior_drop_s = prior.as_ref().map_or(0, |e| e.drop_after_s);
     let drop_after_s =
         ceil_s(own_drop_after_ms(rec.tag, rec.time_b_ms, retention_ms)).max(prior_drop_s);
+    metas
+        .get_or_insert(loc.segment)
+        .record(len as usize, drop_after_s, rec.time_a_ms);
     let entry = Entry::new(hash, loc, state_of(rec.tag), drop_after_s);
     match prior {
         _ if gone(drop_after_s, now_ms) => {
             // Neither this record nor anything it shadows matters any more.
+            metas.add_dead(loc.segment, len);
             let prior_loc = prior.map(|e| e.loc());
             if let Some(prior_loc) = prior_loc {
                 shard.remove_at(hash, prior_loc);
@@ -252,7 +295,7 @@ fn apply_recovered(
 }
 
 /// Whether an entry that may be dropped after `drop_after_s` is gone at `now_ms`.
-fn gone(drop_after_s: u32, now_ms: u64) -> bool {
+pub(crate) fn gone(drop_after_s: u32, now_ms: u64) -> bool {
     u64::from(drop_after_s) * 1000 <= now_ms
 }
 
@@ -284,11 +327,15 @@ struct Current {
     generation: u64,
     time_a_ms: u64,
     time_b_ms: u64,
+    /// Encoded length of the record.
+    len: u32,
 }
 
 impl Current {
     fn of(r: &RecordRef<'_>) -> Current {
         Current {
+            len: u32::try_from(encoded_len(r.key.len(), r.value.len()))
+                .expect("records fit a segment"),
             tag: r.tag,
             fingerprint: r.fingerprint,
             generation: r.generation,
@@ -367,23 +414,39 @@ impl Engine {
         Ok(found.map(|e| (e, current.expect("a matched entry's record was read"))))
     }
 
-    /// The index entry for a record just appended: it keeps everything the
-    /// key's earlier records shadow until the later of the two drop times.
-    fn entry_for(
+    /// Appends a record for the key whose current entry is `prior` (with
+    /// its record's length), and returns the key's new entry. The entry keeps
+    /// everything the key's earlier records shadow until the later of the
+    /// two drop-after times; the prior record becomes dead.
+    fn write(
         &self,
         hash: u64,
-        loc: Loc,
-        tag: Tag,
-        time_b_ms: u64,
-        prior: Option<&Entry>,
-    ) -> Entry {
-        let own_s = ceil_s(own_drop_after_ms(tag, time_b_ms, self.retention_ms));
-        Entry::new(
-            hash,
-            loc,
-            state_of(tag),
-            own_s.max(prior.map_or(0, |e| e.drop_after_s)),
-        )
+        fields: &RecordFields<'_>,
+        generation_from_seq: bool,
+        prior: Option<(&Entry, u32)>,
+        now_ms: u64,
+    ) -> Result<(Entry, Appended)> {
+        let own_s = ceil_s(own_drop_after_ms(
+            fields.tag,
+            fields.time_b_ms,
+            self.retention_ms,
+        ));
+        let drop_after_s = own_s.max(prior.map_or(0, |(e, _)| e.drop_after_s));
+        let app = self.log.append(
+            fields,
+            AppendOpts {
+                generation_from_seq,
+                drop_after_s,
+                now_ms,
+            },
+        )?;
+        if let Some((e, len)) = prior {
+            self.log.metas.add_dead(e.loc().segment, len);
+        }
+        Ok((
+            Entry::new(hash, app.loc, state_of(fields.tag), drop_after_s),
+            app,
+        ))
     }
 
     /// Appends a claim record for a new owner; the caller installs the entry.
@@ -393,22 +456,19 @@ impl Engine {
         hash: u64,
         fingerprint: Fingerprint,
         now_ms: u64,
-        prior: Option<&Entry>,
+        prior: Option<(&Entry, u32)>,
     ) -> Result<(Entry, Ticket, u64)> {
         let lease_until = now_ms.saturating_add(self.lease_ms);
-        let app = self.log.append(
-            &RecordFields {
-                tag: Tag::Claim,
-                key,
-                value: &[],
-                fingerprint: fingerprint.as_u128(),
-                generation: 0,
-                time_a_ms: now_ms,
-                time_b_ms: lease_until,
-            },
-            true,
-        )?;
-        let entry = self.entry_for(hash, app.loc, Tag::Claim, lease_until, prior);
+        let fields = RecordFields {
+            tag: Tag::Claim,
+            key,
+            value: &[],
+            fingerprint: fingerprint.as_u128(),
+            generation: 0,
+            time_a_ms: now_ms,
+            time_b_ms: lease_until,
+        };
+        let (entry, app) = self.write(hash, &fields, true, prior, now_ms)?;
         let ticket = Ticket {
             key: key.into(),
             hash,
@@ -459,9 +519,14 @@ impl Engine {
             }
             None => false,
         };
-        let prior = found.as_ref().map(|(e, _)| **e);
-        let (entry, ticket, end) =
-            self.append_claim(key, hash, fingerprint, now_ms, prior.as_ref())?;
+        let prior = found.as_ref().map(|(e, cur)| (**e, cur.len));
+        let (entry, ticket, end) = self.append_claim(
+            key,
+            hash,
+            fingerprint,
+            now_ms,
+            prior.as_ref().map(|(e, len)| (e, *len)),
+        )?;
         match found {
             Some((slot, _)) => *slot = entry,
             None => shard.insert(entry),
@@ -484,7 +549,7 @@ impl Engine {
         shard: &'s mut Shard,
         ticket: &Ticket,
         now_ms: u64,
-    ) -> Result<&'s mut Entry> {
+    ) -> Result<(&'s mut Entry, u32)> {
         let owned = self
             .lookup(shard, ticket.hash, &ticket.key)?
             .filter(|(_, cur)| {
@@ -493,7 +558,7 @@ impl Engine {
                     && cur.is_live(now_ms, self.retention_ms)
             });
         match owned {
-            Some((entry, _)) => Ok(entry),
+            Some((entry, cur)) => Ok((entry, cur.len)),
             None => {
                 self.counters.lease_lost.inc();
                 Err(Error::LeaseLost)
@@ -510,27 +575,19 @@ impl Engine {
         }
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let entry = self.owned_claim(&mut shard, &ticket, now_ms)?;
+        let (entry, len) = self.owned_claim(&mut shard, &ticket, now_ms)?;
         let expires_at_ms = now_ms.saturating_add(retention_ms);
-        let app = self.log.append(
-            &RecordFields {
-                tag: Tag::Complete,
-                key: &ticket.key,
-                value: response,
-                fingerprint: ticket.fingerprint.as_u128(),
-                generation: ticket.generation,
-                time_a_ms: now_ms,
-                time_b_ms: expires_at_ms,
-            },
-            false,
-        )?;
-        *entry = self.entry_for(
-            ticket.hash,
-            app.loc,
-            Tag::Complete,
-            expires_at_ms,
-            Some(entry),
-        );
+        let fields = RecordFields {
+            tag: Tag::Complete,
+            key: &ticket.key,
+            value: response,
+            fingerprint: ticket.fingerprint.as_u128(),
+            generation: ticket.generation,
+            time_a_ms: now_ms,
+            time_b_ms: expires_at_ms,
+        };
+        let (new, app) = self.write(ticket.hash, &fields, false, Some((entry, len)), now_ms)?;
+        *entry = new;
         drop(shard);
         self.counters.completes.inc();
         self.acknowledge(app.end)
@@ -539,12 +596,10 @@ impl Engine {
     fn release(&self, ticket: Ticket) -> Result<()> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let entry = self.owned_claim(&mut shard, &ticket, now_ms)?;
-        let app = self.log.append(
-            &tombstone(Tag::Release, &ticket.key, ticket.generation, now_ms),
-            false,
-        )?;
-        *entry = self.entry_for(ticket.hash, app.loc, Tag::Release, 0, Some(entry));
+        let (entry, len) = self.owned_claim(&mut shard, &ticket, now_ms)?;
+        let fields = tombstone(Tag::Release, &ticket.key, ticket.generation, now_ms);
+        let (new, app) = self.write(ticket.hash, &fields, false, Some((entry, len)), now_ms)?;
+        *entry = new;
         drop(shard);
         self.counters.releases.inc();
         self.acknowledge(app.end)
@@ -553,21 +608,19 @@ impl Engine {
     fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<u64> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let entry = self.owned_claim(&mut shard, ticket, now_ms)?;
+        let (entry, len) = self.owned_claim(&mut shard, ticket, now_ms)?;
         let lease_until = now_ms.saturating_add(by_ms);
-        let app = self.log.append(
-            &RecordFields {
-                tag: Tag::Claim,
-                key: &ticket.key,
-                value: &[],
-                fingerprint: ticket.fingerprint.as_u128(),
-                generation: ticket.generation,
-                time_a_ms: ticket.claimed_at_ms,
-                time_b_ms: lease_until,
-            },
-            false,
-        )?;
-        *entry = self.entry_for(ticket.hash, app.loc, Tag::Claim, lease_until, Some(entry));
+        let fields = RecordFields {
+            tag: Tag::Claim,
+            key: &ticket.key,
+            value: &[],
+            fingerprint: ticket.fingerprint.as_u128(),
+            generation: ticket.generation,
+            time_a_ms: ticket.claimed_at_ms,
+            time_b_ms: lease_until,
+        };
+        let (new, app) = self.write(ticket.hash, &fields, false, Some((entry, len)), now_ms)?;
+        *entry = new;
         drop(shard);
         ticket
             .lease_expires_at_ms
@@ -618,10 +671,9 @@ impl Engine {
         if !cur.is_live(now_ms, self.retention_ms) {
             return Ok(false);
         }
-        let app = self
-            .log
-            .append(&tombstone(Tag::Remove, key, cur.generation, now_ms), false)?;
-        *entry = self.entry_for(hash, app.loc, Tag::Remove, 0, Some(entry));
+        let fields = tombstone(Tag::Remove, key, cur.generation, now_ms);
+        let (new, app) = self.write(hash, &fields, false, Some((entry, cur.len)), now_ms)?;
+        *entry = new;
         drop(shard);
         self.counters.removes.inc();
         self.acknowledge(app.end)?;
@@ -647,24 +699,27 @@ impl Engine {
             }
         }
         let expires_at_ms = now_ms.saturating_add(retain_ms);
-        let app = self.log.append(
-            &RecordFields {
-                tag: Tag::Seen,
-                key,
-                value: &[],
-                fingerprint: 0,
-                generation: 0,
-                time_a_ms: now_ms,
-                time_b_ms: expires_at_ms,
-            },
-            true,
-        )?;
-        match found {
-            Some((slot, _)) => {
-                *slot = self.entry_for(hash, app.loc, Tag::Seen, expires_at_ms, Some(slot))
+        let fields = RecordFields {
+            tag: Tag::Seen,
+            key,
+            value: &[],
+            fingerprint: 0,
+            generation: 0,
+            time_a_ms: now_ms,
+            time_b_ms: expires_at_ms,
+        };
+        let app = match found {
+            Some((slot, cur)) => {
+                let (new, app) = self.write(hash, &fields, true, Some((slot, cur.len)), now_ms)?;
+                *slot = new;
+                app
             }
-            None => shard.insert(self.entry_for(hash, app.loc, Tag::Seen, expires_at_ms, None)),
-        }
+            None => {
+                let (new, app) = self.write(hash, &fields, true, None, now_ms)?;
+                shard.insert(new);
+                app
+            }
+        };
         drop(shard);
         self.counters.seen_first.inc();
         self.acknowledge(app.end)?;
@@ -707,6 +762,11 @@ impl Engine {
             bytes_appended: lc.bytes_appended.load(Relaxed),
             fsyncs: lc.fsyncs.load(Relaxed),
             recovered_records: self.recovery.records,
+            segments_dropped: self.compaction.segments_dropped.load(Relaxed),
+            segments_rewritten: self.compaction.segments_rewritten.load(Relaxed),
+            bytes_reclaimed: self.compaction.bytes_reclaimed.load(Relaxed),
+            bytes_copied: self.compaction.bytes_copied.load(Relaxed),
+            entries_evicted: self.compaction.entries_evicted.load(Relaxed),
             torn_tail_bytes_truncated: self.recovery.torn_tail_bytes,
             poisoned: self.log.is_poisoned(),
         }

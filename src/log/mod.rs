@@ -8,9 +8,11 @@
 //! Lock order: an index shard, then `writer`, then `sealed` or the group
 //! commit's leader lock. Nothing takes them in another order.
 
+mod meta;
 mod recovery;
 mod repair;
 
+pub(crate) use meta::{Metas, SegMeta};
 pub(crate) use recovery::{RecoveryReport, RecoveryView, recover};
 pub use repair::{RepairReport, RepairedFile, VerifyReport};
 pub(crate) use repair::{repair, verify};
@@ -67,6 +69,7 @@ pub(crate) struct Active {
     pub buf: Vec<u8>,
     /// How many bytes of `buf` have been written to `file`.
     pub flushed: usize,
+    pub meta: Arc<SegMeta>,
 }
 
 pub(crate) struct Sealed {
@@ -77,6 +80,14 @@ pub(crate) struct Sealed {
 struct Writer {
     active: Active,
     next_seq: u64,
+}
+
+/// A record of a sealed segment, as compaction sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentRecord {
+    pub hash: u64,
+    pub loc: Loc,
+    pub len: u32,
 }
 
 /// Counters the log keeps for `Stats`.
@@ -97,6 +108,19 @@ pub(crate) struct Log {
     sealed: RwLock<BTreeMap<u32, Sealed>>,
     commit: GroupCommit,
     pub(crate) counters: LogCounters,
+    pub(crate) metas: Arc<Metas>,
+}
+
+/// How an append is accounted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AppendOpts {
+    /// The record's generation is its own sequence number (a fresh claim's
+    /// fencing token).
+    pub generation_from_seq: bool,
+    /// The drop-after second of the index entry the record gets.
+    pub drop_after_s: u32,
+    /// The store's clock reading.
+    pub now_ms: u64,
 }
 
 impl Log {
@@ -108,6 +132,7 @@ impl Log {
         sealed: BTreeMap<u32, Sealed>,
         mut active: Active,
         next_seq: u64,
+        metas: Arc<Metas>,
     ) -> Log {
         assert_eq!(
             active.flushed,
@@ -136,16 +161,12 @@ impl Log {
             sealed: RwLock::new(sealed),
             commit: GroupCommit::new(durable),
             counters,
+            metas,
         }
     }
 
-    /// Appends one record. With `generation_from_seq` the record's generation
-    /// is its own sequence number (a fresh claim's fencing token).
-    pub(crate) fn append(
-        &self,
-        fields: &RecordFields<'_>,
-        generation_from_seq: bool,
-    ) -> Result<Appended> {
+    /// Appends one record.
+    pub(crate) fn append(&self, fields: &RecordFields<'_>, opts: AppendOpts) -> Result<Appended> {
         if self.commit.is_poisoned() {
             return Err(Error::Poisoned);
         }
@@ -162,10 +183,11 @@ impl Log {
         w.next_seq += 1;
         let offset = w.active.buf.len();
         let mut fields = *fields;
-        if generation_from_seq {
+        if opts.generation_from_seq {
             fields.generation = seq;
         }
         record::encode(&mut w.active.buf, seq, &fields);
+        w.active.meta.record(len, opts.drop_after_s, opts.now_ms);
         let end = lpos(w.active.id, w.active.buf.len());
         let loc = Loc {
             segment: w.active.id,
@@ -201,6 +223,62 @@ impl Log {
             });
         };
         decode_at(&s.path, (*s.bytes).as_ref(), loc).map(f)
+    }
+
+    /// Ids of the sealed segments, oldest first.
+    pub(crate) fn sealed_ids(&self) -> Vec<u32> {
+        self.sealed.read().keys().copied().collect()
+    }
+
+    /// Every record of a sealed segment: its key's hash, where it is, and
+    /// its length. Reads the segment.
+    pub(crate) fn segment_records(&self, id: u32) -> Result<Vec<SegmentRecord>> {
+        let sealed = self.sealed.read();
+        let Some(s) = sealed.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let bytes = (*s.bytes).as_ref();
+        let mut out = Vec::new();
+        let mut pos = SEGMENT_HEADER_LEN;
+        while pos < bytes.len() {
+            let loc = Loc {
+                segment: id,
+                offset: u32::try_from(pos).expect("bounded by segment_size"),
+            };
+            let rec = decode_at(&s.path, bytes, loc)?;
+            let len = record::encoded_len(rec.key.len(), rec.value.len());
+            out.push(SegmentRecord {
+                hash: crate::index::key_hash(rec.key),
+                loc,
+                len: len as u32,
+            });
+            pos += len;
+        }
+        Ok(out)
+    }
+
+    /// Deletes a sealed segment whose records are all dead or copied:
+    /// unpublish it, delete the file, fsync the directory. Returns its size.
+    ///
+    /// A failure here is reported but does not poison the store: a segment
+    /// file that survives holds only records that are dead or have newer
+    /// copies, so replaying it changes nothing.
+    pub(crate) fn remove_sealed(&self, id: u32) -> Result<u64> {
+        let Some(s) = self.sealed.write().remove(&id) else {
+            return Ok(0);
+        };
+        let len = (*s.bytes).as_ref().len() as u64;
+        let path = s.path.clone();
+        drop(s);
+        self.metas.remove(id);
+        self.counters.sealed_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.storage
+            .remove(&path)
+            .map_err(|e| io_context("remove", &path, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io_context("fsync directory", &self.dir, e))?;
+        Ok(len)
     }
 
     /// Whether the record at `loc` is already durable.
@@ -292,8 +370,15 @@ impl Log {
                     "segment ids are exhausted (2^30 segments); start a new store".into(),
                 )
             })?;
-        let next = create_segment(&*self.storage, &self.dir, id, w.next_seq, self.segment_size)
-            .inspect_err(|_| self.commit.poison())?;
+        let next = create_segment(
+            &*self.storage,
+            &self.dir,
+            id,
+            w.next_seq,
+            self.segment_size,
+            self.metas.get_or_insert(id),
+        )
+        .inspect_err(|_| self.commit.poison())?;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
         self.counters.rollovers.fetch_add(1, Ordering::Relaxed);
         w.active = next;
@@ -322,6 +407,7 @@ pub(crate) fn create_segment(
     id: u32,
     first_seq: u64,
     segment_size: usize,
+    meta: Arc<SegMeta>,
 ) -> Result<Active> {
     let path = dir.join(segment_file_name(id));
     let file = storage
@@ -347,6 +433,7 @@ pub(crate) fn create_segment(
         file,
         flushed: buf.len(),
         buf,
+        meta,
     })
 }
 

@@ -10,7 +10,7 @@
 //! | last segment with a bad header and no valid record after it (crash during rollover) | rewrites the header |
 //! | header with a valid checksum and another version | `IncompatibleFormat` |
 
-use super::{Active, Loc, Log, Sealed, create_segment};
+use super::{Active, Loc, Log, Metas, Sealed, create_segment};
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
 use crate::format::record::{self, DecodeError, RecordRef};
@@ -77,6 +77,7 @@ pub(crate) fn recover(
     dir: &Path,
     durability: Durability,
     segment_size: usize,
+    metas: Arc<Metas>,
     mut apply: impl FnMut(Loc, &RecordRef<'_>, &RecoveryView<'_>) -> Result<()>,
 ) -> Result<(Log, RecoveryReport)> {
     let ids = segment_ids(&*storage, dir)?;
@@ -84,7 +85,14 @@ pub(crate) fn recover(
     let mut sealed = BTreeMap::new();
     let mut next_seq = 1u64;
     let Some(&last_id) = ids.last() else {
-        let active = create_segment(&*storage, dir, 1, next_seq, segment_size)?;
+        let active = create_segment(
+            &*storage,
+            dir,
+            1,
+            next_seq,
+            segment_size,
+            metas.get_or_insert(1),
+        )?;
         report.segments = 1;
         let log = Log::new(
             storage,
@@ -94,6 +102,7 @@ pub(crate) fn recover(
             sealed,
             active,
             next_seq,
+            metas,
         );
         return Ok((log, report));
     };
@@ -106,6 +115,7 @@ pub(crate) fn recover(
             .map_err(|e| io_context("open", &path, e))?;
         let mut bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
         report.segments += 1;
+        metas.get_or_insert(id);
 
         let first_seq = match check_header(&path, id, &bytes, is_last, next_seq)? {
             Some(first_seq) => first_seq,
@@ -165,6 +175,7 @@ pub(crate) fn recover(
                 file,
                 flushed: bytes.len(),
                 buf: bytes,
+                meta: metas.get_or_insert(id),
             };
             let log = Log::new(
                 storage,
@@ -174,6 +185,7 @@ pub(crate) fn recover(
                 sealed,
                 active,
                 next_seq,
+                metas,
             );
             return Ok((log, report));
         }

@@ -1,0 +1,247 @@
+//! TTL-ordered compaction: drop whole segments whose records have all
+//! expired, rewrite sparse ones, and evict what expired from the index.
+//!
+//! One pass, for each sealed segment, oldest first:
+//! 1. if every record's drop-after time has passed, *drop* it: evict its
+//!    index entries (the keys come from the records' hashes), delete the
+//!    file, fsync the directory. No record is copied.
+//! 2. otherwise, if it is due, *walk* it: every index entry still pointing
+//!    into it whose drop-after time passed is evicted; what remains is its
+//!    live bytes. A walk is due when its live fraction fell below the
+//!    threshold, or when some of its records may have expired since the
+//!    last walk (at most once per the segment's own write span).
+//! 3. if after the walk nothing is live, drop it; if its live fraction is
+//!    below the threshold and it would otherwise stay on disk for more than
+//!    twice its write span (a long-retention record among short ones),
+//!    *rewrite* it: copy each live record to the active segment under its
+//!    key's shard lock, fsync the copies, then drop it.
+//!
+//! With a fixed retention, records expire in the order they were written, so
+//! segments expire whole and are dropped without copying; rewriting is for
+//! mixed retentions and for segments full of superseded records.
+
+use crate::error::Result;
+use crate::format::record::RecordFields;
+use crate::index::Entry;
+use crate::log::{AppendOpts, SegmentRecord};
+use crate::store::{Engine, gone};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionReport {
+    /// Segments deleted whole, without copying anything.
+    pub segments_dropped: u64,
+    /// Segments whose live records were copied forward before deletion.
+    pub segments_rewritten: u64,
+    /// Bytes of segment files deleted.
+    pub bytes_reclaimed: u64,
+    /// Bytes of records copied forward.
+    pub bytes_copied: u64,
+    /// Index entries evicted because they expired.
+    pub entries_evicted: u64,
+}
+
+/// Compaction settings and running totals.
+#[derive(Debug)]
+pub(crate) struct Compaction {
+    /// Rewrite a segment whose live fraction falls below this.
+    pub threshold: f64,
+    /// One pass at a time.
+    pub running: Mutex<()>,
+    pub segments_dropped: AtomicU64,
+    pub segments_rewritten: AtomicU64,
+    pub bytes_reclaimed: AtomicU64,
+    pub bytes_copied: AtomicU64,
+    pub entries_evicted: AtomicU64,
+}
+
+impl Compaction {
+    pub(crate) fn new(threshold: f64) -> Self {
+        Compaction {
+            threshold,
+            running: Mutex::new(()),
+            segments_dropped: AtomicU64::new(0),
+            segments_rewritten: AtomicU64::new(0),
+            bytes_reclaimed: AtomicU64::new(0),
+            bytes_copied: AtomicU64::new(0),
+            entries_evicted: AtomicU64::new(0),
+        }
+    }
+
+    fn add(&self, r: &CompactionReport) {
+        self.segments_dropped.fetch_add(r.segments_dropped, Relaxed);
+        self.segments_rewritten
+            .fetch_add(r.segments_rewritten, Relaxed);
+        self.bytes_reclaimed.fetch_add(r.bytes_reclaimed, Relaxed);
+        self.bytes_copied.fetch_add(r.bytes_copied, Relaxed);
+        self.entries_evicted.fetch_add(r.entries_evicted, Relaxed);
+    }
+}
+
+impl Engine {
+    /// Runs one compaction pass; see the module docs.
+    pub(crate) fn compact(&self) -> Result<CompactionReport> {
+        let _one_at_a_time = self.compaction.running.lock();
+        let now_ms = self.clock.now_ms();
+        let mut report = CompactionReport::default();
+        let outcome = self.compact_pass(now_ms, &mut report);
+        self.compaction.add(&report);
+        outcome.map(|()| report)
+    }
+
+    fn compact_pass(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
+        for id in self.log.sealed_ids() {
+            let Some(meta) = self.log.metas.get(id) else {
+                continue;
+            };
+            if gone(meta.max_drop_after_s.load(Relaxed), now_ms) {
+                self.drop_segment(id, now_ms, report)?;
+                continue;
+            }
+            let sparse = meta.live_fraction() < self.compaction.threshold;
+            let expiring = gone(meta.min_drop_after_s.load(Relaxed), now_ms)
+                && now_ms.saturating_sub(meta.last_walk_ms.load(Relaxed))
+                    >= meta.span_ms().max(1_000);
+            if !sparse && !expiring {
+                continue;
+            }
+            let records = self.log.segment_records(id)?;
+            let (live_bytes, min_live_drop_s) = self.walk(&records, now_ms, report);
+            meta.last_walk_ms.store(now_ms, Relaxed);
+            meta.min_drop_after_s.store(min_live_drop_s, Relaxed);
+            let total = meta.bytes.load(Relaxed);
+            meta.dead_bytes
+                .store(total.saturating_sub(live_bytes), Relaxed);
+            let stays_for_ms = u64::from(meta.max_drop_after_s.load(Relaxed))
+                .saturating_mul(1000)
+                .saturating_sub(now_ms);
+            if live_bytes == 0 {
+                self.drop_segment(id, now_ms, report)?;
+            } else if meta.live_fraction() < self.compaction.threshold
+                && stays_for_ms > 2 * meta.span_ms()
+            {
+                self.rewrite(id, &records, now_ms, report)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts the expired entries that point at `records`; returns the live
+    /// bytes left and the earliest drop-after second among them.
+    fn walk(
+        &self,
+        records: &[SegmentRecord],
+        now_ms: u64,
+        report: &mut CompactionReport,
+    ) -> (u64, u32) {
+        let (mut live, mut min_drop) = (0u64, u32::MAX);
+        for r in records {
+            let mut shard = self.index.shard(r.hash);
+            let Some(entry) = shard.at(r.hash, r.loc).copied() else {
+                continue;
+            };
+            if gone(entry.drop_after_s, now_ms) {
+                shard.remove_at(r.hash, r.loc);
+                report.entries_evicted += 1;
+            } else {
+                live += u64::from(r.len);
+                min_drop = min_drop.min(entry.drop_after_s);
+            }
+        }
+        (live, min_drop)
+    }
+
+    /// Deletes a segment whose index entries have all expired. Leaves it if
+    /// an entry still needs it (its figures were stale).
+    fn drop_segment(&self, id: u32, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
+        let records = self.log.segment_records(id)?;
+        let (live, _) = self.walk(&records, now_ms, report);
+        if live > 0 {
+            return Ok(());
+        }
+        report.bytes_reclaimed += self.log.remove_sealed(id)?;
+        report.segments_dropped += 1;
+        Ok(())
+    }
+
+    /// Copies every live record of a segment to the active segment, makes
+    /// the copies durable, then deletes the segment.
+    fn rewrite(
+        &self,
+        id: u32,
+        records: &[SegmentRecord],
+        now_ms: u64,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        for r in records {
+            let mut shard = self.index.shard(r.hash);
+            let Some(entry) = shard.at(r.hash, r.loc).copied() else {
+                continue;
+            };
+            if gone(entry.drop_after_s, now_ms) {
+                shard.remove_at(r.hash, r.loc);
+                report.entries_evicted += 1;
+                continue;
+            }
+            let owned = self.log.read(r.loc, OwnedRecord::of)?;
+            let app = self.log.append(
+                &owned.fields(),
+                AppendOpts {
+                    generation_from_seq: false,
+                    drop_after_s: entry.drop_after_s,
+                    now_ms,
+                },
+            )?;
+            let moved = Entry::new(r.hash, app.loc, entry.state(), entry.drop_after_s);
+            *shard
+                .at_mut(r.hash, r.loc)
+                .expect("entry found under this lock") = moved;
+            report.bytes_copied += u64::from(r.len);
+        }
+        self.log.sync()?;
+        report.bytes_reclaimed += self.log.remove_sealed(id)?;
+        report.segments_rewritten += 1;
+        Ok(())
+    }
+}
+
+/// A record copied out of a segment, so no lock on the segment is held
+/// while the copy is appended.
+struct OwnedRecord {
+    tag: crate::format::record::Tag,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    fingerprint: u128,
+    generation: u64,
+    time_a_ms: u64,
+    time_b_ms: u64,
+}
+
+impl OwnedRecord {
+    fn of(r: crate::format::record::RecordRef<'_>) -> OwnedRecord {
+        OwnedRecord {
+            tag: r.tag,
+            key: r.key.to_vec(),
+            value: r.value.to_vec(),
+            fingerprint: r.fingerprint,
+            generation: r.generation,
+            time_a_ms: r.time_a_ms,
+            time_b_ms: r.time_b_ms,
+        }
+    }
+
+    fn fields(&self) -> RecordFields<'_> {
+        RecordFields {
+            tag: self.tag,
+            key: &self.key,
+            value: &self.value,
+            fingerprint: self.fingerprint,
+            generation: self.generation,
+            time_a_ms: self.time_a_ms,
+            time_b_ms: self.time_b_ms,
+        }
+    }
+}
