@@ -2,7 +2,10 @@
 //! acknowledged operation left each key in, and checks a recovered store
 //! against it. Shared by `tests/crash_points.rs`, `tests/io_errors.rs` and the
 //! `crash_ops` fuzz target.
-#![allow(dead_code, reason = "each user drives a different subset of operations")]
+#![allow(
+    dead_code,
+    reason = "each user drives a different subset of operations"
+)]
 
 use idemkv::storage::SimStorage;
 use idemkv::{
