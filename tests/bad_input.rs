@@ -2,19 +2,15 @@
 //! empty keys, keys over the maximum, responses over the maximum, invalid
 //! options. Each error's `Display` is a readable sentence, not a `Debug` dump.
 
+mod common;
+
+use common::{acquire, assert_in_progress, assert_replays, complete_new, dir_and_clock, fp};
 use idemkv::{
-    Claim, Durability, Error, Fingerprint, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, ManualClock,
-    Options, Record, Store, Ticket,
+    Claim, Durability, Error, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, ManualClock, Options, Store,
 };
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-const START_MS: u64 = 1_000_000;
-
-fn fp() -> Fingerprint {
-    Fingerprint::of(b"req")
-}
 
 fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
     Options::new()
@@ -26,26 +22,17 @@ fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
         .unwrap()
 }
 
-fn acquire(store: &Store, key: &[u8]) -> Ticket {
-    match store.claim(key, fp()).unwrap() {
-        Claim::Acquired(t) => t,
-        other => panic!("expected Acquired, got {other:?}"),
-    }
-}
-
 /// A store with one completed key, "keep", to check nothing is disturbed.
 fn store_with_keeper(dir: &Path, clock: &Arc<ManualClock>) -> Store {
     let store = open(dir, clock);
-    let t = acquire(&store, b"keep");
-    store.complete(t, b"kept \0 bytes").unwrap();
+    complete_new(&store, "keep", fp(), b"kept \0 bytes");
     store
 }
 
+/// The completed key must still replay.
+#[track_caller]
 fn assert_keeper_intact(store: &Store) {
-    match store.claim("keep", fp()).unwrap() {
-        Claim::Replay(done) => assert_eq!(done.response(), b"kept \0 bytes"),
-        other => panic!("the completed key must still replay, got {other:?}"),
-    }
+    assert_replays(store, "keep", b"kept \0 bytes");
 }
 
 /// A readable sentence: not the Debug text, no struct braces, several words.
@@ -61,8 +48,7 @@ fn assert_readable(err: &Error) -> String {
 
 #[test]
 fn empty_key_is_refused_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let store = store_with_keeper(dir.path(), &clock);
     let appended = store.stats().bytes_appended;
 
@@ -87,8 +73,7 @@ fn empty_key_is_refused_everywhere() {
 
 #[test]
 fn key_over_the_maximum_is_refused_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let store = store_with_keeper(dir.path(), &clock);
     let appended = store.stats().bytes_appended;
     let long = [b'x'; 17];
@@ -117,7 +102,7 @@ fn key_over_the_maximum_is_refused_everywhere() {
         "nothing was written"
     );
     // A key of exactly the maximum is fine.
-    let t = acquire(&store, &[b'x'; 16]);
+    let t = acquire(&store, [b'x'; 16]);
     store.complete(t, b"max key").unwrap();
     assert_keeper_intact(&store);
 
@@ -133,7 +118,7 @@ fn default_key_limit_is_one_kibibyte() {
         .durability(Durability::None)
         .open(dir.path())
         .unwrap();
-    let t = acquire(&store, &[b'k'; 1024]);
+    let t = acquire(&store, [b'k'; 1024]);
     store.complete(t, b"ok").unwrap();
     assert!(matches!(
         store.claim([b'k'; 1025], fp()),
@@ -146,8 +131,7 @@ fn default_key_limit_is_one_kibibyte() {
 
 #[test]
 fn response_over_the_maximum_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let store = store_with_keeper(dir.path(), &clock);
     assert_eq!(store.max_response_len(), 100);
 
@@ -164,10 +148,7 @@ fn response_over_the_maximum_is_refused() {
     );
     assert_eq!(store.stats().completes, 1, "only the keeper completed");
     // The ticket is consumed and the key stays in progress until its lease ends.
-    assert!(matches!(
-        store.get("big").unwrap(),
-        Some(Record::InProgress { .. })
-    ));
+    assert_in_progress(&store, "big");
     assert!(matches!(
         store.claim("big", fp()).unwrap(),
         Claim::InProgress { .. }
@@ -190,19 +171,13 @@ fn response_over_the_maximum_is_refused() {
     // Exactly the maximum is accepted.
     let t = acquire(&store, b"exact");
     store.complete(t, &[2u8; 100]).unwrap();
-    assert!(matches!(
-        store.claim("exact", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == [2u8; 100]
-    ));
+    assert_replays(&store, "exact", &[2u8; 100]);
     assert_keeper_intact(&store);
 
     drop(store);
     let store = open(dir.path(), &clock);
     assert_keeper_intact(&store);
-    assert!(matches!(
-        store.get("big").unwrap(),
-        Some(Record::InProgress { .. })
-    ));
+    assert_in_progress(&store, "big");
 }
 
 fn invalid_options() -> Vec<(&'static str, Options, &'static str)> {
@@ -319,8 +294,7 @@ fn valid_edge_options_are_accepted() {
 
 #[test]
 fn invalid_options_do_not_touch_an_existing_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     drop(store_with_keeper(dir.path(), &clock));
     let listing = |p: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(p)
@@ -347,8 +321,7 @@ fn invalid_options_do_not_touch_an_existing_store() {
 
 #[test]
 fn bad_input_in_a_burst_leaves_the_store_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let store = store_with_keeper(dir.path(), &clock);
     let pending = acquire(&store, b"pending");
     for i in 0..200usize {
@@ -365,10 +338,7 @@ fn bad_input_in_a_burst_leaves_the_store_working() {
     drop(store);
     let store = open(dir.path(), &clock);
     assert_keeper_intact(&store);
-    assert!(matches!(
-        store.get("pending").unwrap(),
-        Some(Record::InProgress { .. })
-    ));
+    assert_in_progress(&store, "pending");
 }
 
 #[test]

@@ -1,18 +1,19 @@
 //! The happy path and its neighbours, end to end through the public API.
 
-use idemkv::{Claim, Durability, Error, Fingerprint, ManualClock, Options, Record, Seen};
-use std::sync::Arc;
+mod common;
+
+use common::{
+    acquire_with, assert_in_progress, assert_mark_seen, assert_replays_with, complete_new,
+    dir_and_clock, durability_modes, small_segments,
+};
+use idemkv::{Claim, Error, Fingerprint, Options, Seen};
 use std::time::Duration;
 
 #[test]
 fn claim_complete_replay_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (dir, clock) = dir_and_clock();
     let open = || {
-        Options::new()
-            .clock(clock.clone())
-            .segment_size(4096)
-            .max_response_len(1024)
+        small_segments(Options::new().clock(clock.clone()))
             .open(dir.path())
             .unwrap()
     };
@@ -20,42 +21,34 @@ fn claim_complete_replay_survives_reopen() {
     {
         let store = open();
         for i in 0..100 {
-            let key = format!("key-{i}");
-            let Claim::Acquired(t) = store.claim(&key, fp).unwrap() else {
-                panic!("fresh key")
-            };
-            store.complete(t, format!("resp-{i}").as_bytes()).unwrap();
+            complete_new(
+                &store,
+                format!("key-{i}"),
+                fp,
+                format!("resp-{i}").as_bytes(),
+            );
         }
-        let Claim::Acquired(t) = store.claim("pending", fp).unwrap() else {
-            panic!()
-        };
+        let t = acquire_with(&store, "pending", fp);
         assert!(t.generation() > 0);
         drop(t);
-        assert_eq!(
-            store.mark_seen("msg", Duration::from_secs(10)).unwrap(),
-            Seen::First
-        );
+        assert_mark_seen(&store, "msg", Duration::from_secs(10), Seen::First);
         assert!(store.stats().segments > 1, "small segments roll over");
     }
     let store = open();
     for i in 0..100 {
-        match store.claim(format!("key-{i}"), fp).unwrap() {
-            Claim::Replay(done) => assert_eq!(done.response(), format!("resp-{i}").as_bytes()),
-            other => panic!("{other:?}"),
-        }
+        assert_replays_with(
+            &store,
+            format!("key-{i}"),
+            fp,
+            format!("resp-{i}").as_bytes(),
+        );
     }
-    assert!(matches!(
-        store.get("pending").unwrap(),
-        Some(Record::InProgress { .. })
-    ));
+    assert_in_progress(&store, "pending");
     assert!(matches!(
         store.claim("pending", fp).unwrap(),
         Claim::InProgress { .. }
     ));
-    assert_eq!(
-        store.mark_seen("msg", Duration::from_secs(10)).unwrap(),
-        Seen::Duplicate
-    );
+    assert_mark_seen(&store, "msg", Duration::from_secs(10), Seen::Duplicate);
     assert!(matches!(
         Options::new().open(dir.path()),
         Err(Error::Locked)
@@ -67,22 +60,13 @@ fn claim_complete_replay_survives_reopen() {
 
 #[test]
 fn every_durability_mode_round_trips() {
-    for d in [
-        Durability::Immediate,
-        Durability::Periodic(Duration::from_millis(5)),
-        Durability::None,
-    ] {
+    for d in durability_modes(Duration::from_millis(5)) {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Options::new().durability(d).open(dir.path()).unwrap();
-            let Claim::Acquired(t) = store.claim("k", Fingerprint::of(b"x")).unwrap() else {
-                panic!()
-            };
-            store.complete(t, b"done").unwrap();
+            complete_new(&store, "k", Fingerprint::of(b"x"), b"done");
         }
         let store = Options::new().durability(d).open(dir.path()).unwrap();
-        assert!(
-            matches!(store.claim("k", Fingerprint::of(b"x")).unwrap(), Claim::Replay(c) if c.response() == b"done")
-        );
+        assert_replays_with(&store, "k", Fingerprint::of(b"x"), b"done");
     }
 }

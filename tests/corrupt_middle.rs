@@ -3,7 +3,13 @@
 //! with a wrong magic, and a header naming another format version. Open fails
 //! with an error naming the file and offset, and leaves every file as it was.
 
-use idemkv::{Claim, Durability, Error, FORMAT_VERSION, Fingerprint, ManualClock, Options};
+mod common;
+
+use common::{
+    RECORD_HEADER_LEN, acquire_with, copy_dir, record_spans, segment_paths, set_version,
+    small_segments,
+};
+use idemkv::{Durability, Error, FORMAT_VERSION, Fingerprint, ManualClock, Options};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,22 +17,14 @@ use std::sync::Arc;
 use tempfile::TempDir;
 
 const START_MS: u64 = 1_700_000_000_000;
+
 /// Small segments, so the workload spans several of them.
-const SEGMENT_SIZE: u64 = 4096;
-
-// On-disk layout, as DESIGN.md draws it.
-const SEGMENT_HEADER_LEN: usize = 32;
-const RECORD_HEADER_LEN: usize = 60;
-const SEGMENT_MAGIC: &[u8; 8] = b"IDEMKVSG";
-const OFF_VERSION: usize = 8;
-const OFF_HEADER_CRC: usize = 28;
-
 fn options() -> Options {
-    Options::new()
-        .durability(Durability::Immediate)
-        .clock(Arc::new(ManualClock::new(START_MS)))
-        .segment_size(SEGMENT_SIZE)
-        .max_response_len(1024)
+    small_segments(
+        Options::new()
+            .durability(Durability::Immediate)
+            .clock(Arc::new(ManualClock::new(START_MS))),
+    )
 }
 
 /// A store with three or more segments of completed keys and some claims.
@@ -35,9 +33,7 @@ fn build() -> TempDir {
     let store = options().open(dir.path()).unwrap();
     for i in 0..72 {
         let key = format!("order-{i}");
-        let Claim::Acquired(ticket) = store.claim(&key, Fingerprint::of(&key)).unwrap() else {
-            panic!("{key} is fresh");
-        };
+        let ticket = acquire_with(&store, &key, Fingerprint::of(&key));
         if i % 7 == 3 {
             drop(ticket); // left in progress
         } else {
@@ -50,7 +46,7 @@ fn build() -> TempDir {
     assert!(segs.len() >= 3, "want several segments, got {}", segs.len());
     for seg in &segs {
         assert!(
-            walk(&fs::read(seg).unwrap()).len() >= 3,
+            record_spans(&fs::read(seg).unwrap()).len() >= 3,
             "{} holds too few records",
             seg.display()
         );
@@ -58,43 +54,10 @@ fn build() -> TempDir {
     dir
 }
 
-/// Segment files in `dir`, oldest first.
-fn segment_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    paths.sort();
-    paths
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// `(start, len)` of every record of an undamaged segment, checked as walked.
-fn walk(bytes: &[u8]) -> Vec<(usize, usize)> {
-    assert_eq!(&bytes[..8], SEGMENT_MAGIC);
-    let mut out = Vec::new();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < bytes.len() {
-        let key_len = usize::from(u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]));
-        let value_len = usize::try_from(le_u32(bytes, pos + 8)).unwrap();
-        let len = RECORD_HEADER_LEN + key_len + value_len;
-        assert!(
-            pos + len <= bytes.len(),
-            "record at {pos} runs past the end"
-        );
-        assert_eq!(
-            crc32fast::hash(&bytes[pos + 4..pos + len]),
-            le_u32(bytes, pos),
-            "record checksum at {pos}"
-        );
-        out.push((pos, len));
-        pos += len;
-    }
-    out
+/// `(start, len)` of every record of segment `index` (0 is the oldest) in
+/// `dir`, which must be undamaged.
+fn spans_of(dir: &Path, index: usize) -> Vec<(usize, usize)> {
+    record_spans(&fs::read(&segment_paths(dir)[index]).unwrap())
 }
 
 /// Every regular file in `dir` and its bytes.
@@ -120,9 +83,7 @@ fn damaged_copy(
     damage: impl FnOnce(&mut Vec<u8>),
 ) -> (TempDir, PathBuf) {
     let copy = tempfile::tempdir().unwrap();
-    for (name, bytes) in snapshot(fixture) {
-        fs::write(copy.path().join(name), bytes).unwrap();
-    }
+    copy_dir(fixture, copy.path());
     let file = segment_paths(copy.path()).swap_remove(index);
     let mut bytes = fs::read(&file).unwrap();
     damage(&mut bytes);
@@ -165,6 +126,22 @@ fn assert_corrupt(err: &Error, want_file: &Path, want_offset: u64, ctx: &str) {
     );
 }
 
+/// Opens a copy of `fixture` with `damage` applied to segment `index`, which
+/// must fail (changing no file) with `Corrupt` at `offset` of the damaged
+/// file; `what` says what the damage was.
+fn assert_damage_is_corrupt(
+    fixture: &Path,
+    index: usize,
+    damage: impl FnOnce(&mut Vec<u8>),
+    what: &str,
+    offset: usize,
+) {
+    let (copy, file) = damaged_copy(fixture, index, damage);
+    let ctx = format!("{} {what}", file.display());
+    let err = open_fails(copy.path(), &ctx);
+    assert_corrupt(&err, &file, u64::try_from(offset).unwrap(), &ctx);
+}
+
 /// Flips each byte of record `rec` of segment `index` in turn, with each of
 /// `patterns`, and expects `Corrupt` at the record's start. Returns the count.
 fn flip_every_byte(fixture: &Path, index: usize, rec: (usize, usize), what: &str) -> usize {
@@ -172,14 +149,16 @@ fn flip_every_byte(fixture: &Path, index: usize, rec: (usize, usize), what: &str
     let mut cases = 0;
     for at in start..start + len {
         for pattern in [0x01u8, 0x80, 0xFF] {
-            let (copy, file) = damaged_copy(fixture, index, |b| b[at] ^= pattern);
-            let ctx = format!(
-                "{what}: record {start}..{} of {} with byte {at} ^ {pattern:#04x}",
-                start + len,
-                file.display()
+            assert_damage_is_corrupt(
+                fixture,
+                index,
+                |b| b[at] ^= pattern,
+                &format!(
+                    "({what}): record {start}..{} with byte {at} ^ {pattern:#04x}",
+                    start + len
+                ),
+                start,
             );
-            let err = open_fails(copy.path(), &ctx);
-            assert_corrupt(&err, &file, u64::try_from(start).unwrap(), &ctx);
             cases += 1;
         }
     }
@@ -189,9 +168,8 @@ fn flip_every_byte(fixture: &Path, index: usize, rec: (usize, usize), what: &str
 #[test]
 fn bad_record_with_valid_records_after_it_in_the_last_segment_is_corrupt() {
     let fixture = build();
-    let segs = segment_paths(fixture.path());
-    let last = segs.len() - 1;
-    let recs = walk(&fs::read(&segs[last]).unwrap());
+    let last = segment_paths(fixture.path()).len() - 1;
+    let recs = spans_of(fixture.path(), last);
     let middle = recs[recs.len() / 2];
     assert!(
         recs.len() / 2 + 1 < recs.len(),
@@ -214,9 +192,8 @@ fn zeroed_range_in_the_middle_of_the_last_segment_is_corrupt() {
     // A lost sector: zeros from inside one record to inside a later one,
     // with valid records after the range.
     let fixture = build();
-    let segs = segment_paths(fixture.path());
-    let last = segs.len() - 1;
-    let recs = walk(&fs::read(&segs[last]).unwrap());
+    let last = segment_paths(fixture.path()).len() - 1;
+    let recs = spans_of(fixture.path(), last);
     assert!(recs.len() >= 4, "want four records in the last segment");
     let (first_start, _) = recs[1];
     let (third_start, third_len) = recs[recs.len() - 2];
@@ -225,10 +202,13 @@ fn zeroed_range_in_the_middle_of_the_last_segment_is_corrupt() {
         (first_start + 10, third_start + 1),
         (first_start + RECORD_HEADER_LEN, third_start + third_len),
     ] {
-        let (copy, file) = damaged_copy(fixture.path(), last, |b| b[from..to].fill(0));
-        let ctx = format!("{} zeroed over {from}..{to}", file.display());
-        let err = open_fails(copy.path(), &ctx);
-        assert_corrupt(&err, &file, u64::try_from(first_start).unwrap(), &ctx);
+        assert_damage_is_corrupt(
+            fixture.path(),
+            last,
+            |b| b[from..to].fill(0),
+            &format!("zeroed over {from}..{to}"),
+            first_start,
+        );
     }
 }
 
@@ -238,7 +218,7 @@ fn bad_record_in_a_sealed_segment_is_corrupt() {
     let segs = segment_paths(fixture.path());
     let mut cases = 0;
     for (index, seg) in segs.iter().enumerate().take(segs.len() - 1) {
-        let recs = walk(&fs::read(seg).unwrap());
+        let recs = record_spans(&fs::read(seg).unwrap());
         cases += flip_every_byte(
             fixture.path(),
             index,
@@ -261,23 +241,16 @@ fn bad_record_in_a_sealed_segment_is_corrupt() {
 #[test]
 fn sealed_segment_cut_short_is_corrupt() {
     let fixture = build();
-    let segs = segment_paths(fixture.path());
-    let recs = walk(&fs::read(&segs[0]).unwrap());
+    let recs = spans_of(fixture.path(), 0);
     let (start, len) = *recs.last().unwrap();
     for cut in [start + 1, start + RECORD_HEADER_LEN, start + len - 1] {
-        let (copy, file) = damaged_copy(fixture.path(), 0, |b| b.truncate(cut));
-        let ctx = format!("{} cut to {cut} bytes", file.display());
-        let err = open_fails(copy.path(), &ctx);
-        assert_corrupt(&err, &file, u64::try_from(start).unwrap(), &ctx);
-    }
-}
-
-/// Rewrites the header's version and, if asked, its checksum.
-fn set_version(bytes: &mut [u8], version: u32, fix_crc: bool) {
-    bytes[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&version.to_le_bytes());
-    if fix_crc {
-        let crc = crc32fast::hash(&bytes[..OFF_HEADER_CRC]);
-        bytes[OFF_HEADER_CRC..SEGMENT_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        assert_damage_is_corrupt(
+            fixture.path(),
+            0,
+            |b| b.truncate(cut),
+            &format!("cut to {cut} bytes"),
+            start,
+        );
     }
 }
 
@@ -318,12 +291,13 @@ fn header_with_a_bad_checksum_followed_by_valid_records_is_corrupt() {
     let last = segment_paths(fixture.path()).len() - 1;
     for index in [0, last] {
         // A version changed without its checksum is damage, not a version.
-        let (copy, file) = damaged_copy(fixture.path(), index, |b| {
-            set_version(b, FORMAT_VERSION + 1, false);
-        });
-        let ctx = format!("{} with a header checksum mismatch", file.display());
-        let err = open_fails(copy.path(), &ctx);
-        assert_corrupt(&err, &file, 0, &ctx);
+        assert_damage_is_corrupt(
+            fixture.path(),
+            index,
+            |b| set_version(b, FORMAT_VERSION + 1, false),
+            "with a header checksum mismatch",
+            0,
+        );
     }
 }
 
@@ -333,11 +307,13 @@ fn header_with_a_bad_magic_followed_by_valid_records_is_corrupt() {
     let last = segment_paths(fixture.path()).len() - 1;
     for index in [0, 1, last] {
         for magic in [*b"iDEMKVSG", *b"IDEMKVSH", [0u8; 8], *b"XXXXXXXX"] {
-            let (copy, file) =
-                damaged_copy(fixture.path(), index, |b| b[..8].copy_from_slice(&magic));
-            let ctx = format!("{} with magic {magic:02x?}", file.display());
-            let err = open_fails(copy.path(), &ctx);
-            assert_corrupt(&err, &file, 0, &ctx);
+            assert_damage_is_corrupt(
+                fixture.path(),
+                index,
+                |b| b[..8].copy_from_slice(&magic),
+                &format!("with magic {magic:02x?}"),
+                0,
+            );
         }
     }
 }

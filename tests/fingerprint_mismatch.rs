@@ -4,23 +4,14 @@
 //! changes nothing. An expired record is absent, so another fingerprint
 //! acquires it.
 
-use idemkv::{Claim, Durability, Fingerprint, ManualClock, Options, Record, Store};
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
+use common::{
+    LEASE_MS, RETENTION_MS, START_MS, acquire_with, dir_and_clock, durability_modes, fresh_store,
+    open,
+};
+use idemkv::{Claim, Fingerprint, Options, Record, Store};
 use std::time::Duration;
-
-const START_MS: u64 = 1_000_000;
-const LEASE_MS: u64 = 1_000;
-const RETENTION_MS: u64 = 10_000;
-
-fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
-    Options::new()
-        .clock(clock.clone())
-        .lease(Duration::from_millis(LEASE_MS))
-        .retention(Duration::from_millis(RETENTION_MS))
-        .open(dir)
-        .unwrap()
-}
 
 fn fp_a() -> Fingerprint {
     Fingerprint::of(b"POST /charges amount=500")
@@ -28,13 +19,6 @@ fn fp_a() -> Fingerprint {
 
 fn fp_b() -> Fingerprint {
     Fingerprint::of(b"POST /charges amount=900")
-}
-
-fn acquire(store: &Store, key: &str, fp: Fingerprint) -> idemkv::Ticket {
-    match store.claim(key, fp).unwrap() {
-        Claim::Acquired(t) => t,
-        other => panic!("expected Acquired for {key}, got {other:?}"),
-    }
 }
 
 fn assert_mismatch(store: &Store, key: &str, fp: Fingerprint) {
@@ -46,10 +30,8 @@ fn assert_mismatch(store: &Store, key: &str, fp: Fingerprint) {
 
 #[test]
 fn in_progress_key_with_other_fingerprint_is_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    let ticket = acquire(&store, "k", fp_a());
+    let (_dir, clock, store) = fresh_store();
+    let ticket = acquire_with(&store, "k", fp_a());
     let before = store.get("k").unwrap();
 
     assert_mismatch(&store, "k", fp_b());
@@ -68,10 +50,8 @@ fn in_progress_key_with_other_fingerprint_is_mismatch() {
 
 #[test]
 fn in_progress_key_whose_lease_passed_is_mismatch_not_takeover() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    let ticket = acquire(&store, "k", fp_a());
+    let (_dir, clock, store) = fresh_store();
+    let ticket = acquire_with(&store, "k", fp_a());
 
     // Exactly at the lease end the lease has passed: a same-fingerprint
     // claim would take over, but another fingerprint must not.
@@ -104,10 +84,8 @@ fn in_progress_key_whose_lease_passed_is_mismatch_not_takeover() {
 
 #[test]
 fn completed_key_with_other_fingerprint_is_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    let t = acquire(&store, "k", fp_a());
+    let (_dir, clock, store) = fresh_store();
+    let t = acquire_with(&store, "k", fp_a());
     store.complete(t, b"201 created").unwrap();
 
     assert_mismatch(&store, "k", fp_b());
@@ -128,10 +106,8 @@ fn completed_key_with_other_fingerprint_is_mismatch() {
 
 #[test]
 fn completed_with_custom_retention_and_other_fingerprint_is_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    let t = acquire(&store, "k", fp_a());
+    let (_dir, clock, store) = fresh_store();
+    let t = acquire_with(&store, "k", fp_a());
     store
         .complete_with_retention(t, b"kept long", Duration::from_millis(5 * RETENTION_MS))
         .unwrap();
@@ -142,15 +118,14 @@ fn completed_with_custom_retention_and_other_fingerprint_is_mismatch() {
 
 #[test]
 fn mismatch_is_answered_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     {
         let store = open(dir.path(), &clock);
-        let t = acquire(&store, "done", fp_a());
+        let t = acquire_with(&store, "done", fp_a());
         store.complete(t, b"r").unwrap();
-        let pending = acquire(&store, "pending", fp_a());
+        let pending = acquire_with(&store, "pending", fp_a());
         drop(pending);
-        let lapsed = acquire(&store, "lapsed", fp_a());
+        let lapsed = acquire_with(&store, "lapsed", fp_a());
         drop(lapsed);
     }
     clock.advance(Duration::from_millis(LEASE_MS));
@@ -172,19 +147,14 @@ fn mismatch_is_answered_after_reopen() {
 
 #[test]
 fn mismatch_in_every_durability_mode() {
-    for durability in [
-        Durability::Immediate,
-        Durability::Periodic(Duration::from_millis(5)),
-        Durability::None,
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(START_MS));
+    for durability in durability_modes(Duration::from_millis(5)) {
+        let (dir, clock) = dir_and_clock();
         let store = Options::new()
             .clock(clock.clone())
             .durability(durability)
             .open(dir.path())
             .unwrap();
-        let t = acquire(&store, "k", fp_a());
+        let t = acquire_with(&store, "k", fp_a());
         assert_mismatch(&store, "k", fp_b());
         store.complete(t, b"x").unwrap();
         assert_mismatch(&store, "k", fp_b());
@@ -193,15 +163,13 @@ fn mismatch_in_every_durability_mode() {
 
 #[test]
 fn expired_completed_key_with_other_fingerprint_is_acquired() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    let t = acquire(&store, "k", fp_a());
+    let (_dir, clock, store) = fresh_store();
+    let t = acquire_with(&store, "k", fp_a());
     store.complete(t, b"old answer").unwrap();
 
     clock.set_ms(START_MS + RETENTION_MS);
     assert_eq!(store.get("k").unwrap(), None);
-    let t = acquire(&store, "k", fp_b());
+    let t = acquire_with(&store, "k", fp_b());
     assert_eq!(t.fingerprint(), fp_b());
     // The new claim is what the key holds now; the old fingerprint is the
     // stranger.
@@ -220,35 +188,29 @@ fn expired_completed_key_with_other_fingerprint_is_acquired() {
 
 #[test]
 fn expired_custom_retention_key_with_other_fingerprint_is_acquired() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    let t = acquire(&store, "k", fp_a());
+    let (_dir, clock, store) = fresh_store();
+    let t = acquire_with(&store, "k", fp_a());
     store
         .complete_with_retention(t, b"short lived", Duration::from_millis(50))
         .unwrap();
     clock.advance(Duration::from_millis(49));
     assert_mismatch(&store, "k", fp_b());
     clock.advance(Duration::from_millis(1));
-    drop(acquire(&store, "k", fp_b()));
+    drop(acquire_with(&store, "k", fp_b()));
 }
 
 #[test]
 fn expired_in_progress_key_with_other_fingerprint_is_acquired() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    drop(acquire(&store, "k", fp_a()));
+    let (_dir, clock, store) = fresh_store();
+    drop(acquire_with(&store, "k", fp_a()));
     clock.set_ms(START_MS + LEASE_MS + RETENTION_MS);
     assert_eq!(store.get("k").unwrap(), None);
-    drop(acquire(&store, "k", fp_b()));
+    drop(acquire_with(&store, "k", fp_b()));
 }
 
 #[test]
 fn claim_on_a_seen_key_is_mismatch_for_every_fingerprint() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     assert_eq!(
         store.mark_seen("msg-1", Duration::from_secs(30)).unwrap(),
         idemkv::Seen::First
@@ -273,13 +235,12 @@ fn claim_on_a_seen_key_is_mismatch_for_every_fingerprint() {
 
     // Once the mark expires the key is absent and can be claimed.
     clock.set_ms(START_MS + 30_000);
-    drop(acquire(&store, "msg-1", fp_a()));
+    drop(acquire_with(&store, "msg-1", fp_a()));
 }
 
 #[test]
 fn claim_on_a_seen_key_is_mismatch_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     {
         let store = open(dir.path(), &clock);
         let _ = store.mark_seen("msg-1", Duration::from_secs(30)).unwrap();

@@ -3,7 +3,10 @@
 //! corrupt one is refused with the file and offset, and today's encoder
 //! still writes the valid one byte for byte.
 
-use idemkv::{Claim, Error, Fingerprint, ManualClock, Options, Record, Store};
+mod common;
+
+use common::{acquire_with, copy_dir, small_segments};
+use idemkv::{Error, Fingerprint, ManualClock, Options, Record, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,20 +23,17 @@ fn fixture(name: &str) -> PathBuf {
 /// A scratch copy, so opening never changes the committed files.
 fn copy_of(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    copy_dir(&fixture(name), dir.path());
     dir
 }
 
+/// The options the fixtures were written with, on `clock`.
+fn options(clock: Arc<ManualClock>) -> Options {
+    small_segments(Options::new().clock(clock)).retention(CENTURY)
+}
+
 fn open(dir: &Path) -> idemkv::Result<Store> {
-    Options::new()
-        .clock(Arc::new(ManualClock::new(START_MS + 10_000)))
-        .segment_size(4096)
-        .max_response_len(1024)
-        .retention(CENTURY)
-        .open(dir)
+    options(Arc::new(ManualClock::new(START_MS + 10_000))).open(dir)
 }
 
 fn key(i: u32) -> String {
@@ -47,20 +47,9 @@ fn response(i: u32) -> Vec<u8> {
 /// The recipe the `valid` fixture was written with.
 fn write_recipe(dir: &Path) {
     let clock = Arc::new(ManualClock::new(START_MS));
-    let store = Options::new()
-        .clock(clock.clone())
-        .segment_size(4096)
-        .max_response_len(1024)
-        .retention(CENTURY)
-        .open(dir)
-        .unwrap();
+    let store = options(clock.clone()).open(dir).unwrap();
     for i in 0..40u32 {
-        let Claim::Acquired(t) = store
-            .claim(key(i), Fingerprint::of(format!("body {i}")))
-            .unwrap()
-        else {
-            panic!("fresh key")
-        };
+        let t = acquire_with(&store, key(i), Fingerprint::of(format!("body {i}")));
         clock.advance(Duration::from_millis(10));
         match i % 8 {
             5 => store.release(t).unwrap(),
@@ -126,9 +115,7 @@ fn valid_fixture_opens_with_every_record() {
         ),
         (80, 0, 2)
     );
-    let Claim::Acquired(t) = store.claim("new", Fingerprint::of(b"x")).unwrap() else {
-        panic!()
-    };
+    let t = acquire_with(&store, "new", Fingerprint::of(b"x"));
     assert!(
         t.generation() > 80,
         "generations continue after the recovered records"

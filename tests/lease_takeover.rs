@@ -4,34 +4,13 @@
 //! `LeaseLost` and change nothing. `extend_lease` moves the lease, `release`
 //! gives the key back, and `remove` fences out the ticket of the key it purges.
 
-use idemkv::{Claim, Error, Fingerprint, ManualClock, Options, Record, Store, Ticket};
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
+use common::{
+    LEASE_MS, RETENTION_MS, START_MS, acquire, assert_replays, dir_and_clock, fp, fresh_store, open,
+};
+use idemkv::{Claim, Error, Fingerprint, ManualClock, Record, Store, Ticket};
 use std::time::Duration;
-
-const START_MS: u64 = 1_000_000;
-const LEASE_MS: u64 = 1_000;
-const RETENTION_MS: u64 = 10_000;
-
-fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
-    Options::new()
-        .clock(clock.clone())
-        .lease(Duration::from_millis(LEASE_MS))
-        .retention(Duration::from_millis(RETENTION_MS))
-        .open(dir)
-        .unwrap()
-}
-
-fn fp() -> Fingerprint {
-    Fingerprint::of(b"request body")
-}
-
-fn acquire(store: &Store, key: &str) -> Ticket {
-    match store.claim(key, fp()).unwrap() {
-        Claim::Acquired(t) => t,
-        other => panic!("expected Acquired for {key}, got {other:?}"),
-    }
-}
 
 fn in_progress(claimed_at_ms: u64, lease_expires_at_ms: u64) -> Option<Record> {
     Some(Record::InProgress {
@@ -58,9 +37,7 @@ fn taken_over(store: &Store, clock: &ManualClock) -> (Ticket, Ticket) {
 
 #[test]
 fn claim_before_the_lease_ends_is_in_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     assert_eq!(t.claimed_at_ms(), START_MS);
     assert_eq!(t.lease_expires_at_ms(), START_MS + LEASE_MS);
@@ -77,9 +54,7 @@ fn claim_before_the_lease_ends_is_in_progress() {
 
 #[test]
 fn claim_after_the_lease_takes_over_with_a_higher_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let first = acquire(&store, "k");
     // The lease has passed at exactly its end.
     clock.set_ms(START_MS + LEASE_MS);
@@ -110,17 +85,12 @@ fn claim_after_the_lease_takes_over_with_a_higher_generation() {
     assert_lease_lost(store.complete(first, b"first"));
     assert_lease_lost(store.complete(second, b"second"));
     store.complete(third, b"third").unwrap();
-    assert!(matches!(
-        store.claim("k", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == b"third"
-    ));
+    assert_replays(&store, "k", b"third");
 }
 
 #[test]
 fn stale_complete_is_lease_lost_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let (old, new) = taken_over(&store, &clock);
     let before = store.get("k").unwrap();
     assert_eq!(
@@ -143,17 +113,12 @@ fn stale_complete_is_lease_lost_and_changes_nothing() {
         Claim::InProgress { .. }
     ));
     store.complete(new, b"fresh answer").unwrap();
-    assert!(matches!(
-        store.claim("k", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == b"fresh answer"
-    ));
+    assert_replays(&store, "k", b"fresh answer");
 }
 
 #[test]
 fn stale_complete_with_retention_is_lease_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let (old, new) = taken_over(&store, &clock);
     let before = store.get("k").unwrap();
     assert_lease_lost(store.complete_with_retention(old, b"stale", Duration::from_secs(1)));
@@ -163,9 +128,7 @@ fn stale_complete_with_retention_is_lease_lost() {
 
 #[test]
 fn stale_release_is_lease_lost_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let (old, new) = taken_over(&store, &clock);
     let before = store.get("k").unwrap();
 
@@ -179,17 +142,12 @@ fn stale_release_is_lease_lost_and_changes_nothing() {
     assert_eq!(store.stats().releases, 0);
     assert_eq!(store.stats().lease_lost, 1);
     store.complete(new, b"fresh answer").unwrap();
-    assert!(matches!(
-        store.claim("k", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == b"fresh answer"
-    ));
+    assert_replays(&store, "k", b"fresh answer");
 }
 
 #[test]
 fn stale_extend_lease_is_lease_lost_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let (old, new) = taken_over(&store, &clock);
     let before = store.get("k").unwrap();
     let old_lease = old.lease_expires_at_ms();
@@ -211,26 +169,19 @@ fn stale_extend_lease_is_lease_lost_and_changes_nothing() {
 
 #[test]
 fn stale_ticket_after_the_new_owner_completed_is_lease_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let (old, new) = taken_over(&store, &clock);
     store.complete(new, b"winner").unwrap();
     let before = store.get("k").unwrap();
     assert_lease_lost(store.extend_lease(&old, Duration::from_secs(5)));
     assert_lease_lost(store.complete(old, b"loser"));
     assert_eq!(store.get("k").unwrap(), before);
-    assert!(matches!(
-        store.claim("k", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == b"winner"
-    ));
+    assert_replays(&store, "k", b"winner");
 }
 
 #[test]
 fn stale_ticket_after_takeover_across_reopen_is_lease_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh_store();
     let old = acquire(&store, "k");
     drop(store);
     clock.set_ms(START_MS + LEASE_MS);
@@ -244,24 +195,17 @@ fn stale_ticket_after_takeover_across_reopen_is_lease_lost() {
 
 #[test]
 fn late_complete_without_takeover_is_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     clock.set_ms(START_MS + LEASE_MS + RETENTION_MS / 2);
     store.complete(t, b"late").unwrap();
-    assert!(matches!(
-        store.claim("k", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == b"late"
-    ));
+    assert_replays(&store, "k", b"late");
     assert_eq!(store.stats().lease_lost, 0);
 }
 
 #[test]
 fn extend_lease_moves_the_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     clock.set_ms(START_MS + 500);
     let new_end = store
@@ -299,9 +243,7 @@ fn extend_lease_moves_the_lease() {
 
 #[test]
 fn extend_lease_after_the_lease_passed_without_takeover_is_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     clock.set_ms(START_MS + LEASE_MS + 100);
     let end = store
@@ -317,9 +259,7 @@ fn extend_lease_after_the_lease_passed_without_takeover_is_accepted() {
 
 #[test]
 fn extended_lease_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     store
         .extend_lease(&t, Duration::from_millis(5 * LEASE_MS))
@@ -341,9 +281,7 @@ fn extended_lease_survives_reopen() {
 
 #[test]
 fn release_makes_the_key_absent_and_the_next_claim_acquires() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     let g1 = t.generation();
     store.release(t).unwrap();
@@ -370,9 +308,7 @@ fn release_makes_the_key_absent_and_the_next_claim_acquires() {
 
 #[test]
 fn release_after_the_lease_passed_without_takeover_is_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     clock.set_ms(START_MS + 3 * LEASE_MS);
     store.release(t).unwrap();
@@ -381,9 +317,7 @@ fn release_after_the_lease_passed_without_takeover_is_accepted() {
 
 #[test]
 fn remove_of_an_in_progress_key_makes_its_ticket_lease_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, _, store) = fresh_store();
 
     let t = acquire(&store, "k");
     assert!(store.remove("k").unwrap());
@@ -418,9 +352,7 @@ fn remove_of_an_in_progress_key_makes_its_ticket_lease_lost() {
 
 #[test]
 fn remove_fences_the_ticket_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     assert!(store.remove("k").unwrap());
     drop(store);
@@ -437,8 +369,7 @@ fn remove_fences_the_ticket_across_reopen() {
 #[test]
 fn ticket_of_an_expired_claim_answers_the_same_with_or_without_reopen() {
     let outcome = |reopen: bool| {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(START_MS));
+        let (dir, clock) = dir_and_clock();
         let mut store = open(dir.path(), &clock);
         let t = acquire(&store, "k");
         clock.set_ms(START_MS + LEASE_MS + RETENTION_MS);

@@ -7,7 +7,9 @@
 //! only `child_holds_lock` with libtest's `--exact`, which works the same
 //! under `cargo test` and `cargo nextest run`.
 
-use idemkv::{Claim, Error, Fingerprint, Store};
+mod common;
+
+use idemkv::{Error, Fingerprint, Store};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,18 +29,14 @@ fn assert_locked(dir: &Path, ctx: &str) {
     }
 }
 
+/// Claims the fresh `key`, fingerprinted by itself, and completes it.
 fn complete(store: &Store, key: &str, response: &[u8]) {
-    let Claim::Acquired(ticket) = store.claim(key, Fingerprint::of(key)).unwrap() else {
-        panic!("{key} is fresh and must be acquired");
-    };
-    store.complete(ticket, response).unwrap();
+    common::complete_new(store, key, Fingerprint::of(key), response);
 }
 
+/// `key`, fingerprinted by itself, must replay `response`.
 fn assert_replays(store: &Store, key: &str, response: &[u8]) {
-    match store.claim(key, Fingerprint::of(key)).unwrap() {
-        Claim::Replay(done) => assert_eq!(done.response(), response, "{key}"),
-        other => panic!("{key}: expected a replay, got {other:?}"),
-    }
+    common::assert_replays_with(store, key, Fingerprint::of(key), response);
 }
 
 #[test]

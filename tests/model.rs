@@ -8,9 +8,12 @@
 //! nobody took the key over) no longer owns the key: like any stale ticket,
 //! its operations answer `LeaseLost`.
 
+mod common;
+
+use common::OpCounts;
 use idemkv::{
-    Claim, Completed, Durability, Error, Fingerprint, ManualClock, Options, Record, Seen, Stats,
-    Store, Ticket,
+    Claim, Completed, Durability, Error, Fingerprint, ManualClock, Options, Record, Seen, Store,
+    Ticket,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -162,44 +165,6 @@ impl State {
     }
 }
 
-/// The operation counters of `Stats`, as the model predicts them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    claims: u64,
-    acquired: u64,
-    replays: u64,
-    in_progress: u64,
-    mismatches: u64,
-    takeovers: u64,
-    completes: u64,
-    releases: u64,
-    lease_extensions: u64,
-    lease_lost: u64,
-    removes: u64,
-    seen_first: u64,
-    seen_duplicates: u64,
-    live_keys: u64,
-}
-
-fn counts(s: &Stats) -> Counts {
-    Counts {
-        claims: s.claims,
-        acquired: s.acquired,
-        replays: s.replays,
-        in_progress: s.in_progress,
-        mismatches: s.mismatches,
-        takeovers: s.takeovers,
-        completes: s.completes,
-        releases: s.releases,
-        lease_extensions: s.lease_extensions,
-        lease_lost: s.lease_lost,
-        removes: s.removes,
-        seen_first: s.seen_first,
-        seen_duplicates: s.seen_duplicates,
-        live_keys: s.live_keys,
-    }
-}
-
 fn check_completed(c: &Completed, want: &State, ctx: &str) {
     let State::Completed {
         fp,
@@ -262,7 +227,8 @@ struct Harness {
     store: Option<Store>,
     tickets: Vec<Ticket>,
     model: HashMap<&'static str, State>,
-    counts: Counts,
+    /// The operation counters of `Stats`, as the model predicts them.
+    counts: OpCounts,
     highest_generation: u64,
     log: Vec<String>,
 }
@@ -299,7 +265,7 @@ impl Harness {
             store: Some(store),
             tickets: Vec::new(),
             model: HashMap::new(),
-            counts: Counts::default(),
+            counts: OpCounts::default(),
             highest_generation: 0,
             log: Vec::new(),
         }
@@ -357,7 +323,7 @@ impl Harness {
 
     fn check_counts(&mut self) {
         self.counts.live_keys = self.live_count();
-        let got = counts(&self.store().stats());
+        let got = OpCounts::of(&self.store().stats());
         assert_eq!(got, self.counts, "counters {}", self.ctx());
     }
 
@@ -611,7 +577,7 @@ impl Harness {
         // What expired is gone for good after recovery.
         let now = self.now();
         self.model.retain(|_, s| s.is_live(now));
-        self.counts = Counts::default();
+        self.counts = OpCounts::default();
     }
 
     fn check_every_key(&self, when: &str) {

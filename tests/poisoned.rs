@@ -4,13 +4,20 @@
 //! true, reads of durable records still work, and reopening the directory
 //! recovers everything acknowledged before the failure.
 
+mod common;
+
+use common::{
+    acquire, assert_in_progress, assert_mark_seen, assert_replays, complete_new, dir_and_clock,
+    durability_modes, fp, small_segments,
+};
 use idemkv::storage::{DirLock, FsStorage, SealedBytes, Storage, StorageFile};
-use idemkv::{Claim, Durability, Error, Fingerprint, ManualClock, Options, Record, Seen, Store};
+use idemkv::{Claim, Durability, Error, ManualClock, Options, Record, Seen, Store, Ticket};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
+use tempfile::TempDir;
 
 /// The real file system, except that every `sync_data` fails while the
 /// switch is on.
@@ -94,32 +101,44 @@ impl StorageFile for FailingFile {
     }
 }
 
-const START_MS: u64 = 1_000_000;
-
-fn fp() -> Fingerprint {
-    Fingerprint::of(b"req")
+/// A scratch directory on the fsync-failing file system, and a manual clock.
+struct Rig {
+    dir: TempDir,
+    storage: Arc<FailingSync>,
+    clock: Arc<ManualClock>,
 }
 
-fn open(
-    dir: &Path,
-    storage: &Arc<FailingSync>,
-    clock: &Arc<ManualClock>,
-    durability: Durability,
-) -> Store {
-    Options::new()
-        .storage(storage.clone())
-        .clock(clock.clone())
-        .durability(durability)
-        .segment_size(4096)
-        .max_response_len(1024)
-        .open(dir)
+impl Rig {
+    /// A rig whose store, opened with `durability`, holds the acknowledged
+    /// work; returns it with the store and the ticket of "held".
+    fn with_acknowledged_work(durability: Durability) -> (Rig, Store, Ticket) {
+        let (dir, clock) = dir_and_clock();
+        let rig = Rig {
+            dir,
+            storage: Arc::new(FailingSync::default()),
+            clock,
+        };
+        let store = rig.open(durability);
+        let held = acknowledged_work(&store);
+        (rig, store, held)
+    }
+
+    /// Drops `store`, lets the disk work again, and reopens the directory.
+    fn reopen_healed(&self, store: Store, durability: Durability) -> Store {
+        drop(store);
+        self.storage.flip(false);
+        self.open(durability)
+    }
+
+    fn open(&self, durability: Durability) -> Store {
+        small_segments(
+            Options::new()
+                .storage(self.storage.clone())
+                .clock(self.clock.clone())
+                .durability(durability),
+        )
+        .open(self.dir.path())
         .unwrap()
-}
-
-fn acquire(store: &Store, key: &str) -> idemkv::Ticket {
-    match store.claim(key, fp()).unwrap() {
-        Claim::Acquired(t) => t,
-        other => panic!("expected Acquired for {key}, got {other:?}"),
     }
 }
 
@@ -134,29 +153,19 @@ fn assert_poisoned<T: std::fmt::Debug>(what: &str, result: idemkv::Result<T>) {
 /// Writes acknowledged records: completed "done-0".."done-9" (some over the
 /// segment boundary), an in-progress "held" whose ticket is returned, and a
 /// seen mark "msg".
-fn acknowledged_work(store: &Store) -> idemkv::Ticket {
+fn acknowledged_work(store: &Store) -> Ticket {
     for i in 0..10 {
-        let t = acquire(store, &format!("done-{i}"));
-        store.complete(t, &[i as u8; 600]).unwrap();
+        complete_new(store, format!("done-{i}"), fp(), &[i as u8; 600]);
     }
-    assert_eq!(
-        store.mark_seen("msg", Duration::from_secs(60)).unwrap(),
-        Seen::First
-    );
+    assert_mark_seen(store, "msg", Duration::from_secs(60), Seen::First);
     acquire(store, "held")
 }
 
 fn assert_acknowledged_work_recovered(store: &Store) {
     for i in 0..10 {
-        match store.claim(format!("done-{i}"), fp()).unwrap() {
-            Claim::Replay(c) => assert_eq!(c.response(), [i as u8; 600]),
-            other => panic!("done-{i} was acknowledged, got {other:?}"),
-        }
+        assert_replays(store, format!("done-{i}"), &[i as u8; 600]);
     }
-    assert_eq!(
-        store.mark_seen("msg", Duration::from_secs(60)).unwrap(),
-        Seen::Duplicate
-    );
+    assert_mark_seen(store, "msg", Duration::from_secs(60), Seen::Duplicate);
     assert!(matches!(
         store.get("held").unwrap(),
         Some(Record::InProgress { fingerprint, .. }) if fingerprint == fp()
@@ -165,27 +174,23 @@ fn assert_acknowledged_work_recovered(store: &Store) {
 
 #[test]
 fn failed_fsync_poisons_every_later_write_and_reopen_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Arc::new(FailingSync::default());
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &storage, &clock, Durability::Immediate);
-    let held = acknowledged_work(&store);
+    let (rig, store, held) = Rig::with_acknowledged_work(Durability::Immediate);
     let held2 = acquire(&store, "held-2");
     assert!(store.stats().segments > 1);
     assert!(!store.stats().poisoned);
 
-    storage.flip(true);
+    rig.storage.flip(true);
     let first = store.claim("new-key", fp());
     assert!(
         first.is_err(),
         "a claim whose fsync failed must not be acknowledged: {first:?}"
     );
-    assert!(storage.failures() >= 1);
+    assert!(rig.storage.failures() >= 1);
     assert!(store.stats().poisoned);
 
     // Every write is refused from now on, even after the disk recovers.
     for disk_ok in [false, true] {
-        storage.flip(!disk_ok);
+        rig.storage.flip(!disk_ok);
         assert_poisoned("claim of a new key", store.claim("another", fp()));
         assert_poisoned(
             "mark_seen of a new key",
@@ -207,20 +212,12 @@ fn failed_fsync_poisons_every_later_write_and_reopen_recovers() {
         Some(Record::Completed(c)) => assert_eq!(c.response(), [3u8; 600]),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        store.claim("done-3", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == [3u8; 600]
-    ));
+    assert_replays(&store, "done-3", &[3u8; 600]);
 
-    drop(store);
-    storage.flip(false);
-    let store = open(dir.path(), &storage, &clock, Durability::Immediate);
+    let store = rig.reopen_healed(store, Durability::Immediate);
     assert!(!store.stats().poisoned);
     assert_acknowledged_work_recovered(&store);
-    assert!(matches!(
-        store.get("held-2").unwrap(),
-        Some(Record::InProgress { .. })
-    ));
+    assert_in_progress(&store, "held-2");
     // None of the refused writes happened.
     assert_eq!(store.get("another").unwrap(), None);
     assert_eq!(store.get("new-msg").unwrap(), None);
@@ -229,33 +226,21 @@ fn failed_fsync_poisons_every_later_write_and_reopen_recovers() {
     store.complete(t, b"fine").unwrap();
     drop(store);
     // The plain file system reads what was written through the wrapper.
-    let store = Options::new()
-        .clock(clock.clone())
-        .segment_size(4096)
-        .max_response_len(1024)
-        .open(dir.path())
+    let store = small_segments(Options::new().clock(rig.clock.clone()))
+        .open(rig.dir.path())
         .unwrap();
-    assert!(matches!(
-        store.claim("after-reopen", fp()).unwrap(),
-        Claim::Replay(c) if c.response() == b"fine"
-    ));
+    assert_replays(&store, "after-reopen", b"fine");
 }
 
 #[test]
 fn failed_complete_fsync_poisons() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Arc::new(FailingSync::default());
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &storage, &clock, Durability::Immediate);
-    let held = acknowledged_work(&store);
-    storage.flip(true);
+    let (rig, store, held) = Rig::with_acknowledged_work(Durability::Immediate);
+    rig.storage.flip(true);
     assert!(store.complete(held, b"response").is_err());
     assert!(store.stats().poisoned);
     assert_poisoned("claim", store.claim("x", fp()));
     assert_poisoned("mark_seen", store.mark_seen("y", Duration::from_secs(1)));
-    drop(store);
-    storage.flip(false);
-    let store = open(dir.path(), &storage, &clock, Durability::Immediate);
+    let store = rig.reopen_healed(store, Durability::Immediate);
     for i in 0..10 {
         assert!(matches!(
             store.claim(format!("done-{i}"), fp()).unwrap(),
@@ -273,19 +258,11 @@ fn failed_complete_fsync_poisons() {
 
 #[test]
 fn failed_sync_poisons_in_every_durability_mode() {
-    for durability in [
-        Durability::Immediate,
-        Durability::Periodic(Duration::from_secs(3600)),
-        Durability::None,
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Arc::new(FailingSync::default());
-        let clock = Arc::new(ManualClock::new(START_MS));
-        let store = open(dir.path(), &storage, &clock, durability);
-        let held = acknowledged_work(&store);
+    for durability in durability_modes(Duration::from_secs(3600)) {
+        let (rig, store, held) = Rig::with_acknowledged_work(durability);
         store.sync().unwrap();
 
-        storage.flip(true);
+        rig.storage.flip(true);
         let t = match store.claim("unsynced", fp()) {
             Ok(Claim::Acquired(t)) => Some(t),
             Err(_) if durability == Durability::Immediate => None,
@@ -302,10 +279,7 @@ fn failed_sync_poisons_in_every_durability_mode() {
         if let Some(t) = t {
             assert_poisoned("release", store.release(t));
         }
-        drop(store);
-
-        storage.flip(false);
-        let store = open(dir.path(), &storage, &clock, durability);
+        let store = rig.reopen_healed(store, durability);
         assert_acknowledged_work_recovered(&store);
         assert_eq!(store.get("later").unwrap(), None);
     }
@@ -313,15 +287,11 @@ fn failed_sync_poisons_in_every_durability_mode() {
 
 #[test]
 fn failed_fsync_at_rollover_poisons() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Arc::new(FailingSync::default());
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &storage, &clock, Durability::None);
-    let held = acknowledged_work(&store);
+    let (rig, store, held) = Rig::with_acknowledged_work(Durability::None);
     store.sync().unwrap();
     let segments = store.stats().segments;
 
-    storage.flip(true);
+    rig.storage.flip(true);
     // Durability::None fsyncs only at rollover here: write until one is due.
     let mut failed = None;
     for i in 0..20 {
@@ -353,21 +323,14 @@ fn failed_fsync_at_rollover_poisons() {
     );
     assert_poisoned("claim", store.claim("after", fp()));
     assert_poisoned("complete", store.complete(held, b"x"));
-    drop(store);
-
-    storage.flip(false);
-    let store = open(dir.path(), &storage, &clock, Durability::None);
+    let store = rig.reopen_healed(store, Durability::None);
     assert_acknowledged_work_recovered(&store);
 }
 
 #[test]
 fn concurrent_writers_all_see_the_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Arc::new(FailingSync::default());
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &storage, &clock, Durability::Immediate);
-    let held = acknowledged_work(&store);
-    storage.flip(true);
+    let (rig, store, held) = Rig::with_acknowledged_work(Durability::Immediate);
+    rig.storage.flip(true);
 
     let threads = 8;
     let barrier = Barrier::new(threads);
@@ -385,9 +348,7 @@ fn concurrent_writers_all_see_the_failure() {
     });
     assert!(store.stats().poisoned);
     assert_poisoned("complete", store.complete(held, b"r"));
-    drop(store);
-    storage.flip(false);
-    let store = open(dir.path(), &storage, &clock, Durability::Immediate);
+    let store = rig.reopen_healed(store, Durability::Immediate);
     assert_acknowledged_work_recovered(&store);
 }
 

@@ -3,6 +3,9 @@
 //! kills it with SIGKILL at a varying moment, reopens the store, and finds
 //! every acknowledged key with its exact response. Many rounds, one directory.
 
+mod common;
+
+use common::{XorShift, acquire_with};
 use idemkv::{Claim, Fingerprint, Record, Store};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -35,9 +38,7 @@ fn child_writes_until_killed() {
             s.spawn(move || {
                 for n in 0.. {
                     let k = key(round, thread, n);
-                    let Claim::Acquired(t) = store.claim(&k, Fingerprint::of(&k)).unwrap() else {
-                        panic!("{k} is fresh")
-                    };
+                    let t = acquire_with(&store, &k, Fingerprint::of(&k));
                     println!("claimed {k}");
                     store.complete(t, &response(&k)).unwrap();
                     println!("acked {k}");
@@ -51,13 +52,10 @@ fn child_writes_until_killed() {
 fn killed_writer_loses_no_acknowledged_key() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let (mut total_acked, mut total_claimed_only) = (0, 0);
     for round in 0..ROUNDS {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let kill_after = 1 + seed % 400;
+        let kill_after = 1 + rng.next_u64() % 400;
         let mut child = Command::new(&exe)
             .args([
                 "--exact",

@@ -3,20 +3,25 @@
 //! mode, for many keys in a row; threads on distinct keys all acquire; and
 //! once the winner completes, every racer replays the same bytes.
 
-use idemkv::{Claim, Durability, Fingerprint, ManualClock, Options, Seen, Store};
+mod common;
+
+use common::{acquire_with, clock, durability_modes};
+use idemkv::{Claim, Durability, Fingerprint, Options, Seen, Store};
 use std::collections::HashSet;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
 const THREADS: usize = 16;
 
+/// Every durability mode; `Periodic` flushes often, so races meet flushes.
 fn modes() -> [Durability; 3] {
-    [
-        Durability::Immediate,
-        Durability::Periodic(Duration::from_millis(2)),
-        Durability::None,
-    ]
+    durability_modes(Duration::from_millis(2))
+}
+
+/// Options in `durability` on a manual clock that stays put.
+fn on_manual_clock(durability: Durability) -> Options {
+    Options::new().durability(durability).clock(clock())
 }
 
 /// What one racer saw, reduced to what is comparable across threads.
@@ -112,9 +117,7 @@ fn check_one_winner(round: usize, answers: &[Answer]) -> u64 {
 fn exactly_one_racer_acquires_each_key_in_every_durability_mode() {
     for durability in modes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Options::new()
-            .durability(durability)
-            .clock(Arc::new(ManualClock::new(1_000_000)))
+        let store = on_manual_clock(durability)
             .segment_size(64 << 10)
             .max_response_len(1024)
             .open(dir.path())
@@ -138,11 +141,7 @@ fn exactly_one_racer_acquires_each_key_in_every_durability_mode() {
 fn racers_with_different_fingerprints_get_one_acquired_and_mismatches() {
     for durability in modes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Options::new()
-            .durability(durability)
-            .clock(Arc::new(ManualClock::new(1_000_000)))
-            .open(dir.path())
-            .unwrap();
+        let store = on_manual_clock(durability).open(dir.path()).unwrap();
         let fp = |thread: usize| Fingerprint::from_u128((thread % 2) as u128 + 1);
         // Whichever fingerprint wins, the other half of the racers mismatch.
         let results = race(&store, 30, fp);
@@ -233,11 +232,7 @@ fn racers_on_distinct_keys_all_acquire() {
 fn after_the_winner_completes_every_racer_replays_the_same_bytes() {
     for durability in modes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Options::new()
-            .durability(durability)
-            .clock(Arc::new(ManualClock::new(1_000_000)))
-            .open(dir.path())
-            .unwrap();
+        let store = on_manual_clock(durability).open(dir.path()).unwrap();
         let fp = Fingerprint::of(b"charge 500");
         let rounds = 20;
         let barrier = Barrier::new(THREADS);
@@ -292,7 +287,7 @@ fn after_the_winner_completes_every_racer_replays_the_same_bytes() {
 #[test]
 fn exactly_one_racer_takes_over_an_expired_lease() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1_000_000));
+    let clock = clock();
     let store = Options::new()
         .clock(clock.clone())
         .lease(Duration::from_millis(1_000))
@@ -302,10 +297,7 @@ fn exactly_one_racer_takes_over_an_expired_lease() {
     let rounds = 20;
     let mut abandoned = Vec::new();
     for round in 0..rounds {
-        match store.claim(format!("k{round}"), fp).unwrap() {
-            Claim::Acquired(t) => abandoned.push(t),
-            other => panic!("{other:?}"),
-        }
+        abandoned.push(acquire_with(&store, format!("k{round}"), fp));
     }
     clock.advance(Duration::from_millis(1_000));
     let results = race(&store, rounds, |_| fp);

@@ -4,13 +4,18 @@
 //! across reopens; removed and released keys stay absent. Small segments
 //! make the log roll over so records span several files.
 
-use idemkv::{Claim, Durability, Fingerprint, ManualClock, Options, Record, Seen, Store, Ticket};
+mod common;
+
+use common::{
+    START_MS, XorShift, acquire_with, assert_mark_seen, assert_replays_with, complete_new,
+    dir_and_clock, durability_modes,
+};
+use idemkv::{Claim, Durability, Fingerprint, ManualClock, Options, Record, Seen, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const START_MS: u64 = 1_000_000;
 const LEASE_MS: u64 = 60_000;
 const MAX_RESPONSE: usize = 1024;
 
@@ -29,13 +34,6 @@ fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
     open_with(dir, clock, Durability::Immediate)
 }
 
-fn acquire(store: &Store, key: &str, fp: Fingerprint) -> Ticket {
-    match store.claim(key, fp).unwrap() {
-        Claim::Acquired(t) => t,
-        other => panic!("expected Acquired for {key}, got {other:?}"),
-    }
-}
-
 /// Responses that stress byte-exactness: empty, NULs, every byte value,
 /// maximum size, and sizes around the segment boundaries.
 fn responses() -> Vec<Vec<u8>> {
@@ -50,17 +48,8 @@ fn responses() -> Vec<Vec<u8>> {
         b"plain text response".to_vec(),
     ];
     // A deterministic pseudo-random maximum-size response.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    out.push(
-        (0..MAX_RESPONSE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect(),
-    );
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    out.push((0..MAX_RESPONSE).map(|_| rng.byte()).collect());
     for len in [1, 63, 64, 65, 511, 1000, MAX_RESPONSE - 1] {
         out.push((0..len).map(|i| (i * 7 % 256) as u8).collect());
     }
@@ -69,13 +58,8 @@ fn responses() -> Vec<Vec<u8>> {
 
 #[test]
 fn completed_responses_survive_reopen_byte_for_byte() {
-    for durability in [
-        Durability::Immediate,
-        Durability::Periodic(Duration::from_millis(5)),
-        Durability::None,
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(START_MS));
+    for durability in durability_modes(Duration::from_millis(5)) {
+        let (dir, clock) = dir_and_clock();
         let responses = responses();
         let mut expected = BTreeMap::new();
         {
@@ -84,7 +68,7 @@ fn completed_responses_survive_reopen_byte_for_byte() {
                 for (i, response) in responses.iter().enumerate() {
                     let key = format!("r{round}-{i}");
                     let fp = Fingerprint::of(key.as_bytes());
-                    let t = acquire(&store, &key, fp);
+                    let t = acquire_with(&store, &key, fp);
                     clock.advance(Duration::from_millis(3));
                     store.complete(t, response).unwrap();
                     let Some(Record::Completed(c)) = store.get(&key).unwrap() else {
@@ -127,8 +111,7 @@ fn completed_responses_survive_reopen_byte_for_byte() {
 
 #[test]
 fn in_progress_records_survive_reopen_with_their_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let mut before = BTreeMap::new();
     let mut tickets = Vec::new();
     {
@@ -136,7 +119,7 @@ fn in_progress_records_survive_reopen_with_their_lease() {
         for i in 0..40u64 {
             let key = format!("pending-{i}");
             let fp = Fingerprint::from_u128(u128::from(i) << 64 | 0xabcd);
-            let t = acquire(&store, &key, fp);
+            let t = acquire_with(&store, &key, fp);
             if i % 3 == 0 {
                 clock.advance(Duration::from_millis(7));
                 store
@@ -146,7 +129,7 @@ fn in_progress_records_survive_reopen_with_their_lease() {
             clock.advance(Duration::from_millis(11));
             // Interleave completed records so the segments hold a mix.
             let filler = format!("filler-{i}");
-            let f = acquire(&store, &filler, fp);
+            let f = acquire_with(&store, &filler, fp);
             store.complete(f, &[i as u8; 200]).unwrap();
             let record = store.get(&key).unwrap().unwrap();
             assert!(matches!(record, Record::InProgress { .. }));
@@ -202,12 +185,11 @@ fn in_progress_records_survive_reopen_with_their_lease() {
 
 #[test]
 fn lease_runs_on_across_reopen_and_allows_takeover() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let fp = Fingerprint::of(b"req");
     let old = {
         let store = open(dir.path(), &clock);
-        acquire(&store, "k", fp)
+        acquire_with(&store, "k", fp)
     };
     clock.set_ms(START_MS + LEASE_MS - 1);
     {
@@ -219,7 +201,7 @@ fn lease_runs_on_across_reopen_and_allows_takeover() {
     }
     clock.set_ms(START_MS + LEASE_MS);
     let store = open(dir.path(), &clock);
-    let new = acquire(&store, "k", fp);
+    let new = acquire_with(&store, "k", fp);
     assert!(new.generation() > old.generation());
     assert_eq!(store.stats().takeovers, 1);
     assert!(matches!(
@@ -231,15 +213,14 @@ fn lease_runs_on_across_reopen_and_allows_takeover() {
 
 #[test]
 fn generations_keep_growing_across_reopens() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let fp = Fingerprint::of(b"req");
     let mut highest = 0u64;
     for session in 0..5 {
         let store = open(dir.path(), &clock);
         for i in 0..30 {
             let key = format!("s{session}-k{i}");
-            let t = acquire(&store, &key, fp);
+            let t = acquire_with(&store, &key, fp);
             assert!(
                 t.generation() > highest,
                 "session {session}: generation {} after {highest}",
@@ -256,7 +237,7 @@ fn generations_keep_growing_across_reopens() {
         if session > 0 {
             clock.advance(Duration::from_millis(LEASE_MS));
             let key = format!("s{}-k2", session - 1);
-            let t = acquire(&store, &key, fp);
+            let t = acquire_with(&store, &key, fp);
             assert!(t.generation() > highest);
             highest = t.generation();
             drop(t);
@@ -265,26 +246,24 @@ fn generations_keep_growing_across_reopens() {
     // Reopening with nothing written in between does not reuse numbers.
     drop(open(dir.path(), &clock));
     let store = open(dir.path(), &clock);
-    let t = acquire(&store, "last", fp);
+    let t = acquire_with(&store, "last", fp);
     assert!(t.generation() > highest);
     assert!(store.stats().segments > 1);
 }
 
 #[test]
 fn removed_and_released_keys_stay_absent_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let fp = Fingerprint::of(b"req");
     {
         let store = open(dir.path(), &clock);
-        let t = acquire(&store, "removed-completed", fp);
-        store.complete(t, b"x").unwrap();
+        complete_new(&store, "removed-completed", fp, b"x");
         assert!(store.remove("removed-completed").unwrap());
 
-        drop(acquire(&store, "removed-in-progress", fp));
+        drop(acquire_with(&store, "removed-in-progress", fp));
         assert!(store.remove("removed-in-progress").unwrap());
 
-        let t = acquire(&store, "released", fp);
+        let t = acquire_with(&store, "released", fp);
         store.release(t).unwrap();
 
         let _ = store
@@ -293,16 +272,18 @@ fn removed_and_released_keys_stay_absent_after_reopen() {
         assert!(store.remove("removed-seen").unwrap());
 
         // Removed, then claimed and completed again: the new record wins.
-        let t = acquire(&store, "reborn", fp);
-        store.complete(t, b"first life").unwrap();
+        complete_new(&store, "reborn", fp, b"first life");
         assert!(store.remove("reborn").unwrap());
-        let t = acquire(&store, "reborn", Fingerprint::of(b"new req"));
-        store.complete(t, b"second life").unwrap();
+        complete_new(
+            &store,
+            "reborn",
+            Fingerprint::of(b"new req"),
+            b"second life",
+        );
 
         // Removed, then more records pushed through rollover.
         for i in 0..20 {
-            let t = acquire(&store, &format!("pad-{i}"), fp);
-            store.complete(t, &[b'p'; 500]).unwrap();
+            complete_new(&store, format!("pad-{i}"), fp, &[b'p'; 500]);
         }
         assert!(store.stats().segments > 1);
     }
@@ -316,10 +297,12 @@ fn removed_and_released_keys_stay_absent_after_reopen() {
         ] {
             assert_eq!(store.get(key).unwrap(), None, "{key} came back");
         }
-        assert!(matches!(
-            store.claim("reborn", Fingerprint::of(b"new req")).unwrap(),
-            Claim::Replay(c) if c.response() == b"second life"
-        ));
+        assert_replays_with(
+            &store,
+            "reborn",
+            Fingerprint::of(b"new req"),
+            b"second life",
+        );
         assert_eq!(store.stats().live_keys, 21);
     }
     let store = open(dir.path(), &clock);
@@ -329,29 +312,18 @@ fn removed_and_released_keys_stay_absent_after_reopen() {
             Claim::Acquired(_)
         ));
     }
-    assert_eq!(
-        store
-            .mark_seen("removed-seen", Duration::from_secs(1))
-            .unwrap(),
-        Seen::First
-    );
+    assert_mark_seen(&store, "removed-seen", Duration::from_secs(1), Seen::First);
 }
 
 #[test]
 fn seen_marks_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let mut before = BTreeMap::new();
     {
         let store = open_with(dir.path(), &clock, Durability::None);
         for i in 0..200u64 {
             let key = format!("msg-{i}");
-            assert_eq!(
-                store
-                    .mark_seen(&key, Duration::from_millis(10_000 + i))
-                    .unwrap(),
-                Seen::First
-            );
+            assert_mark_seen(&store, &key, Duration::from_millis(10_000 + i), Seen::First);
             before.insert(key.clone(), store.get(&key).unwrap().unwrap());
         }
         assert!(store.stats().segments > 1);
@@ -359,23 +331,18 @@ fn seen_marks_survive_reopen() {
     let store = open(dir.path(), &clock);
     for (key, record) in &before {
         assert_eq!(store.get(key).unwrap().as_ref(), Some(record));
-        assert_eq!(
-            store.mark_seen(key, Duration::from_secs(1)).unwrap(),
-            Seen::Duplicate
-        );
+        assert_mark_seen(&store, key, Duration::from_secs(1), Seen::Duplicate);
     }
 }
 
 #[test]
 fn stats_report_recovered_records_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let fp = Fingerprint::of(b"req");
     {
         let store = open(dir.path(), &clock);
         for i in 0..10 {
-            let t = acquire(&store, &format!("k{i}"), fp);
-            store.complete(t, b"v").unwrap();
+            complete_new(&store, format!("k{i}"), fp, b"v");
         }
         assert_eq!(store.stats().recovered_records, 0);
     }

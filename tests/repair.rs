@@ -3,54 +3,42 @@
 //! record that checks out, reports exactly what it skipped, and leaves a
 //! store that opens and verifies. A crash during repair loses nothing more.
 
+mod common;
+
+use common::{clock, complete_new, record_spans, segment_paths, set_version};
 use idemkv::storage::{PendingFate, SimStorage, Storage};
-use idemkv::{Claim, Error, Fingerprint, ManualClock, Options, Record, Store};
+use idemkv::{Error, Fingerprint, Options, Record, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn options() -> Options {
     Options::new()
-        .clock(Arc::new(ManualClock::new(1_000_000)))
+        .clock(clock())
         .segment_size(4096)
         .max_response_len(512)
 }
 
-/// Writes 60 completed keys over several segments; returns the segment files.
-fn populate(dir: &Path) -> Vec<PathBuf> {
-    let store = options().open(dir).unwrap();
+/// Completes "key-0".."key-59", enough to fill several segments.
+fn write_keys(store: &Store) {
     for i in 0..60 {
-        let Claim::Acquired(t) = store
-            .claim(format!("key-{i}"), Fingerprint::of(b"fp"))
-            .unwrap()
-        else {
-            panic!()
-        };
-        store
-            .complete(t, format!("response {i}").repeat(3).as_bytes())
-            .unwrap();
+        let response = format!("response {i}").repeat(3);
+        complete_new(
+            store,
+            format!("key-{i}"),
+            Fingerprint::of(b"fp"),
+            response.as_bytes(),
+        );
     }
-    drop(store);
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    assert!(segs.len() >= 3);
-    segs
 }
 
-/// Start offsets and lengths of the records in a segment file.
-fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 32;
-    while pos + 60 <= bytes.len() {
-        let key_len = u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize;
-        let value_len = u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
-        out.push((pos, 60 + key_len + value_len));
-        pos += 60 + key_len + value_len;
-    }
-    out
+/// Writes the 60 keys to a store in `dir`; returns the segment files.
+fn populate(dir: &Path) -> Vec<PathBuf> {
+    let store = options().open(dir).unwrap();
+    write_keys(&store);
+    drop(store);
+    let segs = segment_paths(dir);
+    assert!(segs.len() >= 3);
+    segs
 }
 
 fn present(store: &Store) -> usize {
@@ -119,7 +107,7 @@ fn repair_salvages_around_a_corrupt_record_in_a_sealed_segment() {
     let segs = populate(dir.path());
     let damaged = &segs[1];
     let original = std::fs::read(damaged).unwrap();
-    let recs = records(&original);
+    let recs = record_spans(&original);
     let (offset, len) = recs[recs.len() / 2];
     let mut bytes = original.clone();
     bytes[offset + 61] ^= 0x40;
@@ -180,9 +168,7 @@ fn repair_of_an_incompatible_version_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let segs = populate(dir.path());
     let mut bytes = std::fs::read(&segs[0]).unwrap();
-    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
-    let crc = crc32fast::hash(&bytes[..28]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    set_version(&mut bytes, 99, true);
     std::fs::write(&segs[0], &bytes).unwrap();
     assert!(matches!(
         idemkv::repair(dir.path()),
@@ -199,21 +185,11 @@ fn crash_at_every_step_of_repair_loses_nothing_more() {
     let opts = |sim: &SimStorage| options().storage(Arc::new(sim.clone()));
     {
         let store = opts(&template).open(dir).unwrap();
-        for i in 0..60 {
-            let Claim::Acquired(t) = store
-                .claim(format!("key-{i}"), Fingerprint::of(b"fp"))
-                .unwrap()
-            else {
-                panic!()
-            };
-            store
-                .complete(t, format!("response {i}").repeat(3).as_bytes())
-                .unwrap();
-        }
+        write_keys(&store);
     }
     let seg = dir.join("0000000002.seg");
     let mut bytes = template.read_file(&seg).unwrap();
-    let (offset, _) = records(&bytes)[3];
+    let (offset, _) = record_spans(&bytes)[3];
     bytes[offset + 70] ^= 1;
     template.write_file(&seg, &bytes);
     let files: Vec<String> = template.list(dir).unwrap();

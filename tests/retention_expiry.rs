@@ -3,47 +3,18 @@
 //! own, before and after a reopen; the same for `mark_seen` marks; and an
 //! in-progress record is absent once its lease plus the retention has passed.
 
-use idemkv::{Claim, Fingerprint, ManualClock, Options, Record, Seen, Store, Ticket};
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
+use common::{
+    LEASE_MS, RETENTION_MS, START_MS, acquire, assert_mark_seen, assert_replays, dir_and_clock, fp,
+    fresh_store, open,
+};
+use idemkv::{Claim, Fingerprint, Record, Seen};
 use std::time::Duration;
-
-const START_MS: u64 = 1_000_000;
-const LEASE_MS: u64 = 1_000;
-const RETENTION_MS: u64 = 10_000;
-
-fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
-    Options::new()
-        .clock(clock.clone())
-        .lease(Duration::from_millis(LEASE_MS))
-        .retention(Duration::from_millis(RETENTION_MS))
-        .open(dir)
-        .unwrap()
-}
-
-fn fp() -> Fingerprint {
-    Fingerprint::of(b"request")
-}
-
-fn acquire(store: &Store, key: &str) -> Ticket {
-    match store.claim(key, fp()).unwrap() {
-        Claim::Acquired(t) => t,
-        other => panic!("expected Acquired for {key}, got {other:?}"),
-    }
-}
-
-fn assert_replays(store: &Store, key: &str, response: &[u8]) {
-    match store.claim(key, fp()).unwrap() {
-        Claim::Replay(done) => assert_eq!(done.response(), response),
-        other => panic!("expected Replay for {key}, got {other:?}"),
-    }
-}
 
 #[test]
 fn completed_record_is_absent_once_its_retention_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     clock.advance(Duration::from_millis(200));
     store.complete(t, b"answer").unwrap();
@@ -76,9 +47,7 @@ fn completed_record_is_absent_once_its_retention_passes() {
 
 #[test]
 fn complete_with_retention_uses_the_records_own_retention() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
 
     let short = acquire(&store, "short");
     store
@@ -111,9 +80,7 @@ fn complete_with_retention_uses_the_records_own_retention() {
 
 #[test]
 fn zero_retention_completion_is_absent_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, _, store) = fresh_store();
     let t = acquire(&store, "k");
     store
         .complete_with_retention(t, b"gone", Duration::ZERO)
@@ -124,8 +91,7 @@ fn zero_retention_completion_is_absent_at_once() {
 
 #[test]
 fn expired_records_stay_absent_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     {
         let store = open(dir.path(), &clock);
         let t = acquire(&store, "expired-before-close");
@@ -175,15 +141,8 @@ fn expired_records_stay_absent_after_reopen() {
 
 #[test]
 fn seen_marks_expire_after_their_own_retention() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
-    assert_eq!(
-        store
-            .mark_seen("msg", Duration::from_millis(2_000))
-            .unwrap(),
-        Seen::First
-    );
+    let (_dir, clock, store) = fresh_store();
+    assert_mark_seen(&store, "msg", Duration::from_millis(2_000), Seen::First);
     assert_eq!(
         store.get("msg").unwrap(),
         Some(Record::Seen {
@@ -192,21 +151,11 @@ fn seen_marks_expire_after_their_own_retention() {
         })
     );
     clock.set_ms(START_MS + 1_999);
-    assert_eq!(
-        store
-            .mark_seen("msg", Duration::from_millis(2_000))
-            .unwrap(),
-        Seen::Duplicate
-    );
+    assert_mark_seen(&store, "msg", Duration::from_millis(2_000), Seen::Duplicate);
     // A duplicate does not extend the mark.
     clock.set_ms(START_MS + 2_000);
     assert_eq!(store.get("msg").unwrap(), None);
-    assert_eq!(
-        store
-            .mark_seen("msg", Duration::from_millis(2_000))
-            .unwrap(),
-        Seen::First
-    );
+    assert_mark_seen(&store, "msg", Duration::from_millis(2_000), Seen::First);
     assert_eq!(
         store.get("msg").unwrap(),
         Some(Record::Seen {
@@ -216,25 +165,24 @@ fn seen_marks_expire_after_their_own_retention() {
     );
 
     // A long mark outlives the store's retention.
-    assert_eq!(
-        store
-            .mark_seen("long", Duration::from_millis(5 * RETENTION_MS))
-            .unwrap(),
-        Seen::First
+    assert_mark_seen(
+        &store,
+        "long",
+        Duration::from_millis(5 * RETENTION_MS),
+        Seen::First,
     );
     clock.set_ms(START_MS + 2_000 + 3 * RETENTION_MS);
-    assert_eq!(
-        store
-            .mark_seen("long", Duration::from_millis(5 * RETENTION_MS))
-            .unwrap(),
-        Seen::Duplicate
+    assert_mark_seen(
+        &store,
+        "long",
+        Duration::from_millis(5 * RETENTION_MS),
+        Seen::Duplicate,
     );
 }
 
 #[test]
 fn seen_marks_expire_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     {
         let store = open(dir.path(), &clock);
         let _ = store
@@ -247,35 +195,23 @@ fn seen_marks_expire_across_reopen() {
     clock.set_ms(START_MS + 1_000);
     let store = open(dir.path(), &clock);
     assert_eq!(store.get("short").unwrap(), None);
-    assert_eq!(
-        store
-            .mark_seen("short", Duration::from_millis(1_000))
-            .unwrap(),
-        Seen::First
-    );
-    assert_eq!(
-        store
-            .mark_seen("long", Duration::from_millis(5_000))
-            .unwrap(),
-        Seen::Duplicate
+    assert_mark_seen(&store, "short", Duration::from_millis(1_000), Seen::First);
+    assert_mark_seen(
+        &store,
+        "long",
+        Duration::from_millis(5_000),
+        Seen::Duplicate,
     );
     drop(store);
     clock.set_ms(START_MS + 5_000);
     let store = open(dir.path(), &clock);
     assert_eq!(store.get("long").unwrap(), None);
-    assert_eq!(
-        store
-            .mark_seen("long", Duration::from_millis(5_000))
-            .unwrap(),
-        Seen::First
-    );
+    assert_mark_seen(&store, "long", Duration::from_millis(5_000), Seen::First);
 }
 
 #[test]
 fn mark_seen_on_an_expired_completed_key_is_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     store.complete(t, b"x").unwrap();
     assert_eq!(
@@ -284,17 +220,12 @@ fn mark_seen_on_an_expired_completed_key_is_first() {
         "a live completed key is a duplicate"
     );
     clock.set_ms(START_MS + RETENTION_MS);
-    assert_eq!(
-        store.mark_seen("k", Duration::from_secs(1)).unwrap(),
-        Seen::First
-    );
+    assert_mark_seen(&store, "k", Duration::from_secs(1), Seen::First);
 }
 
 #[test]
 fn in_progress_record_is_absent_after_lease_plus_retention() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh_store();
     let t = acquire(&store, "k");
     drop(t); // the owner crashed
 
@@ -310,10 +241,7 @@ fn in_progress_record_is_absent_after_lease_plus_retention() {
         "an abandoned claim is present (for takeover) until lease + retention"
     );
     assert_eq!(store.stats().live_keys, 1);
-    assert_eq!(
-        store.mark_seen("k", Duration::from_secs(1)).unwrap(),
-        Seen::Duplicate
-    );
+    assert_mark_seen(&store, "k", Duration::from_secs(1), Seen::Duplicate);
 
     clock.set_ms(gone_at);
     assert_eq!(store.get("k").unwrap(), None);
@@ -330,8 +258,7 @@ fn in_progress_record_is_absent_after_lease_plus_retention() {
 
 #[test]
 fn in_progress_record_expires_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     {
         let store = open(dir.path(), &clock);
         drop(acquire(&store, "abandoned"));

@@ -2,89 +2,52 @@
 //! each operation is followed by a check of all the operation counters at
 //! once, plus the sizes (live keys, bytes on disk, segments, fsyncs).
 
-use idemkv::{Claim, Durability, Error, Fingerprint, ManualClock, Options, Seen, Stats, Store};
+mod common;
+
+use common::{
+    LEASE_MS, OpCounts, RETENTION_MS, acquire_with, complete_new, dir_and_clock, options,
+    small_segments,
+};
+use idemkv::{Claim, Durability, Error, Fingerprint, ManualClock, Seen, Store, Ticket};
 use std::sync::Arc;
 use std::time::Duration;
 
-const START_MS: u64 = 1_000_000;
-const LEASE_MS: u64 = 1_000;
-const RETENTION_MS: u64 = 10_000;
-
-/// The operation counters, by name, so a failure says which one is off.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Ops {
-    claims: u64,
-    acquired: u64,
-    replays: u64,
-    in_progress: u64,
-    mismatches: u64,
-    takeovers: u64,
-    completes: u64,
-    releases: u64,
-    lease_extensions: u64,
-    lease_lost: u64,
-    removes: u64,
-    seen_first: u64,
-    seen_duplicates: u64,
-    live_keys: u64,
-}
-
-fn ops(s: &Stats) -> Ops {
-    Ops {
-        claims: s.claims,
-        acquired: s.acquired,
-        replays: s.replays,
-        in_progress: s.in_progress,
-        mismatches: s.mismatches,
-        takeovers: s.takeovers,
-        completes: s.completes,
-        releases: s.releases,
-        lease_extensions: s.lease_extensions,
-        lease_lost: s.lease_lost,
-        removes: s.removes,
-        seen_first: s.seen_first,
-        seen_duplicates: s.seen_duplicates,
-        live_keys: s.live_keys,
-    }
-}
-
 fn open(dir: &std::path::Path, clock: &Arc<ManualClock>, durability: Durability) -> Store {
-    Options::new()
-        .clock(clock.clone())
-        .durability(durability)
-        .lease(Duration::from_millis(LEASE_MS))
-        .retention(Duration::from_millis(RETENTION_MS))
-        .segment_size(4096)
-        .max_response_len(1024)
+    small_segments(options(clock).durability(durability))
         .open(dir)
         .unwrap()
 }
 
 /// Asserts the operation counters equal `want`, then returns them.
 #[track_caller]
-fn expect(store: &Store, want: Ops) -> Ops {
-    let got = ops(&store.stats());
+fn expect(store: &Store, want: OpCounts) -> OpCounts {
+    let got = OpCounts::of(&store.stats());
     assert_eq!(got, want);
     want
 }
 
-#[test]
-fn operation_counters_move_as_documented() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let store = open(dir.path(), &clock, Durability::Immediate);
-    let fp = Fingerprint::of(b"req");
-    let other = Fingerprint::of(b"other req");
-    let mut want = expect(&store, Ops::default());
-
-    // A fresh claim.
-    let Claim::Acquired(a) = store.claim("a", fp).unwrap() else {
-        panic!()
-    };
+/// Claims the fresh `key`, which must acquire it: counted as a claim, an
+/// acquisition and a live key, and checked like every other step.
+#[track_caller]
+fn acquire_counted(store: &Store, key: &str, fp: Fingerprint, want: &mut OpCounts) -> Ticket {
+    let t = acquire_with(store, key, fp);
     want.claims += 1;
     want.acquired += 1;
     want.live_keys += 1;
-    want = expect(&store, want);
+    *want = expect(store, *want);
+    t
+}
+
+#[test]
+fn operation_counters_move_as_documented() {
+    let (dir, clock) = dir_and_clock();
+    let store = open(dir.path(), &clock, Durability::Immediate);
+    let fp = Fingerprint::of(b"req");
+    let other = Fingerprint::of(b"other req");
+    let mut want = expect(&store, OpCounts::default());
+
+    // A fresh claim.
+    let a = acquire_counted(&store, "a", fp, &mut want);
 
     // A conflict while the owner works.
     assert!(matches!(
@@ -122,30 +85,16 @@ fn operation_counters_move_as_documented() {
     want = expect(&store, want);
 
     // A release.
-    let Claim::Acquired(b) = store.claim("b", fp).unwrap() else {
-        panic!()
-    };
-    want.claims += 1;
-    want.acquired += 1;
-    want.live_keys += 1;
-    want = expect(&store, want);
+    let b = acquire_counted(&store, "b", fp, &mut want);
     store.release(b).unwrap();
     want.releases += 1;
     want.live_keys -= 1;
     want = expect(&store, want);
 
     // A takeover, and the old ticket's three refusals.
-    let Claim::Acquired(c_old) = store.claim("c", fp).unwrap() else {
-        panic!()
-    };
-    want.claims += 1;
-    want.acquired += 1;
-    want.live_keys += 1;
-    want = expect(&store, want);
+    let c_old = acquire_counted(&store, "c", fp, &mut want);
     clock.advance(Duration::from_millis(LEASE_MS));
-    let Claim::Acquired(c_new) = store.claim("c", fp).unwrap() else {
-        panic!()
-    };
+    let c_new = acquire_with(&store, "c", fp);
     want.claims += 1;
     want.acquired += 1;
     want.takeovers += 1;
@@ -156,13 +105,7 @@ fn operation_counters_move_as_documented() {
     ));
     want.lease_lost += 1;
     want = expect(&store, want);
-    let Claim::Acquired(c_old2) = store.claim("c-2", fp).unwrap() else {
-        panic!()
-    };
-    want.claims += 1;
-    want.acquired += 1;
-    want.live_keys += 1;
-    want = expect(&store, want);
+    let c_old2 = acquire_counted(&store, "c-2", fp, &mut want);
     assert!(store.remove("c-2").unwrap());
     want.removes += 1;
     want.live_keys -= 1;
@@ -237,23 +180,18 @@ fn operation_counters_move_as_documented() {
 
 #[test]
 fn counters_start_again_at_zero_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     {
         let store = open(dir.path(), &clock, Durability::None);
         for i in 0..5 {
-            let Claim::Acquired(t) = store.claim(format!("k{i}"), Fingerprint::of(b"x")).unwrap()
-            else {
-                panic!()
-            };
-            store.complete(t, b"v").unwrap();
+            complete_new(&store, format!("k{i}"), Fingerprint::of(b"x"), b"v");
         }
         assert_eq!(store.stats().completes, 5);
     }
     let store = open(dir.path(), &clock, Durability::None);
-    let want = Ops {
+    let want = OpCounts {
         live_keys: 5,
-        ..Ops::default()
+        ..OpCounts::default()
     };
     expect(&store, want);
     assert_eq!(store.stats().recovered_records, 10);
@@ -263,8 +201,7 @@ fn counters_start_again_at_zero_after_reopen() {
 
 #[test]
 fn size_counters_track_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let store = open(dir.path(), &clock, Durability::Immediate);
     let s0 = store.stats();
     assert_eq!(s0.segments, 1);
@@ -272,9 +209,7 @@ fn size_counters_track_the_log() {
     assert_eq!(s0.bytes_appended, 0);
 
     let fp = Fingerprint::of(b"req");
-    let Claim::Acquired(t) = store.claim("k", fp).unwrap() else {
-        panic!()
-    };
+    let t = acquire_with(&store, "k", fp);
     let s1 = store.stats();
     assert!(s1.fsyncs > s0.fsyncs, "an Immediate claim is fsynced");
     assert!(s1.bytes_appended > s0.bytes_appended);
@@ -291,10 +226,7 @@ fn size_counters_track_the_log() {
 
     // Fill past a few 4 KiB segments.
     for i in 0..12 {
-        let Claim::Acquired(t) = store.claim(format!("fill-{i}"), fp).unwrap() else {
-            panic!()
-        };
-        store.complete(t, &[i as u8; 1000]).unwrap();
+        complete_new(&store, format!("fill-{i}"), fp, &[i as u8; 1000]);
     }
     let s3 = store.stats();
     assert!(s3.segments >= 3, "segments: {}", s3.segments);
@@ -321,15 +253,11 @@ fn size_counters_track_the_log() {
 
 #[test]
 fn fsyncs_follow_the_durability_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, clock) = dir_and_clock();
     let store = open(dir.path(), &clock, Durability::None);
     let fp = Fingerprint::of(b"req");
     for i in 0..5 {
-        let Claim::Acquired(t) = store.claim(format!("k{i}"), fp).unwrap() else {
-            panic!()
-        };
-        store.complete(t, b"small").unwrap();
+        complete_new(&store, format!("k{i}"), fp, b"small");
     }
     let before = store.stats();
     assert_eq!(

@@ -7,10 +7,16 @@
 //! chosen byte, and checks every key against the state the workload left
 //! after the records that were wholly written before the damage.
 
+mod common;
+
+use common::{
+    RECORD_HEADER_LEN, RawRecord, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, XorShift, acquire_with,
+    copy_dir, le_u32, seal_header, segment_paths, walk,
+};
 use idemkv::{Claim, Durability, FORMAT_VERSION, Fingerprint, ManualClock, Options, Record, Store};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -26,11 +32,6 @@ const SEGMENT_SIZE: u64 = 4096;
 const TAIL_RECORDS: usize = 4;
 /// An upper bound on the bytes of those four records.
 const TAIL_BYTES_MAX: u64 = 400;
-
-// On-disk layout, as DESIGN.md draws it.
-const SEGMENT_HEADER_LEN: usize = 32;
-const RECORD_HEADER_LEN: usize = 60;
-const SEGMENT_MAGIC: &[u8; 8] = b"IDEMKVSG";
 
 /// The state of one key, as `Store::get` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,21 +57,6 @@ struct Fixture {
     records: Vec<(String, Expect)>,
     /// The clock reading at the end of the workload; reopens use it.
     end_ms: u64,
-}
-
-/// One record as found on disk.
-#[derive(Debug, Clone)]
-struct RawRecord {
-    start: usize,
-    len: usize,
-    seq: u64,
-    key: Vec<u8>,
-}
-
-impl RawRecord {
-    fn end(&self) -> usize {
-        self.start + self.len
-    }
 }
 
 fn options(now_ms: u64) -> Options {
@@ -110,9 +96,7 @@ impl Workload {
     fn claim(&mut self, key: &str) -> idemkv::Ticket {
         let now_ms = self.now_ms();
         let fingerprint = fingerprint_of(key);
-        let Claim::Acquired(ticket) = self.store.claim(key, fingerprint).unwrap() else {
-            panic!("{key} is fresh and must be acquired");
-        };
+        let ticket = acquire_with(&self.store, key, fingerprint);
         self.records.push((
             key.to_owned(),
             Expect::InProgress {
@@ -221,74 +205,6 @@ fn build() -> Fixture {
         last.len()
     );
     fx
-}
-
-/// Segment files in `dir`, oldest first.
-fn segment_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    paths.sort();
-    paths
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
-/// Every record of an undamaged segment file, checked as it is walked.
-fn walk(bytes: &[u8]) -> Vec<RawRecord> {
-    assert_eq!(&bytes[..8], SEGMENT_MAGIC);
-    assert_eq!(
-        crc32fast::hash(&bytes[..28]),
-        le_u32(bytes, 28),
-        "header checksum"
-    );
-    let mut out = Vec::new();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < bytes.len() {
-        let key_len = usize::from(le_u16(bytes, pos + 6));
-        let value_len = usize::try_from(le_u32(bytes, pos + 8)).unwrap();
-        let len = RECORD_HEADER_LEN + key_len + value_len;
-        assert!(
-            pos + len <= bytes.len(),
-            "record at {pos} runs past the end"
-        );
-        assert_eq!(
-            crc32fast::hash(&bytes[pos + 4..pos + len]),
-            le_u32(bytes, pos),
-            "record checksum at {pos}"
-        );
-        let key_at = pos + RECORD_HEADER_LEN;
-        out.push(RawRecord {
-            start: pos,
-            len,
-            seq: le_u64(bytes, pos + 12),
-            key: bytes[key_at..key_at + key_len].to_vec(),
-        });
-        pos += len;
-    }
-    out
-}
-
-/// Copies the regular files of `from` into `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// A fresh copy of the fixture's directory, in which `damage` is applied to
@@ -471,18 +387,6 @@ fn truncation_at_every_byte_of_the_last_records_loses_only_the_cut_record() {
     assert!(cut_points > TAIL_RECORDS * RECORD_HEADER_LEN);
 }
 
-/// A small deterministic generator for garbage bytes.
-struct XorShift(u64);
-
-impl XorShift {
-    fn byte(&mut self) -> u8 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0.to_le_bytes()[0]
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Garble {
     /// Invert the one byte at the offset.
@@ -603,8 +507,7 @@ fn a_new_segment_with_only_part_of_its_header_opens() {
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[12..16].copy_from_slice(&next_id.to_le_bytes());
     header[16..24].copy_from_slice(&(recs.last().unwrap().seq + 1).to_le_bytes());
-    let crc = crc32fast::hash(&header[..28]);
-    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    seal_header(&mut header);
 
     // (contents of the new file, bytes counted as torn)
     let mut files: Vec<(Vec<u8>, usize)> = (0..SEGMENT_HEADER_LEN)

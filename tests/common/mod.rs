@@ -1,0 +1,311 @@
+//! Helpers shared by the integration tests, included by each with
+//! `mod common;`: scratch stores on a manual clock, claims that must acquire
+//! or replay, the operation counters of `Stats` by name, and the on-disk
+//! layout for the tests that read or damage segment files by hand.
+#![allow(dead_code, reason = "each test binary uses a subset of these helpers")]
+
+use idemkv::{
+    Claim, Durability, Fingerprint, ManualClock, Options, Record, Seen, Stats, Store, Ticket,
+};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+// Stores on a manual clock.
+
+/// Where the manual clock starts, unless a test needs realistic times.
+pub const START_MS: u64 = 1_000_000;
+/// The lease of stores opened with [`options`].
+pub const LEASE_MS: u64 = 1_000;
+/// The retention of stores opened with [`options`].
+pub const RETENTION_MS: u64 = 10_000;
+
+/// A manual clock reading [`START_MS`].
+pub fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(START_MS))
+}
+
+/// A scratch directory and a manual clock reading [`START_MS`].
+pub fn dir_and_clock() -> (TempDir, Arc<ManualClock>) {
+    (tempfile::tempdir().unwrap(), clock())
+}
+
+/// Options on `clock`, with a [`LEASE_MS`] lease and a [`RETENTION_MS`]
+/// retention.
+pub fn options(clock: &Arc<ManualClock>) -> Options {
+    Options::new()
+        .clock(clock.clone())
+        .lease(Duration::from_millis(LEASE_MS))
+        .retention(Duration::from_millis(RETENTION_MS))
+}
+
+/// Opens `dir` with [`options`].
+pub fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
+    options(clock).open(dir).unwrap()
+}
+
+/// A scratch directory, a clock at [`START_MS`] and a store opened on them
+/// with [`options`]. Bind the directory to a name (`_dir`, never `_`): it is
+/// deleted when dropped.
+pub fn fresh_store() -> (TempDir, Arc<ManualClock>, Store) {
+    let (dir, clock) = dir_and_clock();
+    let store = open(dir.path(), &clock);
+    (dir, clock, store)
+}
+
+/// `options` with 4 KiB segments, so a few records roll the log over, and
+/// responses of up to 1 KiB.
+pub fn small_segments(options: Options) -> Options {
+    options.segment_size(4096).max_response_len(1024)
+}
+
+/// Every durability mode, `Periodic` with `period`.
+pub fn durability_modes(period: Duration) -> [Durability; 3] {
+    [
+        Durability::Immediate,
+        Durability::Periodic(period),
+        Durability::None,
+    ]
+}
+
+// Claims that must go one way.
+
+/// The request fingerprint of tests where any one will do.
+pub fn fp() -> Fingerprint {
+    Fingerprint::of(b"req")
+}
+
+/// Claims `key` with [`fp`]; the claim must acquire it.
+#[track_caller]
+pub fn acquire(store: &Store, key: impl AsRef<[u8]>) -> Ticket {
+    acquire_with(store, key, fp())
+}
+
+/// Claims `key` with `fp`; the claim must acquire it.
+#[track_caller]
+pub fn acquire_with(store: &Store, key: impl AsRef<[u8]>, fp: Fingerprint) -> Ticket {
+    let key = key.as_ref();
+    match store.claim(key, fp).unwrap() {
+        Claim::Acquired(t) => t,
+        other => panic!(
+            "expected Acquired for {}, got {other:?}",
+            String::from_utf8_lossy(key)
+        ),
+    }
+}
+
+/// Claims the fresh `key` with `fp` and completes it with `response`.
+#[track_caller]
+pub fn complete_new(store: &Store, key: impl AsRef<[u8]>, fp: Fingerprint, response: &[u8]) {
+    let t = acquire_with(store, key, fp);
+    store.complete(t, response).unwrap();
+}
+
+/// Claims `key` with [`fp`]; the claim must replay exactly `response`.
+#[track_caller]
+pub fn assert_replays(store: &Store, key: impl AsRef<[u8]>, response: &[u8]) {
+    assert_replays_with(store, key, fp(), response);
+}
+
+/// Claims `key` with `fp`; the claim must replay exactly `response`.
+#[track_caller]
+pub fn assert_replays_with(store: &Store, key: impl AsRef<[u8]>, fp: Fingerprint, response: &[u8]) {
+    let key = key.as_ref();
+    let shown = String::from_utf8_lossy(key);
+    match store.claim(key, fp).unwrap() {
+        Claim::Replay(done) => assert_eq!(done.response(), response, "{shown}"),
+        other => panic!("expected Replay for {shown}, got {other:?}"),
+    }
+}
+
+/// `get` must find `key` in progress.
+#[track_caller]
+pub fn assert_in_progress(store: &Store, key: impl AsRef<[u8]>) {
+    let key = key.as_ref();
+    let got = store.get(key).unwrap();
+    assert!(
+        matches!(got, Some(Record::InProgress { .. })),
+        "expected {} in progress, got {got:?}",
+        String::from_utf8_lossy(key)
+    );
+}
+
+/// Marks `key` seen for `retain`; the answer must be `want`.
+#[track_caller]
+pub fn assert_mark_seen(store: &Store, key: impl AsRef<[u8]>, retain: Duration, want: Seen) {
+    assert_eq!(store.mark_seen(key, retain).unwrap(), want);
+}
+
+// Counters.
+
+/// The operation counters of `Stats`, by name, so a failure says which one
+/// is off.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OpCounts {
+    pub claims: u64,
+    pub acquired: u64,
+    pub replays: u64,
+    pub in_progress: u64,
+    pub mismatches: u64,
+    pub takeovers: u64,
+    pub completes: u64,
+    pub releases: u64,
+    pub lease_extensions: u64,
+    pub lease_lost: u64,
+    pub removes: u64,
+    pub seen_first: u64,
+    pub seen_duplicates: u64,
+    pub live_keys: u64,
+}
+
+impl OpCounts {
+    /// The operation counters of `s`.
+    pub fn of(s: &Stats) -> Self {
+        OpCounts {
+            claims: s.claims,
+            acquired: s.acquired,
+            replays: s.replays,
+            in_progress: s.in_progress,
+            mismatches: s.mismatches,
+            takeovers: s.takeovers,
+            completes: s.completes,
+            releases: s.releases,
+            lease_extensions: s.lease_extensions,
+            lease_lost: s.lease_lost,
+            removes: s.removes,
+            seen_first: s.seen_first,
+            seen_duplicates: s.seen_duplicates,
+            live_keys: s.live_keys,
+        }
+    }
+}
+
+// On-disk layout, as DESIGN.md draws it.
+
+pub const SEGMENT_HEADER_LEN: usize = 32;
+pub const RECORD_HEADER_LEN: usize = 60;
+pub const SEGMENT_MAGIC: &[u8; 8] = b"IDEMKVSG";
+pub const OFF_VERSION: usize = 8;
+pub const OFF_HEADER_CRC: usize = 28;
+
+/// Segment files in `dir`, oldest first.
+pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Copies the regular files of `from` into `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+pub fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+}
+
+pub fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+pub fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// One record as found on disk.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub start: usize,
+    pub len: usize,
+    pub seq: u64,
+    pub key: Vec<u8>,
+}
+
+impl RawRecord {
+    pub fn end(&self) -> usize {
+        self.start + self.len
+    }
+}
+
+/// Every record of an undamaged segment file, checked as it is walked: the
+/// magic, the header checksum, and each record's length and checksum.
+pub fn walk(bytes: &[u8]) -> Vec<RawRecord> {
+    assert_eq!(&bytes[..8], SEGMENT_MAGIC);
+    assert_eq!(
+        crc32fast::hash(&bytes[..OFF_HEADER_CRC]),
+        le_u32(bytes, OFF_HEADER_CRC),
+        "header checksum"
+    );
+    let mut out = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < bytes.len() {
+        let key_len = usize::from(le_u16(bytes, pos + 6));
+        let value_len = usize::try_from(le_u32(bytes, pos + 8)).unwrap();
+        let len = RECORD_HEADER_LEN + key_len + value_len;
+        assert!(
+            pos + len <= bytes.len(),
+            "record at {pos} runs past the end"
+        );
+        assert_eq!(
+            crc32fast::hash(&bytes[pos + 4..pos + len]),
+            le_u32(bytes, pos),
+            "record checksum at {pos}"
+        );
+        let key_at = pos + RECORD_HEADER_LEN;
+        out.push(RawRecord {
+            start: pos,
+            len,
+            seq: le_u64(bytes, pos + 12),
+            key: bytes[key_at..key_at + key_len].to_vec(),
+        });
+        pos += len;
+    }
+    out
+}
+
+/// `(start, len)` of every record of an undamaged segment, checked by [`walk`].
+pub fn record_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
+    walk(bytes).iter().map(|r| (r.start, r.len)).collect()
+}
+
+/// Writes the checksum of a segment header's first bytes into its last four.
+pub fn seal_header(bytes: &mut [u8]) {
+    let crc = crc32fast::hash(&bytes[..OFF_HEADER_CRC]);
+    bytes[OFF_HEADER_CRC..SEGMENT_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Rewrites a segment header's format version and, if asked, its checksum.
+pub fn set_version(bytes: &mut [u8], version: u32, fix_crc: bool) {
+    bytes[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&version.to_le_bytes());
+    if fix_crc {
+        seal_header(bytes);
+    }
+}
+
+/// A small deterministic generator (xorshift64).
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// The low byte of the next value.
+    pub fn byte(&mut self) -> u8 {
+        self.next_u64().to_le_bytes()[0]
+    }
+}
