@@ -12,7 +12,8 @@
 //!    last walk (at most once per the segment's own write span).
 //! 3. if after the walk nothing is live, drop it; if its live fraction is
 //!    below the threshold and it would otherwise stay on disk for more than
-//!    twice its write span (a long-retention record among short ones),
+//!    twice its write span plus two seconds (drop-after times are whole
+//!    seconds): a long-retention record among short ones,
 //!    *rewrite* it: copy each live record to the active segment under its
 //!    key's shard lock, fsync the copies, then drop it.
 //!
@@ -121,7 +122,7 @@ impl Engine {
             if live_bytes == 0 {
                 self.drop_segment(id, now_ms, report)?;
             } else if meta.live_fraction() < self.compaction.threshold
-                && stays_for_ms > 2 * meta.span_ms()
+                && stays_for_ms > 2 * meta.span_ms() + 2 * 1000
             {
                 self.rewrite(id, &records, now_ms, report)?;
             }

@@ -111,6 +111,13 @@ pub(crate) struct Log {
     pub(crate) metas: Arc<Metas>,
 }
 
+/// The segments recovery hands to a new log.
+pub(crate) struct Opened {
+    pub sealed: BTreeMap<u32, Sealed>,
+    pub active: Active,
+    pub next_seq: u64,
+}
+
 /// How an append is accounted.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AppendOpts {
@@ -129,11 +136,14 @@ impl Log {
         dir: PathBuf,
         durability: Durability,
         segment_size: usize,
-        sealed: BTreeMap<u32, Sealed>,
-        mut active: Active,
-        next_seq: u64,
         metas: Arc<Metas>,
+        opened: Opened,
     ) -> Log {
+        let Opened {
+            sealed,
+            mut active,
+            next_seq,
+        } = opened;
         assert_eq!(
             active.flushed,
             active.buf.len(),

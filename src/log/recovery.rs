@@ -10,7 +10,7 @@
 //! | last segment with a bad header and no valid record after it (crash during rollover) | rewrites the header |
 //! | header with a valid checksum and another version | `IncompatibleFormat` |
 
-use super::{Active, Loc, Log, Metas, Sealed, create_segment};
+use super::{Active, Loc, Log, Metas, Opened, Sealed, create_segment};
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
 use crate::format::record::{self, DecodeError, RecordRef};
@@ -99,10 +99,12 @@ pub(crate) fn recover(
             dir.to_path_buf(),
             durability,
             segment_size,
-            sealed,
-            active,
-            next_seq,
             metas,
+            Opened {
+                sealed,
+                active,
+                next_seq,
+            },
         );
         return Ok((log, report));
     };
@@ -182,10 +184,12 @@ pub(crate) fn recover(
                 dir.to_path_buf(),
                 durability,
                 segment_size,
-                sealed,
-                active,
-                next_seq,
                 metas,
+                Opened {
+                    sealed,
+                    active,
+                    next_seq,
+                },
             );
             return Ok((log, report));
         }
