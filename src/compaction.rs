@@ -94,6 +94,7 @@ impl Engine {
     }
 
     fn compact_pass(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
+        self.log.write_missing_hints()?;
         for id in self.log.sealed_ids() {
             let Some(meta) = self.log.metas.get(id) else {
                 continue;

@@ -6,7 +6,9 @@ use crate::error::{Error, Result, io_context};
 use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, RecordRef, Tag, encoded_len};
 use crate::index::{Entry, Index, Shard, State, ceil_s, key_hash};
-use crate::log::{AppendOpts, Appended, Loc, Log, Metas, RecoveryReport, RecoveryView, recover};
+use crate::log::{
+    AppendOpts, Appended, Loc, Log, Metas, Recovered, RecoveryReport, RecoveryView, recover,
+};
 use crate::options::{Durability, Options};
 use crate::outcome::{Claim, Completed, Record, Seen, Ticket};
 use crate::stats::{Counters, Stats};
@@ -95,7 +97,7 @@ impl Store {
             opts.durability,
             segment_size,
             metas.clone(),
-            |loc, rec, view| apply_recovered(&index, &metas, loc, rec, view, now_ms, retention_ms),
+            |r, view| apply_recovered(&index, &metas, r, view, now_ms, retention_ms),
         )?;
         let engine = Arc::new(Engine {
             log,
@@ -252,21 +254,24 @@ fn spawn_worker(
 fn apply_recovered(
     index: &Index,
     metas: &Metas,
-    loc: Loc,
-    rec: &RecordRef<'_>,
+    r: &Recovered<'_>,
     view: &RecoveryView<'_>,
     now_ms: u64,
     retention_ms: u64,
 ) -> Result<()> {
-    let hash = key_hash(rec.key);
-    let key = rec.key;
-    let len =
-        u32::try_from(encoded_len(rec.key.len(), rec.value.len())).expect("records fit a segment");
-    let mut shard = index.shard(hash);
-    let mut matches = |e: &Entry| view.read(e.loc(), |r| r.key == key);
-    let prior = shard.find(hash, &mut matches)?;
+    let mut shard = index.shard(r.hash);
+    // The record's own key is read only when another entry's hash matches.
+    let mut own_key = r.key;
+    let mut matches = |e: &Entry| -> Result<bool> {
+        let key = match own_key {
+            Some(k) => k,
+            None => *own_key.insert(view.record(r.loc)?.key),
+        };
+        view.read(e.loc(), |other| other.key == key)
+    };
+    let prior = shard.find(r.hash, &mut matches)?;
     if let Some(p) = &prior {
-        let prior_len = view.read(p.loc(), |r| encoded_len(r.key.len(), r.value.len()))?;
+        let prior_len = view.read(p.loc(), |x| encoded_len(x.key.len(), x.value.len()))?;
         metas.add_dead(
             p.loc().segment,
             u32::try_from(prior_len).expect("records fit a segment"),
@@ -274,18 +279,18 @@ fn apply_recovered(
     }
     let prior_drop_s = prior.as_ref().map_or(0, |e| e.drop_after_s);
     let drop_after_s =
-        ceil_s(own_drop_after_ms(rec.tag, rec.time_b_ms, retention_ms)).max(prior_drop_s);
+        ceil_s(own_drop_after_ms(r.tag, r.time_b_ms, retention_ms)).max(prior_drop_s);
     metas
-        .get_or_insert(loc.segment)
-        .record(len as usize, drop_after_s, rec.time_a_ms);
-    let entry = Entry::new(hash, loc, state_of(rec.tag), drop_after_s);
+        .get_or_insert(r.loc.segment)
+        .record(r.len as usize, drop_after_s, r.time_a_ms);
+    let entry = Entry::new(r.hash, r.loc, state_of(r.tag), drop_after_s);
     match prior {
         _ if gone(drop_after_s, now_ms) => {
             // Neither this record nor anything it shadows matters any more.
-            metas.add_dead(loc.segment, len);
+            metas.add_dead(r.loc.segment, r.len);
             let prior_loc = prior.map(|e| e.loc());
             if let Some(prior_loc) = prior_loc {
-                shard.remove_at(hash, prior_loc);
+                shard.remove_at(r.hash, prior_loc);
             }
         }
         Some(slot) => *slot = entry,

@@ -6,7 +6,7 @@
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// One segment's figures. Updated with relaxed atomics: they steer
 /// compaction, which re-checks every record against the index before it
@@ -26,6 +26,8 @@ pub(crate) struct SegMeta {
     pub last_write_ms: AtomicU64,
     /// When compaction last walked the segment (ms).
     pub last_walk_ms: AtomicU64,
+    /// Whether the segment's hint file is on disk.
+    pub hinted: AtomicBool,
 }
 
 impl SegMeta {
@@ -38,6 +40,7 @@ impl SegMeta {
             first_write_ms: AtomicU64::new(u64::MAX),
             last_write_ms: AtomicU64::new(0),
             last_walk_ms: AtomicU64::new(0),
+            hinted: AtomicBool::new(false),
         }
     }
 

@@ -8,12 +8,13 @@
 //! Lock order: an index shard, then `writer`, then `sealed` or the group
 //! commit's leader lock. Nothing takes them in another order.
 
+pub(crate) mod hint;
 mod meta;
 mod recovery;
 mod repair;
 
 pub(crate) use meta::{Metas, SegMeta};
-pub(crate) use recovery::{RecoveryReport, RecoveryView, recover};
+pub(crate) use recovery::{Recovered, RecoveryReport, RecoveryView, recover};
 pub use repair::{RepairReport, RepairedFile, VerifyReport};
 pub(crate) use repair::{repair, verify};
 
@@ -240,14 +241,29 @@ impl Log {
         self.sealed.read().keys().copied().collect()
     }
 
-    /// Every record of a sealed segment: its key's hash, where it is, and
-    /// its length. Reads the segment.
+    /// The records of a sealed segment that may be their key's latest: its
+    /// key's hash, where it is, and its length. From the hint file when it
+    /// is there and checks out, so the segment itself is not read;
+    /// otherwise from the segment.
     pub(crate) fn segment_records(&self, id: u32) -> Result<Vec<SegmentRecord>> {
-        let sealed = self.sealed.read();
-        let Some(s) = sealed.get(&id) else {
+        let Some((path, bytes)) = self.sealed_bytes(id) else {
             return Ok(Vec::new());
         };
-        let bytes = (*s.bytes).as_ref();
+        let bytes = (*bytes).as_ref();
+        if let Some(h) = hint::read(&*self.storage, &self.dir, id, bytes.len() as u64) {
+            return Ok(h
+                .entries
+                .iter()
+                .map(|e| SegmentRecord {
+                    hash: e.hash,
+                    loc: Loc {
+                        segment: id,
+                        offset: e.offset,
+                    },
+                    len: e.len,
+                })
+                .collect());
+        }
         let mut out = Vec::new();
         let mut pos = SEGMENT_HEADER_LEN;
         while pos < bytes.len() {
@@ -255,7 +271,7 @@ impl Log {
                 segment: id,
                 offset: u32::try_from(pos).expect("bounded by segment_size"),
             };
-            let rec = decode_at(&s.path, bytes, loc)?;
+            let rec = decode_at(&path, bytes, loc)?;
             let len = record::encoded_len(rec.key.len(), rec.value.len());
             out.push(SegmentRecord {
                 hash: crate::index::key_hash(rec.key),
@@ -265,6 +281,35 @@ impl Log {
             pos += len;
         }
         Ok(out)
+    }
+
+    fn sealed_bytes(&self, id: u32) -> Option<(PathBuf, SealedBytes)> {
+        self.sealed
+            .read()
+            .get(&id)
+            .map(|s| (s.path.clone(), s.bytes.clone()))
+    }
+
+    /// Writes the hint file of every sealed segment that lacks one.
+    pub(crate) fn write_missing_hints(&self) -> Result<()> {
+        for id in self.sealed_ids() {
+            let Some(meta) = self.metas.get(id) else {
+                continue;
+            };
+            if meta.hinted.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some((_, bytes)) = self.sealed_bytes(id) else {
+                continue;
+            };
+            hint::write(
+                &*self.storage,
+                &self.dir,
+                &hint::build(id, (*bytes).as_ref()),
+            )?;
+            meta.hinted.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Deletes a sealed segment whose records are all dead or copied:

@@ -13,7 +13,7 @@
 use super::{Active, Loc, Log, Metas, Opened, Sealed, create_segment};
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
-use crate::format::record::{self, DecodeError, RecordRef};
+use crate::format::record::{self, DecodeError, RecordRef, Tag};
 use crate::format::segment::{
     HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_file_name, segment_file_name,
 };
@@ -29,6 +29,37 @@ pub(crate) struct RecoveryReport {
     pub records: u64,
     pub torn_tail_bytes: u64,
     pub segments: u64,
+    /// Sealed segments whose index came from their hint file.
+    pub hinted_segments: u64,
+}
+
+/// A record as recovery hands it to the index rebuild: from a scan (with its
+/// key) or from a hint file (without: the key is read only if a hash
+/// matches another entry's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Recovered<'a> {
+    pub loc: Loc,
+    pub hash: u64,
+    pub tag: Tag,
+    pub time_a_ms: u64,
+    pub time_b_ms: u64,
+    pub len: u32,
+    pub key: Option<&'a [u8]>,
+}
+
+impl<'a> Recovered<'a> {
+    fn scanned(loc: Loc, rec: &RecordRef<'a>) -> Recovered<'a> {
+        Recovered {
+            loc,
+            hash: crate::index::key_hash(rec.key),
+            tag: rec.tag,
+            time_a_ms: rec.time_a_ms,
+            time_b_ms: rec.time_b_ms,
+            len: u32::try_from(record::encoded_len(rec.key.len(), rec.value.len()))
+                .expect("records fit a segment"),
+            key: Some(rec.key),
+        }
+    }
 }
 
 /// Read access to the records recovered so far, for key comparisons while
@@ -40,9 +71,14 @@ pub(crate) struct RecoveryView<'a> {
     current_path: &'a Path,
 }
 
-impl RecoveryView<'_> {
+impl<'a> RecoveryView<'a> {
     /// Runs `f` on the already-recovered record at `loc`.
     pub(crate) fn read<R>(&self, loc: Loc, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
+        self.record(loc).map(f)
+    }
+
+    /// The already-recovered record at `loc`.
+    pub(crate) fn record(&self, loc: Loc) -> Result<RecordRef<'a>> {
         let (path, bytes): (&Path, &[u8]) = if loc.segment == self.current_id {
             (self.current_path, self.current)
         } else {
@@ -56,7 +92,7 @@ impl RecoveryView<'_> {
                 })?;
             (&s.path, (*s.bytes).as_ref())
         };
-        super::decode_at(path, bytes, loc).map(f)
+        super::decode_at(path, bytes, loc)
     }
 }
 
@@ -71,6 +107,26 @@ pub(super) fn segment_ids(storage: &dyn Storage, dir: &Path) -> Result<Vec<u32>>
     Ok(ids)
 }
 
+/// Removes hint files whose segment is gone and temporary hint files of an
+/// interrupted write.
+fn remove_stale_hints(storage: &dyn Storage, dir: &Path, ids: &[u32]) -> Result<()> {
+    for name in storage.list(dir).map_err(|e| io_context("list", dir, e))? {
+        let orphan = match name.strip_suffix(".hint") {
+            Some(stem) => stem
+                .parse::<u32>()
+                .is_ok_and(|id| ids.binary_search(&id).is_err()),
+            None => name.ends_with(".hint.tmp"),
+        };
+        if orphan {
+            let path = dir.join(&name);
+            storage
+                .remove(&path)
+                .map_err(|e| io_context("remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Opens the log in `dir`, calling `apply` for every valid record in log order.
 pub(crate) fn recover(
     storage: Arc<dyn Storage>,
@@ -78,10 +134,14 @@ pub(crate) fn recover(
     durability: Durability,
     segment_size: usize,
     metas: Arc<Metas>,
-    mut apply: impl FnMut(Loc, &RecordRef<'_>, &RecoveryView<'_>) -> Result<()>,
+    mut apply: impl FnMut(&Recovered<'_>, &RecoveryView<'_>) -> Result<()>,
 ) -> Result<(Log, RecoveryReport)> {
     let ids = segment_ids(&*storage, dir)?;
+    remove_stale_hints(&*storage, dir, &ids)?;
     let mut report = RecoveryReport::default();
+    // Hints of scanned sealed segments, written once the whole log checked
+    // out: a failed open changes no file.
+    let mut new_hints = Vec::new();
     let mut sealed = BTreeMap::new();
     let mut next_seq = 1u64;
     let Some(&last_id) = ids.last() else {
@@ -117,7 +177,65 @@ pub(crate) fn recover(
             .map_err(|e| io_context("open", &path, e))?;
         let mut bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
         report.segments += 1;
-        metas.get_or_insert(id);
+        let meta = metas.get_or_insert(id);
+
+        if !is_last {
+            let len = file.len().map_err(|e| io_context("stat", &path, e))?;
+            if let Some(hint) = super::hint::read(&*storage, dir, id, len) {
+                let map = file.map().map_err(|e| io_context("map", &path, e))?;
+                let first_seq = check_header(&path, id, (*map).as_ref(), false, next_seq)?
+                    .expect("a sealed segment's header is checked strictly");
+                next_seq = next_seq.max(first_seq).max(hint.header.last_seq + 1);
+                sealed.insert(
+                    id,
+                    Sealed {
+                        path: path.clone(),
+                        bytes: map,
+                    },
+                );
+                let view = RecoveryView {
+                    sealed: &sealed,
+                    current_id: u32::MAX,
+                    current: &[],
+                    current_path: &path,
+                };
+                let mut listed = 0u64;
+                for e in &hint.entries {
+                    let loc = Loc {
+                        segment: id,
+                        offset: e.offset,
+                    };
+                    let r = Recovered {
+                        loc,
+                        hash: e.hash,
+                        tag: e.tag,
+                        time_a_ms: hint.header.first_ms,
+                        time_b_ms: e.time_b_ms,
+                        len: e.len,
+                        key: None,
+                    };
+                    apply(&r, &view)?;
+                    listed += u64::from(e.len);
+                }
+                // Records the hint leaves out were superseded in the segment.
+                let unlisted = len
+                    .saturating_sub(SEGMENT_HEADER_LEN as u64)
+                    .saturating_sub(listed);
+                meta.bytes
+                    .fetch_add(unlisted, std::sync::atomic::Ordering::Relaxed);
+                meta.dead_bytes
+                    .fetch_add(unlisted, std::sync::atomic::Ordering::Relaxed);
+                meta.first_write_ms
+                    .fetch_min(hint.header.first_ms, std::sync::atomic::Ordering::Relaxed);
+                meta.last_write_ms
+                    .fetch_max(hint.header.last_ms, std::sync::atomic::Ordering::Relaxed);
+                meta.hinted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                report.records += u64::from(hint.header.records);
+                report.hinted_segments += 1;
+                continue;
+            }
+        }
 
         let first_seq = match check_header(&path, id, &bytes, is_last, next_seq)? {
             Some(first_seq) => first_seq,
@@ -156,7 +274,7 @@ pub(crate) fn recover(
                     current: &bytes,
                     current_path: &path,
                 };
-                apply(loc, rec, &view)
+                apply(&Recovered::scanned(loc, rec), &view)
             },
         )?;
 
@@ -171,6 +289,16 @@ pub(crate) fn recover(
         }
 
         if is_last {
+            for hint in &new_hints {
+                // Best effort: without its hint a segment is scanned again
+                // at the next open, or hinted by the next compaction.
+                if super::hint::write(&*storage, dir, hint).is_ok() {
+                    metas
+                        .get_or_insert(hint.header.segment_id)
+                        .hinted
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             let active = Active {
                 id,
                 path,
@@ -193,6 +321,7 @@ pub(crate) fn recover(
             );
             return Ok((log, report));
         }
+        new_hints.push(super::hint::build(id, &bytes));
         drop(bytes);
         let map = file.map().map_err(|e| io_context("map", &path, e))?;
         sealed.insert(id, Sealed { path, bytes: map });

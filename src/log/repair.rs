@@ -120,6 +120,17 @@ pub(crate) fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> 
             continue;
         }
         let backup = write_backup(storage, dir, &path, &bytes)?;
+        // The hint describes the damaged file; open rebuilds it.
+        let hint = dir.join(crate::format::hint::hint_file_name(id));
+        if storage
+            .list(dir)
+            .map_err(|e| io_context("list", dir, e))?
+            .contains(&crate::format::hint::hint_file_name(id))
+        {
+            storage
+                .remove(&hint)
+                .map_err(|e| io_context("remove", &hint, e))?;
+        }
         replace(storage, dir, &path, &salvage.contents)?;
         report.repaired.push(RepairedFile {
             file: path,

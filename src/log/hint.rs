@@ -1,0 +1,185 @@
+//! Building, writing and reading hint files (format in `format::hint`).
+
+use crate::error::{Result, io_context};
+use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader, hint_file_name};
+use crate::format::record;
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::index::key_hash;
+use crate::storage::{Storage, read_all};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A decoded, checked hint.
+#[derive(Debug, Clone)]
+pub(crate) struct Hint {
+    pub header: HintHeader,
+    pub entries: Vec<HintEntry>,
+}
+
+/// Builds the hint of a sealed segment from its bytes: the last record of
+/// each key, in offset order. The records must already have been checked.
+pub(crate) fn build(id: u32, bytes: &[u8]) -> Hint {
+    let mut entries: Vec<Option<HintEntry>> = Vec::new();
+    let mut last_of: HashMap<&[u8], usize> = HashMap::new();
+    let (mut first_ms, mut last_ms, mut last_seq, mut records) = (u64::MAX, 0u64, 0u64, 0u32);
+    let mut pos = SEGMENT_HEADER_LEN;
+    while let Ok((rec, len)) = record::decode(&bytes[pos.min(bytes.len())..]) {
+        first_ms = first_ms.min(rec.time_a_ms);
+        last_ms = last_ms.max(rec.time_a_ms);
+        last_seq = last_seq.max(rec.seq);
+        records += 1;
+        if let Some(previous) = last_of.insert(rec.key, entries.len()) {
+            entries[previous] = None;
+        }
+        entries.push(Some(HintEntry {
+            hash: key_hash(rec.key),
+            tag: rec.tag,
+            time_b_ms: rec.time_b_ms,
+            offset: u32::try_from(pos).expect("segment offsets fit in u32"),
+            len: u32::try_from(len).expect("records fit in a segment"),
+        }));
+        pos += len;
+    }
+    let entries: Vec<HintEntry> = entries.into_iter().flatten().collect();
+    let mut body = Vec::with_capacity(entries.len() * HINT_ENTRY_LEN);
+    for e in &entries {
+        e.encode_into(&mut body);
+    }
+    let header = HintHeader {
+        segment_id: id,
+        segment_len: bytes.len() as u64,
+        first_ms: if first_ms == u64::MAX { 0 } else { first_ms },
+        last_ms,
+        last_seq,
+        records,
+        count: u32::try_from(entries.len()).expect("entries fit in u32"),
+        entries_crc: crc32fast::hash(&body),
+    };
+    Hint { header, entries }
+}
+
+/// Writes a hint durably: a temporary file, fsync, rename, directory fsync.
+pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<()> {
+    let name = hint_file_name(hint.header.segment_id);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    if storage
+        .list(dir)
+        .map_err(|e| io_context("list", dir, e))?
+        .contains(&format!("{name}.tmp"))
+    {
+        storage
+            .remove(&tmp)
+            .map_err(|e| io_context("remove", &tmp, e))?;
+    }
+    let mut bytes = Vec::with_capacity(HINT_HEADER_LEN + hint.entries.len() * HINT_ENTRY_LEN);
+    bytes.extend_from_slice(&hint.header.encode());
+    for e in &hint.entries {
+        e.encode_into(&mut bytes);
+    }
+    let file = storage
+        .create(&tmp)
+        .map_err(|e| io_context("create", &tmp, e))?;
+    file.write_all_at(0, &bytes)
+        .map_err(|e| io_context("write", &tmp, e))?;
+    file.sync_data().map_err(|e| io_context("fsync", &tmp, e))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| io_context("rename", &tmp, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| io_context("fsync directory", dir, e))
+}
+
+/// Reads the hint of segment `id` if it exists and passes every check
+/// against a segment of `segment_len` bytes; `None` means "scan the segment".
+pub(crate) fn read(storage: &dyn Storage, dir: &Path, id: u32, segment_len: u64) -> Option<Hint> {
+    let file = storage.open(&dir.join(hint_file_name(id))).ok()?;
+    let bytes = read_all(&*file).ok()?;
+    decode(&bytes, id, segment_len)
+}
+
+/// Checks and decodes hint file bytes. Every length is bounded by the bytes
+/// present; offsets must rise and stay inside the segment.
+pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Hint> {
+    let header = HintHeader::decode(bytes)?;
+    let count = usize::try_from(header.count).ok()?;
+    let body = bytes.get(HINT_HEADER_LEN..)?;
+    if header.segment_id != id
+        || header.segment_len != segment_len
+        || header.records < header.count
+        || body.len() != count.checked_mul(HINT_ENTRY_LEN)?
+        || crc32fast::hash(body) != header.entries_crc
+    {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut next_offset = SEGMENT_HEADER_LEN as u64;
+    for chunk in body.chunks_exact(HINT_ENTRY_LEN) {
+        let e = HintEntry::decode(chunk)?;
+        let end = u64::from(e.offset) + u64::from(e.len);
+        if u64::from(e.offset) < next_offset
+            || end > segment_len
+            || (e.len as usize) <= record::RECORD_HEADER_LEN
+        {
+            return None;
+        }
+        next_offset = end;
+        entries.push(e);
+    }
+    Some(Hint { header, entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::{RecordFields, Tag, encode};
+    use crate::format::segment::SegmentHeader;
+
+    #[test]
+    fn keeps_the_last_record_of_each_key_and_checks_itself() {
+        let mut seg = SegmentHeader {
+            segment_id: 3,
+            first_seq: 1,
+        }
+        .encode()
+        .to_vec();
+        let rec = |tag, key: &'static [u8], value: &'static [u8], t| RecordFields {
+            tag,
+            key,
+            value,
+            fingerprint: 1,
+            generation: 1,
+            time_a_ms: t,
+            time_b_ms: t + 100,
+        };
+        encode(&mut seg, 1, &rec(Tag::Claim, b"a", b"", 10));
+        encode(&mut seg, 2, &rec(Tag::Claim, b"b", b"", 11));
+        encode(&mut seg, 3, &rec(Tag::Complete, b"a", b"done", 12));
+        let hint = build(3, &seg);
+        assert_eq!(hint.entries.len(), 2);
+        assert_eq!(
+            (hint.entries[0].tag, hint.entries[1].tag),
+            (Tag::Claim, Tag::Complete)
+        );
+        assert_eq!((hint.header.first_ms, hint.header.last_ms), (10, 12));
+
+        let mut bytes = hint.header.encode().to_vec();
+        for e in &hint.entries {
+            e.encode_into(&mut bytes);
+        }
+        let len = seg.len() as u64;
+        assert!(decode(&bytes, 3, len).is_some());
+        assert!(decode(&bytes, 4, len).is_none(), "another segment");
+        assert!(
+            decode(&bytes, 3, len + 1).is_none(),
+            "another length of segment"
+        );
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert!(decode(&damaged, 3, len).is_none(), "flip at {i}");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1], 3, len).is_none());
+    }
+}
