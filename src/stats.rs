@@ -43,12 +43,18 @@ pub struct Stats {
     /// Bytes the in-memory index takes (entries, control bytes and spare
     /// capacity); keys themselves are not kept in memory.
     pub index_memory_bytes: u64,
-    /// Bytes of segment files on disk.
+    /// Bytes of segment and hint files on disk.
     pub bytes_on_disk: u64,
     /// Number of segment files.
     pub segments: u64,
     /// Bytes of records appended since open.
     pub bytes_appended: u64,
+    /// Bytes of hint files written since open (by the open itself and by
+    /// compaction).
+    pub hint_bytes_written: u64,
+    /// Sealed segments whose index the open rebuilt from hint files rather
+    /// than by reading them.
+    pub segments_opened_from_hints: u64,
     /// fsyncs issued since open (group commit makes this far fewer than writes).
     pub fsyncs: u64,
     /// Records read back from disk when the store was opened.

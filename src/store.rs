@@ -766,6 +766,9 @@ impl Engine {
             segments: self.log.segment_count(),
             bytes_appended: lc.bytes_appended.load(Relaxed),
             fsyncs: lc.fsyncs.load(Relaxed),
+            hint_bytes_written: lc.hint_bytes_written.load(Relaxed)
+                + self.recovery.hint_bytes_written,
+            segments_opened_from_hints: self.recovery.hinted_segments,
             recovered_records: self.recovery.records,
             segments_dropped: self.compaction.segments_dropped.load(Relaxed),
             segments_rewritten: self.compaction.segments_rewritten.load(Relaxed),

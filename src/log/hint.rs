@@ -59,7 +59,8 @@ pub(crate) fn build(id: u32, bytes: &[u8]) -> Hint {
 }
 
 /// Writes a hint durably: a temporary file, fsync, rename, directory fsync.
-pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<()> {
+/// Returns the file's size.
+pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<u64> {
     let name = hint_file_name(hint.header.segment_id);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
@@ -88,7 +89,8 @@ pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<()
         .map_err(|e| io_context("rename", &tmp, e))?;
     storage
         .sync_dir(dir)
-        .map_err(|e| io_context("fsync directory", dir, e))
+        .map_err(|e| io_context("fsync directory", dir, e))?;
+    Ok(bytes.len() as u64)
 }
 
 /// Reads the hint of segment `id` if it exists and passes every check

@@ -26,8 +26,9 @@ pub(crate) struct SegMeta {
     pub last_write_ms: AtomicU64,
     /// When compaction last walked the segment (ms).
     pub last_walk_ms: AtomicU64,
-    /// Whether the segment's hint file is on disk.
+    /// Whether the segment's hint file is on disk, and its size.
     pub hinted: AtomicBool,
+    pub hint_bytes: AtomicU64,
 }
 
 impl SegMeta {
@@ -41,6 +42,7 @@ impl SegMeta {
             last_write_ms: AtomicU64::new(0),
             last_walk_ms: AtomicU64::new(0),
             hinted: AtomicBool::new(false),
+            hint_bytes: AtomicU64::new(0),
         }
     }
 
@@ -94,6 +96,22 @@ impl Metas {
 
     pub(crate) fn remove(&self, id: u32) {
         self.0.write().remove(&id);
+    }
+
+    /// Bytes of hint files on disk.
+    pub(crate) fn hint_bytes(&self) -> u64 {
+        self.0
+            .read()
+            .values()
+            .map(|m| m.hint_bytes.load(Relaxed))
+            .sum()
+    }
+
+    /// Records that segment `id`'s hint file of `bytes` is on disk.
+    pub(crate) fn set_hinted(&self, id: u32, bytes: u64) {
+        let m = self.get_or_insert(id);
+        m.hint_bytes.store(bytes, Relaxed);
+        m.hinted.store(true, Relaxed);
     }
 
     /// Marks `len` bytes of segment `id` dead.

@@ -97,6 +97,8 @@ pub(crate) struct LogCounters {
     pub fsyncs: AtomicU64,
     pub bytes_appended: AtomicU64,
     pub sealed_bytes: AtomicU64,
+    /// Bytes of hint files written since open.
+    pub hint_bytes_written: AtomicU64,
     pub rollovers: AtomicU64,
 }
 
@@ -302,12 +304,15 @@ impl Log {
             let Some((_, bytes)) = self.sealed_bytes(id) else {
                 continue;
             };
-            hint::write(
+            let written = hint::write(
                 &*self.storage,
                 &self.dir,
                 &hint::build(id, (*bytes).as_ref()),
             )?;
-            meta.hinted.store(true, Ordering::Relaxed);
+            self.metas.set_hinted(id, written);
+            self.counters
+                .hint_bytes_written
+                .fetch_add(written, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -322,6 +327,10 @@ impl Log {
         let Some(s) = self.sealed.write().remove(&id) else {
             return Ok(0);
         };
+        let hint_len = self
+            .metas
+            .get(id)
+            .map_or(0, |m| m.hint_bytes.load(Ordering::Relaxed));
         let len = (*s.bytes).as_ref().len() as u64;
         let path = s.path.clone();
         drop(s);
@@ -333,7 +342,7 @@ impl Log {
         self.storage
             .sync_dir(&self.dir)
             .map_err(|e| io_context("fsync directory", &self.dir, e))?;
-        Ok(len)
+        Ok(len + hint_len)
     }
 
     /// Whether the record at `loc` is already durable.
@@ -360,10 +369,11 @@ impl Log {
         self.commit.is_poisoned()
     }
 
-    /// Bytes of segment files on disk (the active one as written so far).
+    /// Bytes of segment and hint files on disk (the active segment as
+    /// written so far).
     pub(crate) fn disk_bytes(&self) -> u64 {
         let active = self.writer.lock().active.flushed as u64;
-        self.counters.sealed_bytes.load(Ordering::Relaxed) + active
+        self.counters.sealed_bytes.load(Ordering::Relaxed) + active + self.metas.hint_bytes()
     }
 
     /// Number of segment files.

@@ -13,6 +13,7 @@
 use super::{Active, Loc, Log, Metas, Opened, Sealed, create_segment};
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
+use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN};
 use crate::format::record::{self, DecodeError, RecordRef, Tag};
 use crate::format::segment::{
     HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_file_name, segment_file_name,
@@ -31,6 +32,8 @@ pub(crate) struct RecoveryReport {
     pub segments: u64,
     /// Sealed segments whose index came from their hint file.
     pub hinted_segments: u64,
+    /// Bytes of hint files written by the open.
+    pub hint_bytes_written: u64,
 }
 
 /// A record as recovery hands it to the index rebuild: from a scan (with its
@@ -229,8 +232,8 @@ pub(crate) fn recover(
                     .fetch_min(hint.header.first_ms, std::sync::atomic::Ordering::Relaxed);
                 meta.last_write_ms
                     .fetch_max(hint.header.last_ms, std::sync::atomic::Ordering::Relaxed);
-                meta.hinted
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let hint_bytes = (HINT_HEADER_LEN + hint.entries.len() * HINT_ENTRY_LEN) as u64;
+                metas.set_hinted(id, hint_bytes);
                 report.records += u64::from(hint.header.records);
                 report.hinted_segments += 1;
                 continue;
@@ -292,11 +295,9 @@ pub(crate) fn recover(
             for hint in &new_hints {
                 // Best effort: without its hint a segment is scanned again
                 // at the next open, or hinted by the next compaction.
-                if super::hint::write(&*storage, dir, hint).is_ok() {
-                    metas
-                        .get_or_insert(hint.header.segment_id)
-                        .hinted
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(bytes) = super::hint::write(&*storage, dir, hint) {
+                    metas.set_hinted(hint.header.segment_id, bytes);
+                    report.hint_bytes_written += bytes;
                 }
             }
             let active = Active {
