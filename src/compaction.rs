@@ -8,8 +8,8 @@
 //! 2. otherwise, if it is due, *walk* it: every index entry still pointing
 //!    into it whose drop-after time passed is evicted; what remains is its
 //!    live bytes. A walk is due when its live fraction fell below the
-//!    threshold, or when some of its records may have expired since the
-//!    last walk (at most once per the segment's own write span).
+//!    threshold, or when some of its records expired since the last walk
+//!    (each walk records the earliest drop-after time left in it).
 //! 3. if after the walk nothing is live, drop it; if its live fraction is
 //!    below the threshold and it would otherwise stay on disk for more than
 //!    twice its write span plus two seconds (drop-after times are whole
@@ -104,9 +104,9 @@ impl Engine {
                 continue;
             }
             let sparse = meta.live_fraction() < self.compaction.threshold;
-            let expiring = gone(meta.min_drop_after_s.load(Relaxed), now_ms)
-                && now_ms.saturating_sub(meta.last_walk_ms.load(Relaxed))
-                    >= meta.span_ms().max(1_000);
+            // Something in it expired since the last walk (the walk moves
+            // `min_drop_after_s` to the earliest live entry).
+            let expiring = gone(meta.min_drop_after_s.load(Relaxed), now_ms);
             if !sparse && !expiring {
                 continue;
             }

@@ -1,0 +1,191 @@
+//! Retention bench: a steady-state claim+complete workload under a fixed
+//! retention in virtual time, reporting write amplification, peak disk
+//! bytes over live bytes, index RAM per live key, and open time for stores
+//! of 1 M and 10 M keys with and without hint files.
+//!
+//! `cargo bench --bench retention` runs the full workload (20 M pairs, opens
+//! of 1 M and 10 M keys). Smaller runs: `IDEMKV_PAIRS=2000000
+//! IDEMKV_OPEN_KEYS=100000,1000000 cargo bench --bench retention`.
+
+use idemkv::{Claim, Durability, Fingerprint, ManualClock, Options, Store};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RESPONSE_LEN: usize = 130;
+/// Virtual milliseconds between pairs: 1,000 pairs per virtual second.
+const STEP_MS: u64 = 1;
+
+fn env_list(name: &str, default: &[u64]) -> Vec<u64> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+/// `t0042:POST/v1/charges:<32 hex>`: 54 bytes, like a scoped Stripe key.
+fn key(i: u64) -> String {
+    format!(
+        "t{:04}:POST/v1/charges:{:032x}",
+        i % 10_000,
+        u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+    )
+}
+
+fn options(clock: &Arc<ManualClock>, retention: Duration) -> Options {
+    Options::new()
+        .clock(clock.clone())
+        .durability(Durability::None)
+        .retention(retention)
+        .segment_size(16 << 20)
+        .background_compaction(false)
+}
+
+fn pair(store: &Store, i: u64, response: &[u8]) {
+    let k = key(i);
+    match store.claim(&k, Fingerprint::of(&k)).expect("claim") {
+        Claim::Acquired(t) => store.complete(t, response).expect("complete"),
+        other => panic!("{k}: {other:?}"),
+    }
+}
+
+fn steady_state(pairs: u64, window: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let retention = Duration::from_millis(window * STEP_MS);
+    let store = options(&clock, retention).open(dir.path()).expect("open");
+    let response = vec![b'r'; RESPONSE_LEN];
+    let claim_len = (60 + key(0).len()) as u64;
+    let complete_len = claim_len + RESPONSE_LEN as u64;
+    let (mut peak_disk, mut peak_ratio, mut peak_ratio_disk, mut peak_ratio_live) =
+        (0u64, 0f64, 0u64, 0u64);
+    let mut peak_rss_index = 0u64;
+    let started = Instant::now();
+    for i in 0..pairs {
+        pair(&store, i, &response);
+        clock.advance(Duration::from_millis(STEP_MS));
+        if i % 16_384 == 16_383 {
+            store.compact().expect("compact");
+            let s = store.stats();
+            peak_disk = peak_disk.max(s.bytes_on_disk);
+            // After the first window the store is in steady state.
+            if i >= 2 * window {
+                let live = s.live_keys * complete_len;
+                let ratio = s.bytes_on_disk as f64 / live as f64;
+                if ratio > peak_ratio {
+                    (peak_ratio, peak_ratio_disk, peak_ratio_live) = (ratio, s.bytes_on_disk, live);
+                }
+                peak_rss_index = peak_rss_index.max(s.index_memory_bytes);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let s = store.stats();
+    let user_bytes = pairs * (claim_len + complete_len);
+    let written = s.bytes_appended + s.hint_bytes_written;
+    println!(
+        "## steady state: {pairs} claim+complete pairs, retention = {window} pairs of virtual time"
+    );
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!(
+        "| wall time | {:.1} s ({:.0} pairs/s, Durability::None, compaction every 16,384 pairs) |",
+        elapsed.as_secs_f64(),
+        pairs as f64 / elapsed.as_secs_f64()
+    );
+    println!("| user record bytes | {user_bytes} |");
+    println!(
+        "| bytes written (records {} + copies {} + hints {}) | {written} |",
+        s.bytes_appended - s.bytes_copied,
+        s.bytes_copied,
+        s.hint_bytes_written
+    );
+    println!(
+        "| write amplification | {:.3} |",
+        written as f64 / user_bytes as f64
+    );
+    println!(
+        "| peak disk / live bytes | {peak_ratio:.3} ({peak_ratio_disk} / {peak_ratio_live}) |"
+    );
+    println!("| peak disk bytes | {peak_disk} |");
+    println!(
+        "| segments dropped whole / rewritten | {} / {} |",
+        s.segments_dropped, s.segments_rewritten
+    );
+    println!(
+        "| live keys / index entries at end | {} / {} |",
+        s.live_keys, s.indexed_keys
+    );
+    println!(
+        "| index RAM per live key | {:.1} bytes (peak {:.1}) |",
+        s.index_memory_bytes as f64 / s.live_keys as f64,
+        peak_rss_index as f64 / window as f64
+    );
+    println!();
+}
+
+fn build_store(dir: &Path, keys: u64) {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = options(&clock, Duration::from_secs(86_400 * 365))
+        .open(dir)
+        .expect("open");
+    let response = vec![b'r'; RESPONSE_LEN];
+    for i in 0..keys {
+        pair(&store, i, &response);
+    }
+}
+
+fn timed_open(dir: &Path) -> (Duration, idemkv::Stats) {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let started = Instant::now();
+    let store = options(&clock, Duration::from_secs(86_400 * 365))
+        .open(dir)
+        .expect("open");
+    let elapsed = started.elapsed();
+    (elapsed, store.stats())
+}
+
+fn remove_hints(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "hint") {
+            std::fs::remove_file(path).expect("remove hint");
+        }
+    }
+}
+
+fn open_times(sizes: &[u64]) {
+    println!("## open time (16 MiB segments; the page cache is warm, as after a process restart)");
+    println!(
+        "| keys | with hints | without hints (scan, then write hints) | segments from hints | index RAM per key |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for &keys in sizes {
+        let dir = tempfile::tempdir().expect("tempdir");
+        build_store(dir.path(), keys);
+        // The first open scans and writes the hints; then time both kinds.
+        let _ = timed_open(dir.path());
+        let (with, stats) = timed_open(dir.path());
+        remove_hints(dir.path());
+        let (without, _) = timed_open(dir.path());
+        println!(
+            "| {keys} | {:.0} ms | {:.0} ms | {} | {:.1} B |",
+            with.as_secs_f64() * 1e3,
+            without.as_secs_f64() * 1e3,
+            stats.segments_opened_from_hints,
+            stats.index_memory_bytes as f64 / stats.live_keys.max(1) as f64
+        );
+    }
+    println!();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and tools probing for tests.
+    }
+    let pairs = env_list("IDEMKV_PAIRS", &[20_000_000])[0];
+    let window = env_list("IDEMKV_WINDOW", &[pairs / 4])[0];
+    let sizes = env_list("IDEMKV_OPEN_KEYS", &[1_000_000, 10_000_000]);
+    steady_state(pairs, window);
+    open_times(&sizes);
+}

@@ -1,0 +1,156 @@
+//! Hint files: open rebuilds the index from them instead of reading sealed
+//! segments, with the same result; a hint that is missing, damaged, cut
+//! short or belongs to another segment is ignored, the segment is scanned,
+//! and a good hint is written again.
+
+use idemkv::{Claim, Fingerprint, ManualClock, Options, Record, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn options() -> Options {
+    Options::new()
+        .clock(Arc::new(ManualClock::new(1_000_000_000)))
+        .segment_size(4096)
+        .max_response_len(512)
+        .retention(Duration::from_secs(3600))
+        .background_compaction(false)
+}
+
+fn response(i: u32) -> Vec<u8> {
+    format!("response {i}").repeat(3).into_bytes()
+}
+
+/// 120 keys over many segments: completed, in progress, released, removed.
+fn populate(dir: &Path) {
+    let store = options().open(dir).unwrap();
+    for i in 0..120u32 {
+        let key = format!("key-{i}");
+        let Claim::Acquired(t) = store.claim(&key, Fingerprint::of(&key)).unwrap() else {
+            panic!()
+        };
+        match i % 6 {
+            4 => drop(t),
+            5 => store.release(t).unwrap(),
+            _ => store.complete(t, &response(i)).unwrap(),
+        }
+    }
+    assert!(store.remove("key-0").unwrap());
+}
+
+fn check(store: &Store) {
+    for i in 0..120u32 {
+        let key = format!("key-{i}");
+        let got = store.get(&key).unwrap();
+        match (i, i % 6) {
+            (0, _) | (_, 5) => assert_eq!(got, None, "{key}"),
+            (_, 4) => assert!(
+                matches!(got, Some(Record::InProgress { .. })),
+                "{key}: {got:?}"
+            ),
+            _ => match got {
+                Some(Record::Completed(c)) => assert_eq!(c.response(), &response(i)[..], "{key}"),
+                other => panic!("{key}: {other:?}"),
+            },
+        }
+    }
+}
+
+fn hints(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hint"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn open_uses_hints_and_sees_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let first = options().open(dir.path()).unwrap();
+    let sealed = first.stats().segments - 1;
+    assert!(sealed >= 3);
+    assert_eq!(
+        first.stats().segments_opened_from_hints,
+        0,
+        "no hints before the first open"
+    );
+    check(&first);
+    drop(first);
+    assert_eq!(
+        hints(dir.path()).len() as u64,
+        sealed,
+        "the first open wrote a hint per sealed segment"
+    );
+    let second = options().open(dir.path()).unwrap();
+    assert_eq!(second.stats().segments_opened_from_hints, sealed);
+    check(&second);
+    // Generations keep growing past records only the hints described.
+    let Claim::Acquired(t) = second.claim("new", Fingerprint::of(b"n")).unwrap() else {
+        panic!()
+    };
+    assert!(t.generation() > second.stats().recovered_records);
+}
+
+#[test]
+fn damaged_missing_or_foreign_hints_are_ignored_and_rewritten() {
+    type Damage = fn(&Path, &[PathBuf]);
+    let cases: [(&str, Damage); 5] = [
+        ("flipped byte", |_, h| {
+            let mut b = std::fs::read(&h[0]).unwrap();
+            let at = b.len() / 2;
+            b[at] ^= 0x20;
+            std::fs::write(&h[0], b).unwrap();
+        }),
+        ("cut short", |_, h| {
+            let b = std::fs::read(&h[0]).unwrap();
+            std::fs::write(&h[0], &b[..b.len() - 5]).unwrap();
+        }),
+        ("deleted", |_, h| std::fs::remove_file(&h[0]).unwrap()),
+        ("another segment's hint", |_, h| {
+            std::fs::copy(&h[1], &h[0]).unwrap();
+        }),
+        ("zero-filled", |_, h| {
+            let len = std::fs::metadata(&h[0]).unwrap().len() as usize;
+            std::fs::write(&h[0], vec![0u8; len]).unwrap();
+        }),
+    ];
+    for (name, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        populate(dir.path());
+        drop(options().open(dir.path()).unwrap());
+        let before = hints(dir.path());
+        let sealed = before.len() as u64;
+        let good = std::fs::read(&before[0]).unwrap();
+        damage(dir.path(), &before);
+        let store = options().open(dir.path()).unwrap();
+        assert_eq!(
+            store.stats().segments_opened_from_hints,
+            sealed - 1,
+            "{name}: one segment scanned"
+        );
+        check(&store);
+        drop(store);
+        assert_eq!(
+            std::fs::read(&before[0]).unwrap(),
+            good,
+            "{name}: the hint is written again"
+        );
+    }
+}
+
+#[test]
+fn orphan_and_temporary_hints_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    drop(options().open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("0000009999.hint"), b"orphan").unwrap();
+    std::fs::write(dir.path().join("0000000001.hint.tmp"), b"half written").unwrap();
+    let store = options().open(dir.path()).unwrap();
+    check(&store);
+    assert!(!dir.path().join("0000009999.hint").exists());
+    assert!(!dir.path().join("0000000001.hint.tmp").exists());
+}
