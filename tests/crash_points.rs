@@ -1,4 +1,5 @@
-//! Power loss at every storage operation of a workload: after the crash and a
+//! Power loss at every storage operation of a workload (claims, completes,
+//! releases, seen marks, removals, rollovers, compactions): after the crash and a
 //! reboot, the store opens and holds every acknowledged write unchanged,
 //! nothing that was never written, and accepts new writes. A second crash
 //! during that recovery changes none of this.
@@ -29,6 +30,7 @@ fn workload() -> Vec<Op> {
                 9 if i % 24 == 9 => Op::Remove { key },
                 9 => Op::MarkSeen { key },
                 10 if i % 48 == 10 => Op::Sync,
+                10 if i % 48 == 22 => Op::Compact,
                 10 => Op::Extend { ms: 2_000 },
                 _ => Op::Advance { ms: 700 },
             }

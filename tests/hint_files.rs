@@ -154,3 +154,40 @@ fn orphan_and_temporary_hints_are_removed() {
     assert!(!dir.path().join("0000009999.hint").exists());
     assert!(!dir.path().join("0000000001.hint.tmp").exists());
 }
+
+#[test]
+fn damage_in_a_segment_opened_from_its_hint_is_found_on_read_and_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    drop(options().open(dir.path()).unwrap());
+    // Flip a byte inside the response of key-1, a completed key in segment 1.
+    let seg = dir.path().join("0000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let needle = response(1);
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == &needle[..])
+        .expect("key-1's response is in segment 1");
+    bytes[at] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let store = options().open(dir.path()).unwrap();
+    assert!(
+        store.stats().segments_opened_from_hints > 0,
+        "open trusted the hint and did not read the segment"
+    );
+    let err = store.get("key-1").unwrap_err();
+    assert!(
+        matches!(err, idemkv::Error::Corrupt { ref file, .. } if *file == seg),
+        "{err}"
+    );
+    assert!(matches!(
+        store.claim("key-1", Fingerprint::of("key-1")),
+        Err(idemkv::Error::Corrupt { .. })
+    ));
+    drop(store);
+    assert!(matches!(
+        options().verify(dir.path()),
+        Err(idemkv::Error::Corrupt { .. })
+    ));
+}

@@ -33,6 +33,7 @@ pub enum Op {
     MarkSeen { key: u8 },
     Advance { ms: u16 },
     Sync,
+    Compact,
 }
 
 /// What a key must look like after recovery.
@@ -79,6 +80,7 @@ pub fn open(sim: &SimStorage, clock: &Arc<ManualClock>) -> idemkv::Result<Store>
         .retention(Duration::from_millis(RETENTION_MS))
         .segment_size(4096)
         .max_response_len(512)
+        .background_compaction(false)
         .open(DIR)
 }
 
@@ -209,6 +211,12 @@ impl Harness {
             Op::Advance { ms } => clock.advance(Duration::from_millis(u64::from(ms))),
             Op::Sync => {
                 if store.sync().is_err() {
+                    self.in_flight = None;
+                    return false;
+                }
+            }
+            Op::Compact => {
+                if store.compact().is_err() {
                     self.in_flight = None;
                     return false;
                 }
