@@ -1,6 +1,7 @@
 //! Pins the encoders to DESIGN.md: every field row of the layout tables and
 //! every hex example there must match what the code writes.
 
+use super::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader};
 use super::record::{self, RECORD_HEADER_LEN, RecordFields, Tag};
 use super::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 
@@ -94,6 +95,54 @@ fn example_record() -> Vec<u8> {
     out
 }
 
+fn example_hint_header() -> [u8; HINT_HEADER_LEN] {
+    HintHeader {
+        segment_id: 3,
+        segment_len: 4096,
+        first_ms: 1_700_000_000_000,
+        last_ms: 1_700_000_060_000,
+        last_seq: 1041,
+        count: 30,
+        records: 42,
+        entries_crc: 0xdead_beef,
+    }
+    .encode()
+}
+
+fn example_hint_entry() -> Vec<u8> {
+    let mut out = Vec::new();
+    HintEntry { hash: 0x0123_4567_89ab_cdef, tag: Tag::Complete, time_b_ms: 1_700_086_400_000, offset: 32, len: 244 }
+        .encode_into(&mut out);
+    out
+}
+
+#[test]
+fn hint_tables_match_encoder() {
+    let h = example_hint_header();
+    check_layout("hint-header", HINT_HEADER_LEN, &h, |field| match field {
+        "magic" => b"IDEMKVHT".to_vec(),
+        "version" => 1u32.to_le_bytes().to_vec(),
+        "segment_id" => 3u32.to_le_bytes().to_vec(),
+        "segment_len" => 4096u64.to_le_bytes().to_vec(),
+        "first_ms" => 1_700_000_000_000u64.to_le_bytes().to_vec(),
+        "last_ms" => 1_700_000_060_000u64.to_le_bytes().to_vec(),
+        "last_seq" => 1041u64.to_le_bytes().to_vec(),
+        "count" => 30u32.to_le_bytes().to_vec(),
+        "entries_crc" => 0xdead_beefu32.to_le_bytes().to_vec(),
+        "records" => 42u32.to_le_bytes().to_vec(),
+        "crc" => crc32fast::hash(&h[..60]).to_le_bytes().to_vec(),
+        other => panic!("unknown hint header field `{other}` in DESIGN.md"),
+    });
+    let e = example_hint_entry();
+    check_layout("hint-entry", HINT_ENTRY_LEN, &e, |field| match field {
+        "key_hash" => 0x0123_4567_89ab_cdefu64.to_le_bytes().to_vec(),
+        "tag_time" => ((2u64 << 56) | 1_700_086_400_000).to_le_bytes().to_vec(),
+        "offset" => 32u32.to_le_bytes().to_vec(),
+        "len" => 244u32.to_le_bytes().to_vec(),
+        other => panic!("unknown hint entry field `{other}` in DESIGN.md"),
+    });
+}
+
 #[test]
 fn segment_header_table_matches_encoder() {
     let h = example_segment_header();
@@ -176,6 +225,7 @@ fn hex_examples_match_encoder() {
     for (name, bytes) in [
         ("segment-header-example", example_segment_header().to_vec()),
         ("record-example", example_record()),
+        ("hint-example", [example_hint_header().to_vec(), example_hint_entry()].concat()),
     ] {
         assert!(
             hex_dump(name) == bytes,
