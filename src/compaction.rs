@@ -23,7 +23,7 @@
 
 use crate::error::Result;
 use crate::format::record::RecordFields;
-use crate::index::Entry;
+use crate::index::{Entry, Shard};
 use crate::log::{AppendOpts, SegmentRecord};
 use crate::store::{Engine, gone};
 use parking_lot::Mutex;
@@ -142,13 +142,7 @@ impl Engine {
         let (mut live, mut min_drop) = (0u64, u32::MAX);
         for r in records {
             let mut shard = self.index.shard(r.hash);
-            let Some(entry) = shard.at(r.hash, r.loc).copied() else {
-                continue;
-            };
-            if gone(entry.drop_after_s, now_ms) {
-                shard.remove_at(r.hash, r.loc);
-                report.entries_evicted += 1;
-            } else {
+            if let Some(entry) = unexpired_entry(&mut shard, r, now_ms, report) {
                 live += u64::from(r.len);
                 min_drop = min_drop.min(entry.drop_after_s);
             }
@@ -180,14 +174,9 @@ impl Engine {
     ) -> Result<()> {
         for r in records {
             let mut shard = self.index.shard(r.hash);
-            let Some(entry) = shard.at(r.hash, r.loc).copied() else {
+            let Some(entry) = unexpired_entry(&mut shard, r, now_ms, report) else {
                 continue;
             };
-            if gone(entry.drop_after_s, now_ms) {
-                shard.remove_at(r.hash, r.loc);
-                report.entries_evicted += 1;
-                continue;
-            }
             let owned = self.log.read(r.loc, OwnedRecord::of)?;
             let app = self.log.append(
                 &owned.fields(),
@@ -208,6 +197,23 @@ impl Engine {
         report.segments_rewritten += 1;
         Ok(())
     }
+}
+
+/// The index entry still pointing at `r`, if it has not expired; an expired
+/// one is evicted.
+fn unexpired_entry(
+    shard: &mut Shard,
+    r: &SegmentRecord,
+    now_ms: u64,
+    report: &mut CompactionReport,
+) -> Option<Entry> {
+    let entry = shard.at(r.hash, r.loc).copied()?;
+    if gone(entry.drop_after_s, now_ms) {
+        shard.remove_at(r.hash, r.loc);
+        report.entries_evicted += 1;
+        return None;
+    }
+    Some(entry)
 }
 
 /// A record copied out of a segment, so no lock on the segment is held

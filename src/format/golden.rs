@@ -111,8 +111,14 @@ fn example_hint_header() -> [u8; HINT_HEADER_LEN] {
 
 fn example_hint_entry() -> Vec<u8> {
     let mut out = Vec::new();
-    HintEntry { hash: 0x0123_4567_89ab_cdef, tag: Tag::Complete, time_b_ms: 1_700_086_400_000, offset: 32, len: 244 }
-        .encode_into(&mut out);
+    HintEntry {
+        hash: 0x0123_4567_89ab_cdef,
+        tag: Tag::Complete,
+        time_b_ms: 1_700_086_400_000,
+        offset: 32,
+        len: 244,
+    }
+    .encode_into(&mut out);
     out
 }
 
@@ -225,7 +231,10 @@ fn hex_examples_match_encoder() {
     for (name, bytes) in [
         ("segment-header-example", example_segment_header().to_vec()),
         ("record-example", example_record()),
-        ("hint-example", [example_hint_header().to_vec(), example_hint_entry()].concat()),
+        (
+            "hint-example",
+            [example_hint_header().to_vec(), example_hint_entry()].concat(),
+        ),
     ] {
         assert!(
             hex_dump(name) == bytes,

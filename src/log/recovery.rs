@@ -157,19 +157,22 @@ pub(crate) fn recover(
             metas.get_or_insert(1),
         )?;
         report.segments = 1;
-        let log = Log::new(
-            storage,
-            dir.to_path_buf(),
-            durability,
-            segment_size,
-            metas,
-            Opened {
-                sealed,
-                active,
-                next_seq,
-            },
-        );
-        return Ok((log, report));
+        let opened = Opened {
+            sealed,
+            active,
+            next_seq,
+        };
+        return Ok((
+            Log::new(
+                storage,
+                dir.to_path_buf(),
+                durability,
+                segment_size,
+                metas,
+                opened,
+            ),
+            report,
+        ));
     };
 
     for &id in &ids {
@@ -308,19 +311,22 @@ pub(crate) fn recover(
                 buf: bytes,
                 meta: metas.get_or_insert(id),
             };
-            let log = Log::new(
-                storage,
-                dir.to_path_buf(),
-                durability,
-                segment_size,
-                metas,
-                Opened {
-                    sealed,
-                    active,
-                    next_seq,
-                },
-            );
-            return Ok((log, report));
+            let opened = Opened {
+                sealed,
+                active,
+                next_seq,
+            };
+            return Ok((
+                Log::new(
+                    storage,
+                    dir.to_path_buf(),
+                    durability,
+                    segment_size,
+                    metas,
+                    opened,
+                ),
+                report,
+            ));
         }
         new_hints.push(super::hint::build(id, &bytes));
         drop(bytes);
