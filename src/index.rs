@@ -112,6 +112,14 @@ impl Index {
         self.shards[shard_of(hash)].0.lock()
     }
 
+    /// Makes room for `keys` more entries spread over the shards.
+    pub(crate) fn reserve(&self, keys: usize) {
+        let per_shard = keys / SHARDS + keys / SHARDS / 8 + 16;
+        for s in self.shards.iter() {
+            s.0.lock().table.reserve(per_shard, |e| table_hash(e.hash));
+        }
+    }
+
     /// Calls `f` on every entry, one shard at a time (the shard stays locked
     /// during its calls).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Entry)) {

@@ -97,6 +97,7 @@ impl Store {
             opts.durability,
             segment_size,
             metas.clone(),
+            |keys| index.reserve(keys),
             |r, view| apply_recovered(&index, &metas, r, view, now_ms, retention_ms),
         )?;
         let engine = Arc::new(Engine {
@@ -287,7 +288,9 @@ fn apply_recovered(
     match prior {
         _ if gone(drop_after_s, now_ms) => {
             // Neither this record nor anything it shadows matters any more.
-            metas.add_dead(r.loc.segment, r.len);
+            r.meta
+                .dead_bytes
+                .fetch_add(u64::from(r.len), std::sync::atomic::Ordering::Relaxed);
             let prior_loc = prior.map(|e| e.loc());
             if let Some(prior_loc) = prior_loc {
                 shard.remove_at(r.hash, prior_loc);

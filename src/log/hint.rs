@@ -101,6 +101,17 @@ pub(crate) fn read(storage: &dyn Storage, dir: &Path, id: u32, segment_len: u64)
     decode(&bytes, id, segment_len)
 }
 
+/// How many entries the hint of segment `id` lists, from its header alone
+/// (for sizing the index before the hints are read in full).
+pub(crate) fn listed(storage: &dyn Storage, dir: &Path, id: u32) -> Option<usize> {
+    let file = storage.open(&dir.join(hint_file_name(id))).ok()?;
+    let mut header = [0u8; HINT_HEADER_LEN];
+    file.read_exact_at(0, &mut header).ok()?;
+    HintHeader::decode(&header)
+        .filter(|h| h.segment_id == id)
+        .and_then(|h| usize::try_from(h.count).ok())
+}
+
 /// Checks and decodes hint file bytes. Every length is bounded by the bytes
 /// present; offsets must rise and stay inside the segment.
 pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Hint> {

@@ -10,7 +10,7 @@
 //! | last segment with a bad header and no valid record after it (crash during rollover) | rewrites the header |
 //! | header with a valid checksum and another version | `IncompatibleFormat` |
 
-use super::{Active, Loc, Log, Metas, Opened, Sealed, create_segment};
+use super::{Active, Loc, Log, Metas, Opened, Sealed, SegMeta, create_segment};
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN};
@@ -48,11 +48,14 @@ pub(crate) struct Recovered<'a> {
     pub time_b_ms: u64,
     pub len: u32,
     pub key: Option<&'a [u8]>,
+    /// The figures of the record's segment.
+    pub meta: &'a SegMeta,
 }
 
 impl<'a> Recovered<'a> {
-    fn scanned(loc: Loc, rec: &RecordRef<'a>) -> Recovered<'a> {
+    fn scanned(loc: Loc, rec: &RecordRef<'a>, meta: &'a SegMeta) -> Recovered<'a> {
         Recovered {
+            meta,
             loc,
             hash: crate::index::key_hash(rec.key),
             tag: rec.tag,
@@ -137,10 +140,18 @@ pub(crate) fn recover(
     durability: Durability,
     segment_size: usize,
     metas: Arc<Metas>,
+    reserve: impl FnOnce(usize),
     mut apply: impl FnMut(&Recovered<'_>, &RecoveryView<'_>) -> Result<()>,
 ) -> Result<(Log, RecoveryReport)> {
     let ids = segment_ids(&*storage, dir)?;
     remove_stale_hints(&*storage, dir, &ids)?;
+    // Size the index once for the keys the hints list, rather than growing
+    // it step by step while it fills.
+    let hinted: usize = ids
+        .iter()
+        .filter_map(|&id| super::hint::listed(&*storage, dir, id))
+        .sum();
+    reserve(hinted);
     let mut report = RecoveryReport::default();
     // Hints of scanned sealed segments, written once the whole log checked
     // out: a failed open changes no file.
@@ -219,6 +230,7 @@ pub(crate) fn recover(
                         time_b_ms: e.time_b_ms,
                         len: e.len,
                         key: None,
+                        meta: &meta,
                     };
                     apply(&r, &view)?;
                     listed += u64::from(e.len);
@@ -280,7 +292,7 @@ pub(crate) fn recover(
                     current: &bytes,
                     current_path: &path,
                 };
-                apply(&Recovered::scanned(loc, rec), &view)
+                apply(&Recovered::scanned(loc, rec, &meta), &view)
             },
         )?;
 
