@@ -191,6 +191,10 @@ fn main() {
     let pairs = env_list("IDEMKV_PAIRS", &[20_000_000])[0];
     let window = env_list("IDEMKV_WINDOW", &[pairs / 4])[0];
     let sizes = env_list("IDEMKV_OPEN_KEYS", &[1_000_000, 10_000_000]);
-    steady_state(pairs, window);
-    open_times(&sizes);
+    if pairs > 0 {
+        steady_state(pairs, window.max(1));
+    }
+    if !sizes.is_empty() {
+        open_times(&sizes);
+    }
 }
