@@ -149,7 +149,8 @@ impl Index {
     }
 }
 
-fn shard_of(hash: u64) -> usize {
+/// The shard that owns `hash`.
+pub(crate) fn shard_of(hash: u64) -> usize {
     (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
 }
 
@@ -182,6 +183,32 @@ impl Shard {
         match failure {
             Some(err) => Err(err),
             None => Ok(found),
+        }
+    }
+
+    /// The slot of the key `matches` confirms: its entry, or the place to
+    /// insert one (one probe where `find` then `insert` would take two).
+    pub(crate) fn slot(
+        &mut self,
+        hash: u64,
+        matches: Matcher<'_>,
+    ) -> Result<hashbrown::hash_table::Entry<'_, Entry>> {
+        let mut failure = None;
+        let slot = self.table.entry(
+            table_hash(hash as u32),
+            |e| {
+                e.has_hash(hash)
+                    && failure.is_none()
+                    && matches(e).unwrap_or_else(|err| {
+                        failure = Some(err);
+                        false
+                    })
+            },
+            |e| table_hash(e.hash),
+        );
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(slot),
         }
     }
 

@@ -270,7 +270,12 @@ fn apply_recovered(
         };
         view.read(e.loc(), |other| other.key == key)
     };
-    let prior = shard.find(r.hash, &mut matches)?;
+    // One probe: the key's entry, or the place to insert it.
+    let slot = shard.slot(r.hash, &mut matches)?;
+    let prior = match &slot {
+        hashbrown::hash_table::Entry::Occupied(o) => Some(*o.get()),
+        hashbrown::hash_table::Entry::Vacant(_) => None,
+    };
     if let Some(p) = &prior {
         let prior_len = view.read(p.loc(), |x| encoded_len(x.key.len(), x.value.len()))?;
         metas.add_dead(
@@ -281,23 +286,24 @@ fn apply_recovered(
     let prior_drop_s = prior.as_ref().map_or(0, |e| e.drop_after_s);
     let drop_after_s =
         ceil_s(own_drop_after_ms(r.tag, r.time_b_ms, retention_ms)).max(prior_drop_s);
-    metas
-        .get_or_insert(r.loc.segment)
-        .record(r.len as usize, drop_after_s, r.time_a_ms);
+    r.meta.record(r.len as usize, drop_after_s, r.time_a_ms);
     let entry = Entry::new(r.hash, r.loc, state_of(r.tag), drop_after_s);
-    match prior {
-        _ if gone(drop_after_s, now_ms) => {
-            // Neither this record nor anything it shadows matters any more.
-            r.meta
-                .dead_bytes
-                .fetch_add(u64::from(r.len), std::sync::atomic::Ordering::Relaxed);
-            let prior_loc = prior.map(|e| e.loc());
-            if let Some(prior_loc) = prior_loc {
-                shard.remove_at(r.hash, prior_loc);
-            }
+    let dead = |meta: &crate::log::SegMeta| {
+        meta.dead_bytes
+            .fetch_add(u64::from(r.len), std::sync::atomic::Ordering::Relaxed);
+    };
+    // Neither a record whose drop-after time passed nor anything it shadows
+    // matters any more: it gets no entry.
+    match slot {
+        hashbrown::hash_table::Entry::Occupied(o) if gone(drop_after_s, now_ms) => {
+            dead(r.meta);
+            o.remove();
         }
-        Some(slot) => *slot = entry,
-        None => shard.insert(entry),
+        hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = entry,
+        hashbrown::hash_table::Entry::Vacant(_) if gone(drop_after_s, now_ms) => dead(r.meta),
+        hashbrown::hash_table::Entry::Vacant(v) => {
+            v.insert(entry);
+        }
     }
     Ok(())
 }

@@ -141,7 +141,7 @@ pub(crate) fn recover(
     segment_size: usize,
     metas: Arc<Metas>,
     reserve: impl FnOnce(usize),
-    mut apply: impl FnMut(&Recovered<'_>, &RecoveryView<'_>) -> Result<()>,
+    apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<()> + Sync,
 ) -> Result<(Log, RecoveryReport)> {
     let ids = segment_ids(&*storage, dir)?;
     remove_stale_hints(&*storage, dir, &ids)?;
@@ -216,25 +216,40 @@ pub(crate) fn recover(
                     current: &[],
                     current_path: &path,
                 };
-                let mut listed = 0u64;
-                for e in &hint.entries {
-                    let loc = Loc {
-                        segment: id,
-                        offset: e.offset,
-                    };
-                    let r = Recovered {
-                        loc,
-                        hash: e.hash,
-                        tag: e.tag,
-                        time_a_ms: hint.header.first_ms,
-                        time_b_ms: e.time_b_ms,
-                        len: e.len,
-                        key: None,
-                        meta: &meta,
-                    };
-                    apply(&r, &view)?;
-                    listed += u64::from(e.len);
-                }
+                // Two threads fill the index, each its own half of the
+                // shards; each key's entries stay in log order.
+                let apply_part = |part: usize| -> Result<()> {
+                    for e in hint
+                        .entries
+                        .iter()
+                        .filter(|e| crate::index::shard_of(e.hash) % 2 == part)
+                    {
+                        let r = Recovered {
+                            loc: Loc {
+                                segment: id,
+                                offset: e.offset,
+                            },
+                            hash: e.hash,
+                            tag: e.tag,
+                            time_a_ms: hint.header.first_ms,
+                            time_b_ms: e.time_b_ms,
+                            len: e.len,
+                            key: None,
+                            meta: &meta,
+                        };
+                        apply(&r, &view)?;
+                    }
+                    Ok(())
+                };
+                std::thread::scope(|s| {
+                    let other = s.spawn(|| apply_part(1));
+                    let mine = apply_part(0);
+                    let theirs = other
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    mine.and(theirs)
+                })?;
+                let listed: u64 = hint.entries.iter().map(|e| u64::from(e.len)).sum();
                 // Records the hint leaves out were superseded in the segment.
                 let unlisted = len
                     .saturating_sub(SEGMENT_HEADER_LEN as u64)
