@@ -24,6 +24,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Hints with at least this many entries are applied by two threads; for
+/// smaller ones a thread costs more than it saves.
+const PARALLEL_HINT_ENTRIES: usize = 4096;
+
 /// What recovery found and did.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct RecoveryReport {
@@ -241,14 +245,19 @@ pub(crate) fn recover(
                     }
                     Ok(())
                 };
-                std::thread::scope(|s| {
-                    let other = s.spawn(|| apply_part(1));
-                    let mine = apply_part(0);
-                    let theirs = other
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    mine.and(theirs)
-                })?;
+                if hint.entries.len() < PARALLEL_HINT_ENTRIES {
+                    apply_part(0)?;
+                    apply_part(1)?;
+                } else {
+                    std::thread::scope(|s| {
+                        let other = s.spawn(|| apply_part(1));
+                        let mine = apply_part(0);
+                        let theirs = other
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        mine.and(theirs)
+                    })?;
+                }
                 let listed: u64 = hint.entries.iter().map(|e| u64::from(e.len)).sum();
                 // Records the hint leaves out were superseded in the segment.
                 let unlisted = len
