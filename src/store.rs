@@ -7,7 +7,8 @@ use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, RecordRef, Tag, encoded_len};
 use crate::index::{Entry, Index, Shard, State, ceil_s, key_hash};
 use crate::log::{
-    AppendOpts, Appended, Loc, Log, Metas, Recovered, RecoveryReport, RecoveryView, recover,
+    AppendOpts, Appended, Applied, Loc, Log, Metas, Recovered, RecoveryReport, RecoveryView,
+    recover,
 };
 use crate::options::{Durability, Options};
 use crate::outcome::{Claim, Completed, Record, Seen, Ticket};
@@ -259,7 +260,7 @@ fn apply_recovered(
     view: &RecoveryView<'_>,
     now_ms: u64,
     retention_ms: u64,
-) -> Result<()> {
+) -> Result<Applied> {
     let mut shard = index.shard(r.hash);
     // The record's own key is read only when another entry's hash matches.
     let mut own_key = r.key;
@@ -286,26 +287,21 @@ fn apply_recovered(
     let prior_drop_s = prior.as_ref().map_or(0, |e| e.drop_after_s);
     let drop_after_s =
         ceil_s(own_drop_after_ms(r.tag, r.time_b_ms, retention_ms)).max(prior_drop_s);
-    r.meta.record(r.len as usize, drop_after_s, r.time_a_ms);
     let entry = Entry::new(r.hash, r.loc, state_of(r.tag), drop_after_s);
-    let dead = |meta: &crate::log::SegMeta| {
-        meta.dead_bytes
-            .fetch_add(u64::from(r.len), std::sync::atomic::Ordering::Relaxed);
-    };
+    let kept = !gone(drop_after_s, now_ms);
     // Neither a record whose drop-after time passed nor anything it shadows
     // matters any more: it gets no entry.
     match slot {
-        hashbrown::hash_table::Entry::Occupied(o) if gone(drop_after_s, now_ms) => {
-            dead(r.meta);
+        hashbrown::hash_table::Entry::Occupied(o) if !kept => {
             o.remove();
         }
         hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = entry,
-        hashbrown::hash_table::Entry::Vacant(_) if gone(drop_after_s, now_ms) => dead(r.meta),
+        hashbrown::hash_table::Entry::Vacant(_) if !kept => {}
         hashbrown::hash_table::Entry::Vacant(v) => {
             v.insert(entry);
         }
     }
-    Ok(())
+    Ok(Applied { drop_after_s, kept })
 }
 
 /// Whether an entry that may be dropped after `drop_after_s` is gone at `now_ms`.

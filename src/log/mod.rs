@@ -14,7 +14,7 @@ mod recovery;
 mod repair;
 
 pub(crate) use meta::{Metas, SegMeta};
-pub(crate) use recovery::{Recovered, RecoveryReport, RecoveryView, recover};
+pub(crate) use recovery::{Applied, Recovered, RecoveryReport, RecoveryView, recover};
 pub use repair::{RepairReport, RepairedFile, VerifyReport};
 pub(crate) use repair::{repair, verify};
 

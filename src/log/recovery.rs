@@ -52,14 +52,67 @@ pub(crate) struct Recovered<'a> {
     pub time_b_ms: u64,
     pub len: u32,
     pub key: Option<&'a [u8]>,
-    /// The figures of the record's segment.
-    pub meta: &'a SegMeta,
+}
+
+/// What the index rebuild made of one record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Applied {
+    /// The drop-after second of the record's entry.
+    pub drop_after_s: u32,
+    /// Whether the record got an entry (its drop-after time had not passed).
+    pub kept: bool,
+}
+
+/// A segment's figures summed over records without touching shared
+/// counters per record.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    bytes: u64,
+    dead: u64,
+    min_drop_s: u32,
+    max_drop_s: u32,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            bytes: 0,
+            dead: 0,
+            min_drop_s: u32::MAX,
+            max_drop_s: 0,
+        }
+    }
+
+    fn add(&mut self, len: u32, applied: Applied) {
+        self.bytes += u64::from(len);
+        if !applied.kept {
+            self.dead += u64::from(len);
+        }
+        self.min_drop_s = self.min_drop_s.min(applied.drop_after_s);
+        self.max_drop_s = self.max_drop_s.max(applied.drop_after_s);
+    }
+
+    fn merge(self, other: Tally) -> Tally {
+        Tally {
+            bytes: self.bytes + other.bytes,
+            dead: self.dead + other.dead,
+            min_drop_s: self.min_drop_s.min(other.min_drop_s),
+            max_drop_s: self.max_drop_s.max(other.max_drop_s),
+        }
+    }
+
+    fn into_meta(self, meta: &SegMeta) {
+        use std::sync::atomic::Ordering::Relaxed;
+        meta.bytes.fetch_add(self.bytes, Relaxed);
+        meta.dead_bytes.fetch_add(self.dead, Relaxed);
+        meta.min_drop_after_s.fetch_min(self.min_drop_s, Relaxed);
+        meta.max_drop_after_s.fetch_max(self.max_drop_s, Relaxed);
+    }
 }
 
 impl<'a> Recovered<'a> {
-    fn scanned(loc: Loc, rec: &RecordRef<'a>, meta: &'a SegMeta) -> Recovered<'a> {
+    fn scanned(loc: Loc, rec: &RecordRef<'a>) -> Recovered<'a> {
         Recovered {
-            meta,
             loc,
             hash: crate::index::key_hash(rec.key),
             tag: rec.tag,
@@ -145,7 +198,7 @@ pub(crate) fn recover(
     segment_size: usize,
     metas: Arc<Metas>,
     reserve: impl FnOnce(usize),
-    apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<()> + Sync,
+    apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
 ) -> Result<(Log, RecoveryReport)> {
     let ids = segment_ids(&*storage, dir)?;
     remove_stale_hints(&*storage, dir, &ids)?;
@@ -222,7 +275,8 @@ pub(crate) fn recover(
                 };
                 // Two threads fill the index, each its own half of the
                 // shards; each key's entries stay in log order.
-                let apply_part = |part: usize| -> Result<()> {
+                let apply_part = |part: usize| -> Result<Tally> {
+                    let mut tally = Tally::new();
                     for e in hint
                         .entries
                         .iter()
@@ -239,15 +293,13 @@ pub(crate) fn recover(
                             time_b_ms: e.time_b_ms,
                             len: e.len,
                             key: None,
-                            meta: &meta,
                         };
-                        apply(&r, &view)?;
+                        tally.add(e.len, apply(&r, &view)?);
                     }
-                    Ok(())
+                    Ok(tally)
                 };
-                if hint.entries.len() < PARALLEL_HINT_ENTRIES {
-                    apply_part(0)?;
-                    apply_part(1)?;
+                let tally = if hint.entries.len() < PARALLEL_HINT_ENTRIES {
+                    apply_part(0)?.merge(apply_part(1)?)
                 } else {
                     std::thread::scope(|s| {
                         let other = s.spawn(|| apply_part(1));
@@ -255,10 +307,11 @@ pub(crate) fn recover(
                         let theirs = other
                             .join()
                             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                        mine.and(theirs)
-                    })?;
-                }
-                let listed: u64 = hint.entries.iter().map(|e| u64::from(e.len)).sum();
+                        Ok::<_, Error>(mine?.merge(theirs?))
+                    })?
+                };
+                tally.into_meta(&meta);
+                let listed = tally.bytes;
                 // Records the hint leaves out were superseded in the segment.
                 let unlisted = len
                     .saturating_sub(SEGMENT_HEADER_LEN as u64)
@@ -316,7 +369,16 @@ pub(crate) fn recover(
                     current: &bytes,
                     current_path: &path,
                 };
-                apply(&Recovered::scanned(loc, rec, &meta), &view)
+                {
+                    let r = Recovered::scanned(loc, rec);
+                    let applied = apply(&r, &view)?;
+                    meta.record(r.len as usize, applied.drop_after_s, r.time_a_ms);
+                    if !applied.kept {
+                        meta.dead_bytes
+                            .fetch_add(u64::from(r.len), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
             },
         )?;
 
