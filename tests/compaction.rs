@@ -326,3 +326,34 @@ fn crash_at_every_step_of_compaction_loses_nothing() {
     }
     println!("checked {steps} crash points inside compaction");
 }
+
+#[test]
+fn dropping_a_segment_deletes_its_hint_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let store = options(&clock).open(dir.path()).unwrap();
+    for i in 0..600u64 {
+        pair(&store, &format!("key-{i}"), &response(i));
+    }
+    store.compact().unwrap(); // writes the hints of the sealed segments
+    clock.advance(Duration::from_secs(3_600));
+    let r = store.compact().unwrap();
+    assert!(r.segments_dropped > 10, "{r:?}");
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for hint in files.iter().filter(|f| f.ends_with(".hint")) {
+        let segment = hint.replace(".hint", ".seg");
+        assert!(
+            files.contains(&segment),
+            "{hint} outlived its segment; files: {files:?}"
+        );
+    }
+    let hints = files.iter().filter(|f| f.ends_with(".hint")).count() as u64;
+    assert!(
+        hints < store.stats().segments,
+        "{hints} hints for {} segments",
+        store.stats().segments
+    );
+}

@@ -5,7 +5,7 @@ use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader
 use crate::format::record;
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::index::key_hash;
-use crate::storage::{Storage, read_all};
+use crate::storage::{Storage, read_all, remove_if_exists};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -64,15 +64,7 @@ pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<u6
     let name = hint_file_name(hint.header.segment_id);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
-    if storage
-        .list(dir)
-        .map_err(|e| io_context("list", dir, e))?
-        .contains(&format!("{name}.tmp"))
-    {
-        storage
-            .remove(&tmp)
-            .map_err(|e| io_context("remove", &tmp, e))?;
-    }
+    remove_if_exists(storage, &tmp).map_err(|e| io_context("remove", &tmp, e))?;
     let mut bytes = Vec::with_capacity(HINT_HEADER_LEN + hint.entries.len() * HINT_ENTRY_LEN);
     bytes.extend_from_slice(&hint.header.encode());
     for e in &hint.entries {

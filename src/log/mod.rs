@@ -23,7 +23,7 @@ use crate::error::{Error, Result, io_context};
 use crate::format::record::{self, RecordFields, RecordRef};
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::options::Durability;
-use crate::storage::{SealedBytes, Storage, StorageFile};
+use crate::storage::{SealedBytes, Storage, StorageFile, remove_if_exists};
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -318,7 +318,8 @@ impl Log {
     }
 
     /// Deletes a sealed segment whose records are all dead or copied:
-    /// unpublish it, delete the file, fsync the directory. Returns its size.
+    /// unpublish it, delete its hint and the segment file, fsync the
+    /// directory. Returns the bytes freed.
     ///
     /// A failure here is reported but does not poison the store: a segment
     /// file that survives holds only records that are dead or have newer
@@ -336,6 +337,8 @@ impl Log {
         drop(s);
         self.metas.remove(id);
         self.counters.sealed_bytes.fetch_sub(len, Ordering::Relaxed);
+        let hint = self.dir.join(crate::format::hint::hint_file_name(id));
+        remove_if_exists(&*self.storage, &hint).map_err(|e| io_context("remove", &hint, e))?;
         self.storage
             .remove(&path)
             .map_err(|e| io_context("remove", &path, e))?;

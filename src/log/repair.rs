@@ -4,7 +4,7 @@ use super::recovery::{RecoveryReport, check_header, first_valid_record, scan, se
 use crate::error::{Error, Result, io_context};
 use crate::format::record::{self, DecodeError};
 use crate::format::segment::{HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
-use crate::storage::{Storage, read_all};
+use crate::storage::{Storage, read_all, remove_if_exists};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -122,15 +122,7 @@ pub(crate) fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> 
         let backup = write_backup(storage, dir, &path, &bytes)?;
         // The hint describes the damaged file; open rebuilds it.
         let hint = dir.join(crate::format::hint::hint_file_name(id));
-        if storage
-            .list(dir)
-            .map_err(|e| io_context("list", dir, e))?
-            .contains(&crate::format::hint::hint_file_name(id))
-        {
-            storage
-                .remove(&hint)
-                .map_err(|e| io_context("remove", &hint, e))?;
-        }
+        remove_if_exists(storage, &hint).map_err(|e| io_context("remove", &hint, e))?;
         replace(storage, dir, &path, &salvage.contents)?;
         report.repaired.push(RepairedFile {
             file: path,

@@ -67,6 +67,14 @@ pub trait StorageFile: Send + Sync {
     fn map(&self) -> io::Result<SealedBytes>;
 }
 
+/// Removes `path` if it exists.
+pub(crate) fn remove_if_exists(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    match storage.remove(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Reads a whole file with ordinary reads (never a map: recovery must not
 /// fault on a file that is shorter than expected).
 pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
