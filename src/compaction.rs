@@ -100,7 +100,8 @@ impl Engine {
                 continue;
             };
             if gone(meta.max_drop_after_s.load(Relaxed), now_ms) {
-                self.drop_segment(id, now_ms, report)?;
+                let records = self.log.segment_records(id)?;
+                self.drop_segment(id, &records, now_ms, report)?;
                 continue;
             }
             let sparse = meta.live_fraction() < self.compaction.threshold;
@@ -121,7 +122,9 @@ impl Engine {
                 .saturating_mul(1000)
                 .saturating_sub(now_ms);
             if live_bytes == 0 {
-                self.drop_segment(id, now_ms, report)?;
+                // The walk just evicted every entry; nothing needs the segment.
+                report.bytes_reclaimed += self.log.remove_sealed(id)?;
+                report.segments_dropped += 1;
             } else if meta.live_fraction() < self.compaction.threshold
                 && stays_for_ms > 2 * meta.span_ms() + 2 * 1000
             {
@@ -152,9 +155,14 @@ impl Engine {
 
     /// Deletes a segment whose index entries have all expired. Leaves it if
     /// an entry still needs it (its figures were stale).
-    fn drop_segment(&self, id: u32, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
-        let records = self.log.segment_records(id)?;
-        let (live, _) = self.walk(&records, now_ms, report);
+    fn drop_segment(
+        &self,
+        id: u32,
+        records: &[SegmentRecord],
+        now_ms: u64,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let (live, _) = self.walk(records, now_ms, report);
         if live > 0 {
             return Ok(());
         }
@@ -184,6 +192,8 @@ impl Engine {
                     generation_from_seq: false,
                     drop_after_s: entry.drop_after_s,
                     now_ms,
+                    // The old segment goes as a whole.
+                    supersedes: None,
                 },
             )?;
             let moved = Entry::new(r.hash, app.loc, entry.state(), entry.drop_after_s);

@@ -448,11 +448,9 @@ impl Engine {
                 generation_from_seq,
                 drop_after_s,
                 now_ms,
+                supersedes: prior.map(|(e, len)| (e.loc().segment, len)),
             },
         )?;
-        if let Some((e, len)) = prior {
-            self.log.metas.add_dead(e.loc().segment, len);
-        }
         Ok((
             Entry::new(hash, app.loc, state_of(fields.tag), drop_after_s),
             app,

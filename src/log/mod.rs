@@ -131,6 +131,9 @@ pub(crate) struct AppendOpts {
     pub drop_after_s: u32,
     /// The store's clock reading.
     pub now_ms: u64,
+    /// The segment and length of the key's record this one supersedes,
+    /// which becomes dead.
+    pub supersedes: Option<(u32, u32)>,
 }
 
 impl Log {
@@ -201,6 +204,18 @@ impl Log {
         }
         record::encode(&mut w.active.buf, seq, &fields);
         w.active.meta.record(len, opts.drop_after_s, opts.now_ms);
+        match opts.supersedes {
+            // Usually the record superseded is in the active segment too:
+            // counted here, under the lock already held, with no map lookup.
+            Some((segment, dead)) if segment == w.active.id => {
+                w.active
+                    .meta
+                    .dead_bytes
+                    .fetch_add(u64::from(dead), Ordering::Relaxed);
+            }
+            Some((segment, dead)) => self.metas.add_dead(segment, dead),
+            None => {}
+        }
         let end = lpos(w.active.id, w.active.buf.len());
         let loc = Loc {
             segment: w.active.id,

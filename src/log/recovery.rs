@@ -249,7 +249,6 @@ pub(crate) fn recover(
         let file = storage
             .open(&path)
             .map_err(|e| io_context("open", &path, e))?;
-        let mut bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
         report.segments += 1;
         let meta = metas.get_or_insert(id);
 
@@ -332,6 +331,8 @@ pub(crate) fn recover(
             }
         }
 
+        // No usable hint (or the last segment): read and scan the segment.
+        let mut bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
         let first_seq = match check_header(&path, id, &bytes, is_last, next_seq)? {
             Some(first_seq) => first_seq,
             None => {
