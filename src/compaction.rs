@@ -113,7 +113,6 @@ impl Engine {
             }
             let records = self.log.segment_records(id)?;
             let (live_bytes, min_live_drop_s) = self.walk(&records, now_ms, report);
-            meta.last_walk_ms.store(now_ms, Relaxed);
             meta.min_drop_after_s.store(min_live_drop_s, Relaxed);
             let total = meta.bytes.load(Relaxed);
             meta.dead_bytes
@@ -217,7 +216,7 @@ fn unexpired_entry(
     now_ms: u64,
     report: &mut CompactionReport,
 ) -> Option<Entry> {
-    let entry = shard.at(r.hash, r.loc).copied()?;
+    let entry = *shard.at_mut(r.hash, r.loc)?;
     if gone(entry.drop_after_s, now_ms) {
         shard.remove_at(r.hash, r.loc);
         report.entries_evicted += 1;

@@ -168,22 +168,32 @@ pub(crate) struct Shard {
 /// (by reading the key from the log).
 pub(crate) type Matcher<'a> = &'a mut dyn FnMut(&Entry) -> Result<bool>;
 
+/// The equality hashbrown probes with: hash bits first, then `matches`. The
+/// first error `matches` returns is kept in `failure` and ends the search.
+fn confirm<'a>(
+    hash: u64,
+    matches: Matcher<'a>,
+    failure: &'a mut Option<crate::error::Error>,
+) -> impl FnMut(&Entry) -> bool + 'a {
+    move |e| {
+        e.has_hash(hash)
+            && failure.is_none()
+            && matches(e).unwrap_or_else(|err| {
+                *failure = Some(err);
+                false
+            })
+    }
+}
+
 impl Shard {
     /// The entry for the key `matches` confirms, among entries with `hash`.
     pub(crate) fn find(&mut self, hash: u64, matches: Matcher<'_>) -> Result<Option<&mut Entry>> {
         let mut failure = None;
-        let found = self.table.find_mut(table_hash(hash as u32), |e| {
-            e.has_hash(hash)
-                && failure.is_none()
-                && matches(e).unwrap_or_else(|err| {
-                    failure = Some(err);
-                    false
-                })
-        });
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(found),
-        }
+        let found = self.table.find_mut(
+            table_hash(hash as u32),
+            confirm(hash, matches, &mut failure),
+        );
+        failure.map_or(Ok(found), Err)
     }
 
     /// The slot of the key `matches` confirms: its entry, or the place to
@@ -196,33 +206,16 @@ impl Shard {
         let mut failure = None;
         let slot = self.table.entry(
             table_hash(hash as u32),
-            |e| {
-                e.has_hash(hash)
-                    && failure.is_none()
-                    && matches(e).unwrap_or_else(|err| {
-                        failure = Some(err);
-                        false
-                    })
-            },
+            confirm(hash, matches, &mut failure),
             |e| table_hash(e.hash),
         );
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(slot),
-        }
+        failure.map_or(Ok(slot), Err)
     }
 
     /// Adds an entry for a key that has none.
     pub(crate) fn insert(&mut self, entry: Entry) {
         self.table
             .insert_unique(table_hash(entry.hash), entry, |e| table_hash(e.hash));
-    }
-
-    /// The entry that sits exactly at `loc`, if any.
-    pub(crate) fn at(&self, hash: u64, loc: Loc) -> Option<&Entry> {
-        self.table.find(table_hash(hash as u32), |e| {
-            e.has_hash(hash) && e.loc() == loc
-        })
     }
 
     /// The entry that sits exactly at `loc`, if any, to update.

@@ -201,7 +201,7 @@ impl Options {
 
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |why: String| Err(Error::InvalidOptions(why));
-        if self.lease.is_zero() || self.lease.as_millis() == 0 {
+        if self.lease.as_millis() == 0 {
             return bad("lease must be at least 1 ms".into());
         }
         if self.retention.as_millis() == 0 {

@@ -284,9 +284,7 @@ fn apply_recovered(
             u32::try_from(prior_len).expect("records fit a segment"),
         );
     }
-    let prior_drop_s = prior.as_ref().map_or(0, |e| e.drop_after_s);
-    let drop_after_s =
-        ceil_s(own_drop_after_ms(r.tag, r.time_b_ms, retention_ms)).max(prior_drop_s);
+    let drop_after_s = drop_after_s(r.tag, r.time_b_ms, retention_ms, prior.as_ref());
     let entry = Entry::new(r.hash, r.loc, state_of(r.tag), drop_after_s);
     let kept = !gone(drop_after_s, now_ms);
     // Neither a record whose drop-after time passed nor anything it shadows
@@ -318,6 +316,13 @@ fn own_drop_after_ms(tag: Tag, time_b_ms: u64, retention_ms: u64) -> u64 {
         Tag::Complete | Tag::Seen => time_b_ms,
         Tag::Release | Tag::Remove => 0,
     }
+}
+
+/// The drop-after second of a new record's entry: the later of its own end
+/// and that of the entry it replaces, so it keeps shadowing whatever the
+/// older records of its key shadowed.
+fn drop_after_s(tag: Tag, time_b_ms: u64, retention_ms: u64, prior: Option<&Entry>) -> u32 {
+    ceil_s(own_drop_after_ms(tag, time_b_ms, retention_ms)).max(prior.map_or(0, |e| e.drop_after_s))
 }
 
 fn state_of(tag: Tag) -> State {
@@ -433,15 +438,15 @@ impl Engine {
         hash: u64,
         fields: &RecordFields<'_>,
         generation_from_seq: bool,
-        prior: Option<(&Entry, u32)>,
+        prior: Option<(Entry, u32)>,
         now_ms: u64,
     ) -> Result<(Entry, Appended)> {
-        let own_s = ceil_s(own_drop_after_ms(
+        let drop_after_s = drop_after_s(
             fields.tag,
             fields.time_b_ms,
             self.retention_ms,
-        ));
-        let drop_after_s = own_s.max(prior.map_or(0, |(e, _)| e.drop_after_s));
+            prior.as_ref().map(|(e, _)| e),
+        );
         let app = self.log.append(
             fields,
             AppendOpts {
@@ -464,7 +469,7 @@ impl Engine {
         hash: u64,
         fingerprint: Fingerprint,
         now_ms: u64,
-        prior: Option<(&Entry, u32)>,
+        prior: Option<(Entry, u32)>,
     ) -> Result<(Entry, Ticket, u64)> {
         let lease_until = now_ms.saturating_add(self.lease_ms);
         let fields = RecordFields {
@@ -528,13 +533,7 @@ impl Engine {
             None => false,
         };
         let prior = found.as_ref().map(|(e, cur)| (**e, cur.len));
-        let (entry, ticket, end) = self.append_claim(
-            key,
-            hash,
-            fingerprint,
-            now_ms,
-            prior.as_ref().map(|(e, len)| (e, *len)),
-        )?;
+        let (entry, ticket, end) = self.append_claim(key, hash, fingerprint, now_ms, prior)?;
         match found {
             Some((slot, _)) => *slot = entry,
             None => shard.insert(entry),
@@ -594,7 +593,7 @@ impl Engine {
             time_a_ms: now_ms,
             time_b_ms: expires_at_ms,
         };
-        let (new, app) = self.write(ticket.hash, &fields, false, Some((entry, len)), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.completes.inc();
@@ -606,7 +605,7 @@ impl Engine {
         let mut shard = self.index.shard(ticket.hash);
         let (entry, len) = self.owned_claim(&mut shard, &ticket, now_ms)?;
         let fields = tombstone(Tag::Release, &ticket.key, ticket.generation, now_ms);
-        let (new, app) = self.write(ticket.hash, &fields, false, Some((entry, len)), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.releases.inc();
@@ -627,7 +626,7 @@ impl Engine {
             time_a_ms: ticket.claimed_at_ms,
             time_b_ms: lease_until,
         };
-        let (new, app) = self.write(ticket.hash, &fields, false, Some((entry, len)), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
         ticket
@@ -680,7 +679,7 @@ impl Engine {
             return Ok(false);
         }
         let fields = tombstone(Tag::Remove, key, cur.generation, now_ms);
-        let (new, app) = self.write(hash, &fields, false, Some((entry, cur.len)), now_ms)?;
+        let (new, app) = self.write(hash, &fields, false, Some((*entry, cur.len)), now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.removes.inc();
@@ -718,7 +717,7 @@ impl Engine {
         };
         let app = match found {
             Some((slot, cur)) => {
-                let (new, app) = self.write(hash, &fields, true, Some((slot, cur.len)), now_ms)?;
+                let (new, app) = self.write(hash, &fields, true, Some((*slot, cur.len)), now_ms)?;
                 *slot = new;
                 app
             }

@@ -2,7 +2,7 @@
 
 use crate::error::{Result, io_context};
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader, hint_file_name};
-use crate::format::record;
+use crate::format::record::{self, RecordRef};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::index::key_hash;
 use crate::storage::{Storage, read_all, remove_if_exists};
@@ -17,45 +17,97 @@ pub(crate) struct Hint {
 }
 
 /// Builds the hint of a sealed segment from its bytes: the last record of
-/// each key, in offset order. The records must already have been checked.
-pub(crate) fn build(id: u32, bytes: &[u8]) -> Hint {
-    let mut entries: Vec<Option<HintEntry>> = Vec::new();
-    let mut last_of: HashMap<&[u8], usize> = HashMap::new();
-    let (mut first_ms, mut last_ms, mut last_seq, mut records) = (u64::MAX, 0u64, 0u64, 0u32);
+/// each key, in offset order. A record that fails its checks is `Corrupt`.
+pub(crate) fn build(id: u32, path: &Path, bytes: &[u8]) -> Result<Hint> {
+    let mut builder = Builder::default();
     let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok((rec, len)) = record::decode(&bytes[pos.min(bytes.len())..]) {
-        first_ms = first_ms.min(rec.time_a_ms);
-        last_ms = last_ms.max(rec.time_a_ms);
-        last_seq = last_seq.max(rec.seq);
-        records += 1;
-        if let Some(previous) = last_of.insert(rec.key, entries.len()) {
-            entries[previous] = None;
+    while pos < bytes.len() {
+        let offset = u32::try_from(pos).expect("segment offsets fit in u32");
+        let rec = super::decode_at(
+            path,
+            bytes,
+            super::Loc {
+                segment: id,
+                offset,
+            },
+        )?;
+        pos += builder.add(offset, &rec);
+    }
+    Ok(builder.finish(id, bytes.len() as u64))
+}
+
+/// Collects a hint record by record, as a segment is read in order.
+#[derive(Default)]
+pub(crate) struct Builder<'a> {
+    entries: Vec<Option<HintEntry>>,
+    last_of: HashMap<&'a [u8], usize>,
+    first_ms: Option<u64>,
+    last_ms: u64,
+    last_seq: u64,
+    records: u32,
+}
+
+impl<'a> Builder<'a> {
+    /// Adds the record at `offset`; returns its encoded length.
+    pub(crate) fn add(&mut self, offset: u32, rec: &RecordRef<'a>) -> usize {
+        let len = record::encoded_len(rec.key.len(), rec.value.len());
+        self.first_ms = Some(
+            self.first_ms
+                .map_or(rec.time_a_ms, |t| t.min(rec.time_a_ms)),
+        );
+        self.last_ms = self.last_ms.max(rec.time_a_ms);
+        self.last_seq = self.last_seq.max(rec.seq);
+        self.records += 1;
+        if let Some(previous) = self.last_of.insert(rec.key, self.entries.len()) {
+            self.entries[previous] = None;
         }
-        entries.push(Some(HintEntry {
+        self.entries.push(Some(HintEntry {
             hash: key_hash(rec.key),
             tag: rec.tag,
             time_b_ms: rec.time_b_ms,
-            offset: u32::try_from(pos).expect("segment offsets fit in u32"),
+            offset,
             len: u32::try_from(len).expect("records fit in a segment"),
         }));
-        pos += len;
+        len
     }
-    let entries: Vec<HintEntry> = entries.into_iter().flatten().collect();
-    let mut body = Vec::with_capacity(entries.len() * HINT_ENTRY_LEN);
-    for e in &entries {
-        e.encode_into(&mut body);
+
+    /// The hint of segment `id`, `segment_len` bytes long.
+    pub(crate) fn finish(self, id: u32, segment_len: u64) -> Hint {
+        let entries: Vec<HintEntry> = self.entries.into_iter().flatten().collect();
+        let header = HintHeader {
+            segment_id: id,
+            segment_len,
+            first_ms: self.first_ms.unwrap_or(0),
+            last_ms: self.last_ms,
+            last_seq: self.last_seq,
+            records: self.records,
+            count: u32::try_from(entries.len()).expect("entries fit in u32"),
+            // Computed over the encoded entries by `encode`.
+            entries_crc: 0,
+        };
+        Hint { header, entries }
     }
-    let header = HintHeader {
-        segment_id: id,
-        segment_len: bytes.len() as u64,
-        first_ms: if first_ms == u64::MAX { 0 } else { first_ms },
-        last_ms,
-        last_seq,
-        records,
-        count: u32::try_from(entries.len()).expect("entries fit in u32"),
-        entries_crc: crc32fast::hash(&body),
-    };
-    Hint { header, entries }
+}
+
+impl Hint {
+    /// The file's bytes: the header, with the checksum of the entries that
+    /// follow it, then the entries.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![0u8; HINT_HEADER_LEN];
+        bytes.reserve(self.entries.len() * HINT_ENTRY_LEN);
+        for e in &self.entries {
+            e.encode_into(&mut bytes);
+        }
+        let entries_crc = crc32fast::hash(&bytes[HINT_HEADER_LEN..]);
+        bytes[..HINT_HEADER_LEN].copy_from_slice(
+            &HintHeader {
+                entries_crc,
+                ..self.header
+            }
+            .encode(),
+        );
+        bytes
+    }
 }
 
 /// Writes a hint durably: a temporary file, fsync, rename, directory fsync.
@@ -65,11 +117,7 @@ pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<u6
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
     remove_if_exists(storage, &tmp).map_err(|e| io_context("remove", &tmp, e))?;
-    let mut bytes = Vec::with_capacity(HINT_HEADER_LEN + hint.entries.len() * HINT_ENTRY_LEN);
-    bytes.extend_from_slice(&hint.header.encode());
-    for e in &hint.entries {
-        e.encode_into(&mut bytes);
-    }
+    let bytes = hint.encode();
     let file = storage
         .create(&tmp)
         .map_err(|e| io_context("create", &tmp, e))?;
@@ -161,7 +209,7 @@ mod tests {
         encode(&mut seg, 1, &rec(Tag::Claim, b"a", b"", 10));
         encode(&mut seg, 2, &rec(Tag::Claim, b"b", b"", 11));
         encode(&mut seg, 3, &rec(Tag::Complete, b"a", b"done", 12));
-        let hint = build(3, &seg);
+        let hint = build(3, Path::new("seg"), &seg).unwrap();
         assert_eq!(hint.entries.len(), 2);
         assert_eq!(
             (hint.entries[0].tag, hint.entries[1].tag),
@@ -169,10 +217,7 @@ mod tests {
         );
         assert_eq!((hint.header.first_ms, hint.header.last_ms), (10, 12));
 
-        let mut bytes = hint.header.encode().to_vec();
-        for e in &hint.entries {
-            e.encode_into(&mut bytes);
-        }
+        let bytes = hint.encode();
         let len = seg.len() as u64;
         assert!(decode(&bytes, 3, len).is_some());
         assert!(decode(&bytes, 4, len).is_none(), "another segment");

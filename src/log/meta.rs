@@ -24,8 +24,6 @@ pub(crate) struct SegMeta {
     /// Clock readings (ms) of the first and last append: the segment's span.
     pub first_write_ms: AtomicU64,
     pub last_write_ms: AtomicU64,
-    /// When compaction last walked the segment (ms).
-    pub last_walk_ms: AtomicU64,
     /// Whether the segment's hint file is on disk, and its size.
     pub hinted: AtomicBool,
     pub hint_bytes: AtomicU64,
@@ -40,7 +38,6 @@ impl SegMeta {
             max_drop_after_s: AtomicU32::new(0),
             first_write_ms: AtomicU64::new(u64::MAX),
             last_write_ms: AtomicU64::new(0),
-            last_walk_ms: AtomicU64::new(0),
             hinted: AtomicBool::new(false),
             hint_bytes: AtomicU64::new(0),
         }

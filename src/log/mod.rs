@@ -96,10 +96,8 @@ pub(crate) struct SegmentRecord {
 pub(crate) struct LogCounters {
     pub fsyncs: AtomicU64,
     pub bytes_appended: AtomicU64,
-    pub sealed_bytes: AtomicU64,
     /// Bytes of hint files written since open.
     pub hint_bytes_written: AtomicU64,
-    pub rollovers: AtomicU64,
 }
 
 pub(crate) struct Log {
@@ -164,10 +162,6 @@ impl Log {
             .reserve(segment_size.saturating_sub(active.buf.len()));
         let durable = lpos(active.id, active.buf.len());
         let counters = LogCounters::default();
-        let sealed_bytes: usize = sealed.values().map(|s| (*s.bytes).as_ref().len()).sum();
-        counters
-            .sealed_bytes
-            .store(sealed_bytes as u64, Ordering::Relaxed);
         Log {
             storage,
             dir,
@@ -261,43 +255,28 @@ impl Log {
     /// The records of a sealed segment that may be their key's latest: its
     /// key's hash, where it is, and its length. From the hint file when it
     /// is there and checks out, so the segment itself is not read;
-    /// otherwise from the segment.
+    /// otherwise built from the segment as its hint would be.
     pub(crate) fn segment_records(&self, id: u32) -> Result<Vec<SegmentRecord>> {
         let Some((path, bytes)) = self.sealed_bytes(id) else {
             return Ok(Vec::new());
         };
         let bytes = (*bytes).as_ref();
-        if let Some(h) = hint::read(&*self.storage, &self.dir, id, bytes.len() as u64) {
-            return Ok(h
-                .entries
-                .iter()
-                .map(|e| SegmentRecord {
-                    hash: e.hash,
-                    loc: Loc {
-                        segment: id,
-                        offset: e.offset,
-                    },
-                    len: e.len,
-                })
-                .collect());
-        }
-        let mut out = Vec::new();
-        let mut pos = SEGMENT_HEADER_LEN;
-        while pos < bytes.len() {
-            let loc = Loc {
-                segment: id,
-                offset: u32::try_from(pos).expect("bounded by segment_size"),
-            };
-            let rec = decode_at(&path, bytes, loc)?;
-            let len = record::encoded_len(rec.key.len(), rec.value.len());
-            out.push(SegmentRecord {
-                hash: crate::index::key_hash(rec.key),
-                loc,
-                len: len as u32,
-            });
-            pos += len;
-        }
-        Ok(out)
+        let hint = match hint::read(&*self.storage, &self.dir, id, bytes.len() as u64) {
+            Some(h) => h,
+            None => hint::build(id, &path, bytes)?,
+        };
+        Ok(hint
+            .entries
+            .iter()
+            .map(|e| SegmentRecord {
+                hash: e.hash,
+                loc: Loc {
+                    segment: id,
+                    offset: e.offset,
+                },
+                len: e.len,
+            })
+            .collect())
     }
 
     fn sealed_bytes(&self, id: u32) -> Option<(PathBuf, SealedBytes)> {
@@ -316,13 +295,13 @@ impl Log {
             if meta.hinted.load(Ordering::Relaxed) {
                 continue;
             }
-            let Some((_, bytes)) = self.sealed_bytes(id) else {
+            let Some((path, bytes)) = self.sealed_bytes(id) else {
                 continue;
             };
             let written = hint::write(
                 &*self.storage,
                 &self.dir,
-                &hint::build(id, (*bytes).as_ref()),
+                &hint::build(id, &path, (*bytes).as_ref())?,
             )?;
             self.metas.set_hinted(id, written);
             self.counters
@@ -351,7 +330,6 @@ impl Log {
         let path = s.path.clone();
         drop(s);
         self.metas.remove(id);
-        self.counters.sealed_bytes.fetch_sub(len, Ordering::Relaxed);
         let hint = self.dir.join(crate::format::hint::hint_file_name(id));
         remove_if_exists(&*self.storage, &hint).map_err(|e| io_context("remove", &hint, e))?;
         self.storage
@@ -391,7 +369,13 @@ impl Log {
     /// written so far).
     pub(crate) fn disk_bytes(&self) -> u64 {
         let active = self.writer.lock().active.flushed as u64;
-        self.counters.sealed_bytes.load(Ordering::Relaxed) + active + self.metas.hint_bytes()
+        let sealed: u64 = self
+            .sealed
+            .read()
+            .values()
+            .map(|s| (*s.bytes).as_ref().len() as u64)
+            .sum();
+        sealed + active + self.metas.hint_bytes()
     }
 
     /// Number of segment files.
@@ -434,13 +418,9 @@ impl Log {
             .file
             .map()
             .map_err(|e| self.fail("map", &path, e))?;
-        let sealed_len = (*bytes).as_ref().len() as u64;
         self.sealed
             .write()
             .insert(w.active.id, Sealed { path, bytes });
-        self.counters
-            .sealed_bytes
-            .fetch_add(sealed_len, Ordering::Relaxed);
 
         let id = w
             .active
@@ -463,7 +443,6 @@ impl Log {
         )
         .inspect_err(|_| self.commit.poison())?;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
-        self.counters.rollovers.fetch_add(1, Ordering::Relaxed);
         w.active = next;
         self.commit.advance(lpos(id, SEGMENT_HEADER_LEN));
         Ok(())

@@ -33,7 +33,6 @@ const PARALLEL_HINT_ENTRIES: usize = 4096;
 pub(crate) struct RecoveryReport {
     pub records: u64,
     pub torn_tail_bytes: u64,
-    pub segments: u64,
     /// Sealed segments whose index came from their hint file.
     pub hinted_segments: u64,
     /// Bytes of hint files written by the open.
@@ -71,6 +70,8 @@ struct Tally {
     dead: u64,
     min_drop_s: u32,
     max_drop_s: u32,
+    first_ms: u64,
+    last_ms: u64,
 }
 
 impl Tally {
@@ -80,10 +81,14 @@ impl Tally {
             dead: 0,
             min_drop_s: u32::MAX,
             max_drop_s: 0,
+            first_ms: u64::MAX,
+            last_ms: 0,
         }
     }
 
-    fn add(&mut self, len: u32, applied: Applied) {
+    fn add(&mut self, len: u32, time_a_ms: u64, applied: Applied) {
+        self.first_ms = self.first_ms.min(time_a_ms);
+        self.last_ms = self.last_ms.max(time_a_ms);
         self.bytes += u64::from(len);
         if !applied.kept {
             self.dead += u64::from(len);
@@ -98,6 +103,8 @@ impl Tally {
             dead: self.dead + other.dead,
             min_drop_s: self.min_drop_s.min(other.min_drop_s),
             max_drop_s: self.max_drop_s.max(other.max_drop_s),
+            first_ms: self.first_ms.min(other.first_ms),
+            last_ms: self.last_ms.max(other.last_ms),
         }
     }
 
@@ -107,6 +114,8 @@ impl Tally {
         meta.dead_bytes.fetch_add(self.dead, Relaxed);
         meta.min_drop_after_s.fetch_min(self.min_drop_s, Relaxed);
         meta.max_drop_after_s.fetch_max(self.max_drop_s, Relaxed);
+        meta.first_write_ms.fetch_min(self.first_ms, Relaxed);
+        meta.last_write_ms.fetch_max(self.last_ms, Relaxed);
     }
 }
 
@@ -215,6 +224,21 @@ pub(crate) fn recover(
     let mut new_hints = Vec::new();
     let mut sealed = BTreeMap::new();
     let mut next_seq = 1u64;
+    let finish = |sealed, active, next_seq| {
+        let opened = Opened {
+            sealed,
+            active,
+            next_seq,
+        };
+        Log::new(
+            storage.clone(),
+            dir.to_path_buf(),
+            durability,
+            segment_size,
+            metas.clone(),
+            opened,
+        )
+    };
     let Some(&last_id) = ids.last() else {
         let active = create_segment(
             &*storage,
@@ -224,23 +248,7 @@ pub(crate) fn recover(
             segment_size,
             metas.get_or_insert(1),
         )?;
-        report.segments = 1;
-        let opened = Opened {
-            sealed,
-            active,
-            next_seq,
-        };
-        return Ok((
-            Log::new(
-                storage,
-                dir.to_path_buf(),
-                durability,
-                segment_size,
-                metas,
-                opened,
-            ),
-            report,
-        ));
+        return Ok((finish(sealed, active, next_seq), report));
     };
 
     for &id in &ids {
@@ -249,7 +257,6 @@ pub(crate) fn recover(
         let file = storage
             .open(&path)
             .map_err(|e| io_context("open", &path, e))?;
-        report.segments += 1;
         let meta = metas.get_or_insert(id);
 
         if !is_last {
@@ -293,7 +300,7 @@ pub(crate) fn recover(
                             len: e.len,
                             key: None,
                         };
-                        tally.add(e.len, apply(&r, &view)?);
+                        tally.add(e.len, hint.header.first_ms, apply(&r, &view)?);
                     }
                     Ok(tally)
                 };
@@ -309,20 +316,17 @@ pub(crate) fn recover(
                         Ok::<_, Error>(mine?.merge(theirs?))
                     })?
                 };
-                tally.into_meta(&meta);
-                let listed = tally.bytes;
                 // Records the hint leaves out were superseded in the segment.
                 let unlisted = len
                     .saturating_sub(SEGMENT_HEADER_LEN as u64)
-                    .saturating_sub(listed);
-                meta.bytes
-                    .fetch_add(unlisted, std::sync::atomic::Ordering::Relaxed);
-                meta.dead_bytes
-                    .fetch_add(unlisted, std::sync::atomic::Ordering::Relaxed);
-                meta.first_write_ms
-                    .fetch_min(hint.header.first_ms, std::sync::atomic::Ordering::Relaxed);
-                meta.last_write_ms
-                    .fetch_max(hint.header.last_ms, std::sync::atomic::Ordering::Relaxed);
+                    .saturating_sub(tally.bytes);
+                Tally {
+                    bytes: tally.bytes + unlisted,
+                    dead: tally.dead + unlisted,
+                    last_ms: hint.header.last_ms,
+                    ..tally
+                }
+                .into_meta(&meta);
                 let hint_bytes = (HINT_HEADER_LEN + hint.entries.len() * HINT_ENTRY_LEN) as u64;
                 metas.set_hinted(id, hint_bytes);
                 report.records += u64::from(hint.header.records);
@@ -356,6 +360,9 @@ pub(crate) fn recover(
         };
         next_seq = next_seq.max(first_seq);
 
+        let mut tally = Tally::new();
+        // A sealed segment's hint is gathered on the same pass.
+        let mut hint = (!is_last).then(super::hint::Builder::default);
         let end = scan(
             &path,
             id,
@@ -370,18 +377,16 @@ pub(crate) fn recover(
                     current: &bytes,
                     current_path: &path,
                 };
-                {
-                    let r = Recovered::scanned(loc, rec);
-                    let applied = apply(&r, &view)?;
-                    meta.record(r.len as usize, applied.drop_after_s, r.time_a_ms);
-                    if !applied.kept {
-                        meta.dead_bytes
-                            .fetch_add(u64::from(r.len), std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Ok(())
+                let r = Recovered::scanned(loc, rec);
+                tally.add(r.len, r.time_a_ms, apply(&r, &view)?);
+                if let Some(hint) = &mut hint {
+                    hint.add(loc.offset, rec);
                 }
+                Ok(())
             },
         )?;
+        tally.into_meta(&meta);
+        let hint = hint.map(|h| h.finish(id, bytes.len() as u64));
 
         if end < bytes.len() {
             debug_assert!(is_last, "only the last segment may have a torn tail");
@@ -410,24 +415,9 @@ pub(crate) fn recover(
                 buf: bytes,
                 meta: metas.get_or_insert(id),
             };
-            let opened = Opened {
-                sealed,
-                active,
-                next_seq,
-            };
-            return Ok((
-                Log::new(
-                    storage,
-                    dir.to_path_buf(),
-                    durability,
-                    segment_size,
-                    metas,
-                    opened,
-                ),
-                report,
-            ));
+            return Ok((finish(sealed, active, next_seq), report));
         }
-        new_hints.push(super::hint::build(id, &bytes));
+        new_hints.push(hint.expect("a sealed segment gathers its hint"));
         drop(bytes);
         let map = file.map().map_err(|e| io_context("map", &path, e))?;
         sealed.insert(id, Sealed { path, bytes: map });
@@ -462,10 +452,7 @@ pub(super) fn check_header(
             found,
             supported: FORMAT_VERSION,
         }),
-        Err(e) if is_last && first_valid_record(bytes, 0, next_seq).is_none() => {
-            let _ = e;
-            Ok(None)
-        }
+        Err(_) if is_last && first_valid_record(bytes, 0, next_seq).is_none() => Ok(None),
         Err(e) => Err(corrupt(0, e.reason())),
     }
 }
@@ -473,14 +460,14 @@ pub(super) fn check_header(
 /// Decodes every record of one segment, returning the length of its valid
 /// prefix. A bad record is a torn tail only in the last segment and only if no
 /// valid record follows it.
-pub(super) fn scan(
+pub(super) fn scan<'b>(
     path: &Path,
     id: u32,
-    bytes: &[u8],
+    bytes: &'b [u8],
     is_last: bool,
     next_seq: &mut u64,
     report: &mut RecoveryReport,
-    mut apply: impl FnMut(Loc, &RecordRef<'_>) -> Result<()>,
+    mut apply: impl FnMut(Loc, &RecordRef<'b>) -> Result<()>,
 ) -> Result<usize> {
     let corrupt = |offset: usize, reason: String| Error::Corrupt {
         file: PathBuf::from(path),

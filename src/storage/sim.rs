@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The kinds of operation a fault can target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SimOp {
     /// `write_all_at`
     Write,
@@ -37,9 +37,6 @@ pub enum SimOp {
     /// `set_len`
     SetLen,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct SimOpKey(u8);
 
 /// What [`SimStorage::power_loss`] does to each write that was not fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +87,7 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
     ops: u64,
-    per_kind: BTreeMap<SimOpKey, u64>,
+    per_kind: BTreeMap<SimOp, u64>,
     crash_at: Option<u64>,
     crashed: bool,
     faults: Vec<Fault>,
@@ -105,7 +102,7 @@ impl State {
             ));
         }
         self.ops += 1;
-        *self.per_kind.entry(SimOpKey(op as u8)).or_default() += 1;
+        *self.per_kind.entry(op).or_default() += 1;
         if self.crash_at.is_some_and(|at| self.ops >= at) {
             self.crashed = true;
             return Err(io::Error::other("simulated power loss"));
@@ -151,12 +148,7 @@ impl SimStorage {
 
     /// Operations of kind `op` attempted so far (failed ones included).
     pub fn count(&self, op: SimOp) -> u64 {
-        self.state
-            .lock()
-            .per_kind
-            .get(&SimOpKey(op as u8))
-            .copied()
-            .unwrap_or(0)
+        self.state.lock().per_kind.get(&op).copied().unwrap_or(0)
     }
 
     /// Crashes the machine at the `n`th mutating operation from now (that
