@@ -58,6 +58,8 @@ mod log;
 mod options;
 mod outcome;
 mod stats;
+mod wait;
+mod waiting;
 pub mod storage;
 mod store;
 

@@ -71,6 +71,10 @@ pub struct Stats {
     pub bytes_copied: u64,
     /// Expired index entries compaction evicted, since open.
     pub entries_evicted: u64,
+    /// Times a `claim_wait` caller went to sleep on a key in progress, since open.
+    pub claim_waits: u64,
+    /// `claim_wait` callers waiting right now.
+    pub waiting: u64,
     /// Whether the store refuses writes after a failed write or fsync.
     pub poisoned: bool,
 }
@@ -103,4 +107,5 @@ pub(crate) struct Counters {
     pub seen_first: Counter,
     pub seen_duplicates: Counter,
     pub expirations: Counter,
+    pub claim_waits: Counter,
 }

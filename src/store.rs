@@ -31,6 +31,12 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+impl Store {
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -43,12 +49,18 @@ struct Inner {
     engine: Arc<Engine>,
     /// Background threads (sync, compaction), each stopped by dropping its sender.
     workers: Vec<(Sender<()>, JoinHandle<()>)>,
+    /// The thread behind async durability and deadlines; see `wait.rs`.
+    service: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         for (stop, thread) in self.workers.drain(..) {
             drop(stop);
+            let _ = thread.join();
+        }
+        self.engine.service.stop();
+        if let Some(thread) = self.service.take() {
             let _ = thread.join();
         }
         if !self.engine.log.is_poisoned() {
@@ -67,7 +79,11 @@ pub(crate) struct Engine {
     pub(crate) compaction: crate::compaction::Compaction,
     max_key_len: usize,
     max_response_len: usize,
-    counters: Counters,
+    pub(crate) counters: Counters,
+    /// `claim_wait` callers, woken by writes that end or move a claim.
+    pub(crate) waiters: crate::wait::KeyWaiters,
+    /// Fsyncs and deadlines for async callers.
+    pub(crate) service: crate::wait::Service,
     recovery: RecoveryReport,
     dir: PathBuf,
     /// Declared last so it is released after the log is closed.
@@ -112,6 +128,8 @@ impl Store {
             max_key_len: opts.max_key_len,
             max_response_len: opts.max_response_len,
             counters: Counters::default(),
+            waiters: Default::default(),
+            service: Default::default(),
             recovery,
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -130,8 +148,19 @@ impl Store {
                 |e| e.compact().map(drop),
             )?);
         }
+        let service = {
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("idemkv-service".into())
+                .spawn(move || engine.service.run(&engine.log))
+                .map_err(Error::Io)?
+        };
         Ok(Store {
-            inner: Arc::new(Inner { engine, workers }),
+            inner: Arc::new(Inner {
+                engine,
+                workers,
+                service: Some(service),
+            }),
         })
     }
 
@@ -143,7 +172,10 @@ impl Store {
     /// its state. Under `Durability::Immediate` an `Acquired` claim is fsynced
     /// before this returns, so the side effect never starts unrecorded.
     pub fn claim(&self, key: impl AsRef<[u8]>, fingerprint: Fingerprint) -> Result<Claim> {
-        self.inner.engine.claim(key.as_ref(), fingerprint)
+        let e = &self.inner.engine;
+        let (claim, needed) = e.claim(key.as_ref(), fingerprint)?;
+        e.settle(needed)?;
+        Ok(claim)
     }
 
     /// Stores `response` for the ticket's key, kept for the store's retention.
@@ -153,8 +185,8 @@ impl Store {
     /// `ResponseTooLarge` and consumes the ticket (the key stays in progress
     /// until its lease ends), so check the length first when it can be large.
     pub fn complete(&self, ticket: Ticket, response: &[u8]) -> Result<()> {
-        let retention_ms = self.inner.engine.retention_ms;
-        self.inner.engine.complete(ticket, response, retention_ms)
+        let e = &self.inner.engine;
+        e.settle(e.complete(ticket, response, e.retention_ms)?)
     }
 
     /// Like [`complete`](Store::complete), with this record's own retention.
@@ -164,40 +196,50 @@ impl Store {
         response: &[u8],
         retention: Duration,
     ) -> Result<()> {
-        self.inner
-            .engine
-            .complete(ticket, response, duration_ms(retention))
+        let e = &self.inner.engine;
+        e.settle(e.complete(ticket, response, duration_ms(retention))?)
     }
 
     /// Gives the key back after a failure that is safe to retry: the key
     /// becomes absent and the next claim acquires it.
     pub fn release(&self, ticket: Ticket) -> Result<()> {
-        self.inner.engine.release(ticket)
+        let e = &self.inner.engine;
+        e.settle(e.release(ticket)?)
     }
 
     /// Extends the ticket's lease to `by` from now, for work that outlasts
     /// the lease. Returns the new lease end (unix ms).
     pub fn extend_lease(&self, ticket: &Ticket, by: Duration) -> Result<u64> {
-        self.inner.engine.extend_lease(ticket, duration_ms(by))
+        let e = &self.inner.engine;
+        let (until, needed) = e.extend_lease(ticket, duration_ms(by))?;
+        e.settle(needed)?;
+        Ok(until)
     }
 
     /// The key's current record, or `None` if it is absent or expired.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>> {
-        self.inner.engine.get(key.as_ref())
+        let e = &self.inner.engine;
+        let (record, needed) = e.get(key.as_ref())?;
+        e.settle(needed)?;
+        Ok(record)
     }
 
     /// Purges the key now, whatever its state; a ticket for it then gets
     /// `LeaseLost`. Returns whether a live record was removed.
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.inner.engine.remove(key.as_ref())
+        let e = &self.inner.engine;
+        let (removed, needed) = e.remove(key.as_ref())?;
+        e.settle(needed)?;
+        Ok(removed)
     }
 
     /// One-shot dedup for message consumers: `First` the first time a key is
     /// seen within `retain`, `Duplicate` after. One record, one call.
     pub fn mark_seen(&self, key: impl AsRef<[u8]>, retain: Duration) -> Result<Seen> {
-        self.inner
-            .engine
-            .mark_seen(key.as_ref(), duration_ms(retain))
+        let e = &self.inner.engine;
+        let (seen, needed) = e.mark_seen(key.as_ref(), duration_ms(retain))?;
+        e.settle(needed)?;
+        Ok(seen)
     }
 
     /// Makes everything acknowledged so far durable, whatever the
@@ -377,7 +419,7 @@ fn completed_from(r: RecordRef<'_>) -> Completed {
 }
 
 impl Engine {
-    fn check_key(&self, key: &[u8]) -> Result<()> {
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.is_empty() {
             return Err(Error::EmptyKey);
         }
@@ -390,22 +432,39 @@ impl Engine {
         Ok(())
     }
 
-    /// Under `Immediate`, waits until the record ending at `end` is durable.
-    fn acknowledge(&self, end: u64) -> Result<()> {
+    /// Under `Immediate`, the position below which everything must be
+    /// durable before a write ending at `end` is acknowledged.
+    fn needs(&self, end: u64) -> Option<u64> {
+        matches!(self.durability, Durability::Immediate).then_some(end)
+    }
+
+    /// Under `Immediate`, the position to wait for before answering from the
+    /// record at `loc`, so no answer rests on a write a crash could undo.
+    fn needs_read(&self, loc: Loc) -> Option<u64> {
         match self.durability {
-            Durability::Immediate => self.log.wait_durable(end),
-            _ => Ok(()),
+            Durability::Immediate if !self.log.is_durable(loc) => Some(loc.lpos() + 1),
+            _ => None,
         }
     }
 
-    /// Under `Immediate`, waits until the record an answer was read from is
-    /// durable, so no answer rests on a write that a crash could undo.
-    fn acknowledge_read(&self, loc: Loc) -> Result<()> {
-        match self.durability {
-            Durability::Immediate if !self.log.is_durable(loc) => {
-                self.log.wait_durable(loc.lpos() + 1)
+    /// Blocks until `needed` (from [`needs`](Engine::needs)) is durable.
+    pub(crate) fn settle(&self, needed: Option<u64>) -> Result<()> {
+        needed.map_or(Ok(()), |end| self.log.wait_durable(end))
+    }
+
+    /// Resolves once `needed` is durable, leaving the fsync to the store's
+    /// service thread.
+    pub(crate) async fn settle_async(&self, needed: Option<u64>) -> Result<()> {
+        match needed {
+            None => Ok(()),
+            Some(target) => {
+                crate::wait::Durable {
+                    log: &self.log,
+                    service: &self.service,
+                    target,
+                }
+                .await
             }
-            _ => Ok(()),
         }
     }
 
@@ -493,7 +552,8 @@ impl Engine {
         Ok((entry, ticket, app.end))
     }
 
-    fn claim(&self, key: &[u8], fingerprint: Fingerprint) -> Result<Claim> {
+    /// Claims `key`; the answer and the position to settle before giving it.
+    pub(crate) fn claim(&self, key: &[u8], fingerprint: Fingerprint) -> Result<(Claim, Option<u64>)> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
@@ -519,8 +579,7 @@ impl Engine {
                         }
                     };
                     drop(shard);
-                    self.acknowledge_read(loc)?;
-                    return Ok(answer);
+                    return Ok((answer, self.needs_read(loc)));
                 }
                 true
             }
@@ -543,8 +602,7 @@ impl Engine {
             self.counters.takeovers.inc();
         }
         self.counters.acquired.inc();
-        self.acknowledge(end)?;
-        Ok(Claim::Acquired(ticket))
+        Ok((Claim::Acquired(ticket), self.needs(end)))
     }
 
     /// The index entry of the ticket's claim, if the ticket still owns its
@@ -573,7 +631,12 @@ impl Engine {
         }
     }
 
-    fn complete(&self, ticket: Ticket, response: &[u8], retention_ms: u64) -> Result<()> {
+    pub(crate) fn complete(
+        &self,
+        ticket: Ticket,
+        response: &[u8],
+        retention_ms: u64,
+    ) -> Result<Option<u64>> {
         if response.len() > self.max_response_len {
             return Err(Error::ResponseTooLarge {
                 len: response.len(),
@@ -596,11 +659,12 @@ impl Engine {
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
+        self.waiters.notify(ticket.hash);
         self.counters.completes.inc();
-        self.acknowledge(app.end)
+        Ok(self.needs(app.end))
     }
 
-    fn release(&self, ticket: Ticket) -> Result<()> {
+    pub(crate) fn release(&self, ticket: Ticket) -> Result<Option<u64>> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
         let (entry, len) = self.owned_claim(&mut shard, &ticket, now_ms)?;
@@ -608,11 +672,12 @@ impl Engine {
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
+        self.waiters.notify(ticket.hash);
         self.counters.releases.inc();
-        self.acknowledge(app.end)
+        Ok(self.needs(app.end))
     }
 
-    fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<u64> {
+    fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<(u64, Option<u64>)> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
         let (entry, len) = self.owned_claim(&mut shard, ticket, now_ms)?;
@@ -629,24 +694,24 @@ impl Engine {
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
+        self.waiters.notify(ticket.hash);
         ticket
             .lease_expires_at_ms
             .store(lease_until, std::sync::atomic::Ordering::Relaxed);
         self.counters.lease_extensions.inc();
-        self.acknowledge(app.end)?;
-        Ok(lease_until)
+        Ok((lease_until, self.needs(app.end)))
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Record>> {
+    fn get(&self, key: &[u8]) -> Result<(Option<Record>, Option<u64>)> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(hash);
         let Some((entry, cur)) = self.lookup(&mut shard, hash, key)? else {
-            return Ok(None);
+            return Ok((None, None));
         };
         if !cur.is_live(now_ms, self.retention_ms) {
-            return Ok(None);
+            return Ok((None, None));
         }
         let loc = entry.loc();
         let record = match cur.tag {
@@ -663,31 +728,30 @@ impl Engine {
             Tag::Release | Tag::Remove => unreachable!("a tombstone is never live"),
         };
         drop(shard);
-        self.acknowledge_read(loc)?;
-        Ok(Some(record))
+        Ok((Some(record), self.needs_read(loc)))
     }
 
-    fn remove(&self, key: &[u8]) -> Result<bool> {
+    fn remove(&self, key: &[u8]) -> Result<(bool, Option<u64>)> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(hash);
         let Some((entry, cur)) = self.lookup(&mut shard, hash, key)? else {
-            return Ok(false);
+            return Ok((false, None));
         };
         if !cur.is_live(now_ms, self.retention_ms) {
-            return Ok(false);
+            return Ok((false, None));
         }
         let fields = tombstone(Tag::Remove, key, cur.generation, now_ms);
         let (new, app) = self.write(hash, &fields, false, Some((*entry, cur.len)), now_ms)?;
         *entry = new;
         drop(shard);
+        self.waiters.notify(hash);
         self.counters.removes.inc();
-        self.acknowledge(app.end)?;
-        Ok(true)
+        Ok((true, self.needs(app.end)))
     }
 
-    fn mark_seen(&self, key: &[u8], retain_ms: u64) -> Result<Seen> {
+    pub(crate) fn mark_seen(&self, key: &[u8], retain_ms: u64) -> Result<(Seen, Option<u64>)> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
@@ -698,8 +762,7 @@ impl Engine {
                 let loc = entry.loc();
                 drop(shard);
                 self.counters.seen_duplicates.inc();
-                self.acknowledge_read(loc)?;
-                return Ok(Seen::Duplicate);
+                return Ok((Seen::Duplicate, self.needs_read(loc)));
             }
             if entry.state() != State::Absent {
                 self.counters.expirations.inc();
@@ -729,8 +792,7 @@ impl Engine {
         };
         drop(shard);
         self.counters.seen_first.inc();
-        self.acknowledge(app.end)?;
-        Ok(Seen::First)
+        Ok((Seen::First, self.needs(app.end)))
     }
 
     fn stats(&self) -> Stats {
@@ -778,6 +840,8 @@ impl Engine {
             bytes_copied: self.compaction.bytes_copied.load(Relaxed),
             entries_evicted: self.compaction.entries_evicted.load(Relaxed),
             torn_tail_bytes_truncated: self.recovery.torn_tail_bytes,
+            claim_waits: c.claim_waits.get(),
+            waiting: self.waiters.len() as u64,
             poisoned: self.log.is_poisoned(),
         }
     }

@@ -341,6 +341,11 @@ impl Log {
         Ok(len + hint_len)
     }
 
+    /// Every byte below the returned position is durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.commit.durable()
+    }
+
     /// Whether the record at `loc` is already durable.
     pub(crate) fn is_durable(&self, loc: Loc) -> bool {
         self.commit.durable() > loc.lpos()

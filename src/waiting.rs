@@ -1,0 +1,202 @@
+//! `claim_wait` and the async API: the same operations as the blocking
+//! ones, but a caller waits for another owner or for durability without
+//! holding a thread (async) or without polling (blocking).
+
+use crate::error::Result;
+use crate::fingerprint::Fingerprint;
+use crate::index::key_hash;
+use crate::outcome::{Claim, Seen, Ticket};
+use crate::store::{Engine, Store};
+use crate::wait::{Fired, park_until, thread_waker};
+use std::time::{Duration, Instant};
+
+/// When the caller should try again: the owner's lease end, as an instant
+/// of the monotonic clock, but no later than `deadline`.
+fn retry_at(engine: &Engine, lease_expires_at_ms: u64, deadline: Instant) -> Instant {
+    let left_ms = lease_expires_at_ms.saturating_sub(engine.clock.now_ms());
+    // One extra millisecond: a takeover needs the lease to have passed.
+    Instant::now()
+        .checked_add(Duration::from_millis(left_ms.saturating_add(1)))
+        .map_or(deadline, |at| at.min(deadline))
+}
+
+/// `now + timeout`, or a far instant if that overflows.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl Store {
+    /// Like [`claim`](Store::claim), but while another caller holds the key
+    /// it waits, up to `timeout`, instead of answering `InProgress` at once.
+    ///
+    /// Returns as soon as the owner completes (`Replay`), releases the key
+    /// or has it removed (`Acquired` for this caller), or lets its lease
+    /// pass (`Acquired`, a takeover). At the timeout it answers
+    /// `InProgress` with the owner's current lease end. The wait costs no
+    /// polling: the owner's write wakes the caller, and a lease end is a
+    /// single timed sleep. A `timeout` of zero behaves like `claim`.
+    ///
+    /// ```
+    /// # fn main() -> idemkv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use idemkv::{Claim, Fingerprint, Store};
+    /// use std::time::Duration;
+    ///
+    /// let store = Store::open(dir.path())?;
+    /// let fp = Fingerprint::of(b"body");
+    /// let Claim::Acquired(ticket) = store.claim("k", fp)? else { unreachable!() };
+    /// let waiter = {
+    ///     let store = store.clone();
+    ///     std::thread::spawn(move || store.claim_wait("k", fp, Duration::from_secs(30)))
+    /// };
+    /// store.complete(ticket, b"done")?;
+    /// match waiter.join().unwrap()? {
+    ///     Claim::Replay(done) => assert_eq!(done.response(), b"done"),
+    ///     other => panic!("expected a replay, got {other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn claim_wait(
+        &self,
+        key: impl AsRef<[u8]>,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+    ) -> Result<Claim> {
+        let (e, key) = (self.engine(), key.as_ref());
+        e.check_key(key)?;
+        let hash = key_hash(key);
+        let deadline = deadline_after(timeout);
+        let waker = thread_waker();
+        loop {
+            // Registered before looking, so a write after the look wakes us.
+            let registration = e.waiters.register(hash, waker.clone());
+            let (claim, needed) = e.claim(key, fingerprint)?;
+            let lease_end = match claim {
+                Claim::InProgress {
+                    lease_expires_at_ms,
+                } if Instant::now() < deadline => lease_expires_at_ms,
+                answer => {
+                    drop(registration);
+                    e.settle(needed)?;
+                    return Ok(answer);
+                }
+            };
+            let retry = retry_at(e, lease_end, deadline);
+            e.counters.claim_waits.inc();
+            if !park_until(registration.interest(), retry) && retry >= deadline {
+                drop(registration);
+                e.settle(needed)?;
+                return Ok(Claim::InProgress {
+                    lease_expires_at_ms: lease_end,
+                });
+            }
+        }
+    }
+
+    /// [`claim`](Store::claim) for async callers. The future is `Send`,
+    /// needs no particular runtime, and resolves once the answer is durable
+    /// (under `Durability::Immediate`); the fsync runs on the store's own
+    /// thread, shared by every caller waiting at the time, so no executor
+    /// thread blocks on the disk.
+    pub async fn claim_async(
+        &self,
+        key: impl AsRef<[u8]>,
+        fingerprint: Fingerprint,
+    ) -> Result<Claim> {
+        let e = self.engine();
+        let (claim, needed) = e.claim(key.as_ref(), fingerprint)?;
+        e.settle_async(needed).await?;
+        Ok(claim)
+    }
+
+    /// [`complete`](Store::complete) for async callers; resolves once the
+    /// response is durable. See [`claim_async`](Store::claim_async).
+    pub async fn complete_async(&self, ticket: Ticket, response: impl AsRef<[u8]>) -> Result<()> {
+        let e = self.engine();
+        let needed = e.complete(ticket, response.as_ref(), e.retention_ms)?;
+        e.settle_async(needed).await
+    }
+
+    /// [`complete_with_retention`](Store::complete_with_retention) for async
+    /// callers.
+    pub async fn complete_with_retention_async(
+        &self,
+        ticket: Ticket,
+        response: impl AsRef<[u8]>,
+        retention: Duration,
+    ) -> Result<()> {
+        let e = self.engine();
+        let needed = e.complete(
+            ticket,
+            response.as_ref(),
+            crate::clock::duration_ms(retention),
+        )?;
+        e.settle_async(needed).await
+    }
+
+    /// [`release`](Store::release) for async callers; resolves once the
+    /// release is durable.
+    pub async fn release_async(&self, ticket: Ticket) -> Result<()> {
+        let e = self.engine();
+        let needed = e.release(ticket)?;
+        e.settle_async(needed).await
+    }
+
+    /// [`mark_seen`](Store::mark_seen) for async callers; resolves once the
+    /// answer is durable.
+    pub async fn mark_seen_async(&self, key: impl AsRef<[u8]>, retain: Duration) -> Result<Seen> {
+        let e = self.engine();
+        let (seen, needed) = e.mark_seen(key.as_ref(), crate::clock::duration_ms(retain))?;
+        e.settle_async(needed).await?;
+        Ok(seen)
+    }
+
+    /// [`claim_wait`](Store::claim_wait) for async callers: the task sleeps,
+    /// holding no thread, until the owner's write wakes it, its lease
+    /// passes, or `timeout` does. Deadlines are kept by the store's own
+    /// thread, so no runtime timer is needed.
+    pub async fn claim_wait_async(
+        &self,
+        key: impl AsRef<[u8]>,
+        fingerprint: Fingerprint,
+        timeout: Duration,
+    ) -> Result<Claim> {
+        let (e, key) = (self.engine(), key.as_ref());
+        e.check_key(key)?;
+        let hash = key_hash(key);
+        let deadline = deadline_after(timeout);
+        loop {
+            let registration = e.waiters.register(hash, std::task::Waker::noop().clone());
+            let (claim, needed) = e.claim(key, fingerprint)?;
+            let lease_end = match claim {
+                Claim::InProgress {
+                    lease_expires_at_ms,
+                } if Instant::now() < deadline => lease_expires_at_ms,
+                answer => {
+                    drop(registration);
+                    e.settle_async(needed).await?;
+                    return Ok(answer);
+                }
+            };
+            let retry = retry_at(e, lease_end, deadline);
+            e.counters.claim_waits.inc();
+            let fired = Fired {
+                interest: registration.interest(),
+                service: &e.service,
+                deadline: retry,
+                timer_set: false,
+            }
+            .await;
+            if !fired && retry >= deadline {
+                drop(registration);
+                e.settle_async(needed).await?;
+                return Ok(Claim::InProgress {
+                    lease_expires_at_ms: lease_end,
+                });
+            }
+        }
+    }
+}
