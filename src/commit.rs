@@ -82,7 +82,14 @@ impl GroupCommit {
             *leader = false;
             match &outcome {
                 Ok(lpos) => self.advance(*lpos),
-                Err(_) => self.poisoned.store(true, Ordering::Release),
+                Err(_e) => {
+                    crate::observe::event!(
+                        error,
+                        error = %_e,
+                        "store poisoned: a write or fsync failed; it refuses writes until reopened"
+                    );
+                    self.poisoned.store(true, Ordering::Release)
+                }
             }
             self.done.notify_all();
             drop(leader);

@@ -90,6 +90,11 @@ impl Engine {
         let mut report = CompactionReport::default();
         let outcome = self.compact_pass(now_ms, &mut report);
         self.compaction.add(&report);
+        match &outcome {
+            Ok(()) if report == CompactionReport::default() => {}
+            Ok(()) => crate::observe::event!(info, report = ?report, "compaction pass"),
+            Err(_e) => crate::observe::event!(error, error = %_e, "compaction failed"),
+        }
         outcome.map(|()| report)
     }
 

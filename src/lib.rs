@@ -56,6 +56,7 @@ mod format;
 mod index;
 mod key;
 mod log;
+mod observe;
 mod options;
 mod outcome;
 mod stats;
@@ -71,9 +72,9 @@ pub use fingerprint::Fingerprint;
 pub use key::{scoped_key, split_scoped_key};
 pub use format::FORMAT_VERSION;
 pub use log::{RepairReport, RepairedFile, VerifyReport};
-pub use options::{Durability, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
+pub use options::{Durability, MAX_NAMESPACES, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use outcome::{Claim, Completed, Record, Seen, Ticket};
-pub use stats::Stats;
+pub use stats::{NamespaceStats, Stats};
 pub use store::Store;
 
 /// Checks every segment of the closed store in `dir`; see [`Options::verify`].

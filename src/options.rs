@@ -46,6 +46,8 @@ pub struct Options {
     pub(crate) background_compaction: bool,
     pub(crate) compaction_interval: Duration,
     pub(crate) compaction_threshold: f64,
+    pub(crate) namespaces: Vec<(String, Box<[u8]>)>,
+    pub(crate) metrics_interval: Option<Duration>,
 }
 
 impl fmt::Debug for Options {
@@ -60,6 +62,11 @@ impl fmt::Debug for Options {
             .field("background_compaction", &self.background_compaction)
             .field("compaction_interval", &self.compaction_interval)
             .field("compaction_threshold", &self.compaction_threshold)
+            .field(
+                "namespaces",
+                &self.namespaces.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("metrics_interval", &self.metrics_interval)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +76,9 @@ impl Default for Options {
         Options::new()
     }
 }
+
+/// Most namespaces [`Options::namespace`] accepts.
+pub const MAX_NAMESPACES: usize = 64;
 
 /// Smallest segment size accepted.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
@@ -92,6 +102,8 @@ impl Options {
             background_compaction: true,
             compaction_interval: Duration::from_secs(10),
             compaction_threshold: 0.5,
+            namespaces: Vec::new(),
+            metrics_interval: cfg!(feature = "metrics").then_some(Duration::from_secs(10)),
         }
     }
 
@@ -172,6 +184,30 @@ impl Options {
         self
     }
 
+    /// Names a namespace: claims on keys that start with `prefix` are
+    /// counted apart, in [`Stats::namespaces`](crate::Stats) and, with the
+    /// `metrics` feature, under a `namespace` label. A key counts in the
+    /// first namespace whose prefix it starts with. Name a small, fixed set
+    /// (endpoints, say; at most 64), never one per tenant: each costs a
+    /// prefix comparison per claim. With [`scoped_key`](crate::scoped_key),
+    /// put the part to count by first, e.g.
+    /// `scoped_key(["POST /v1/charges", tenant, client_key])` and the prefix
+    /// `scoped_key(["POST /v1/charges"])`.
+    pub fn namespace(mut self, name: impl Into<String>, prefix: impl AsRef<[u8]>) -> Self {
+        self.namespaces
+            .push((name.into(), prefix.as_ref().to_vec().into_boxed_slice()));
+        self
+    }
+
+    /// How often a background thread publishes [`Stats`](crate::Stats)
+    /// through the `metrics` facade (with the `metrics` feature; without it
+    /// nothing is published). `None` publishes only on
+    /// `Store::publish_metrics`. Default 10 s with the feature.
+    pub fn metrics_interval(mut self, every: Option<Duration>) -> Self {
+        self.metrics_interval = every;
+        self
+    }
+
     /// Opens (or creates) the store in `dir`.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
         self.validate()?;
@@ -217,6 +253,18 @@ impl Options {
                 "compaction_threshold {} is outside 0.0..=1.0",
                 self.compaction_threshold
             ));
+        }
+        if self.namespaces.len() > MAX_NAMESPACES {
+            return bad(format!(
+                "{} namespaces named; at most {MAX_NAMESPACES} (name a fixed set, such as endpoints)",
+                self.namespaces.len()
+            ));
+        }
+        if let Some((name, _)) = self.namespaces.iter().find(|(n, _)| n.is_empty()) {
+            return bad(format!("namespace name {name:?} is empty"));
+        }
+        if self.metrics_interval.is_some_and(|d| d.as_millis() == 0) {
+            return bad("metrics_interval must be at least 1 ms".into());
         }
         if self.background_compaction && self.compaction_interval.as_millis() == 0 {
             return bad("compaction_interval must be at least 1 ms".into());

@@ -77,6 +77,30 @@ pub struct Stats {
     pub waiting: u64,
     /// Whether the store refuses writes after a failed write or fsync.
     pub poisoned: bool,
+    /// Claim outcomes per namespace named with
+    /// [`Options::namespace`](crate::Options::namespace), in the order named.
+    pub namespaces: Vec<NamespaceStats>,
+}
+
+/// Claim outcomes of the keys of one namespace, since open.
+///
+/// The retry rate an operator watches is `(replays + in_progress) / claims`:
+/// the share of requests that were retries of one already seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NamespaceStats {
+    /// The name given to [`Options::namespace`](crate::Options::namespace).
+    pub name: String,
+    /// Claims on keys of this namespace.
+    pub claims: u64,
+    /// Of those, answered `Acquired`.
+    pub acquired: u64,
+    /// Of those, answered `Replay`.
+    pub replays: u64,
+    /// Of those, answered `InProgress`.
+    pub in_progress: u64,
+    /// Of those, answered `Mismatch`.
+    pub mismatches: u64,
 }
 
 #[derive(Default)]

@@ -6,6 +6,7 @@ use crate::error::{Error, Result, io_context};
 use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, RecordRef, Tag, encoded_len};
 use crate::index::{Entry, Index, Shard, State, ceil_s, key_hash};
+use crate::observe::event;
 use crate::log::{
     AppendOpts, Appended, Applied, Loc, Log, Metas, Recovered, RecoveryReport, RecoveryView,
     recover,
@@ -80,6 +81,7 @@ pub(crate) struct Engine {
     max_key_len: usize,
     max_response_len: usize,
     pub(crate) counters: Counters,
+    namespaces: crate::observe::Namespaces,
     /// `claim_wait` callers, woken by writes that end or move a claim.
     pub(crate) waiters: crate::wait::KeyWaiters,
     /// Fsyncs and deadlines for async callers.
@@ -108,6 +110,8 @@ impl Store {
             .map_err(|_| Error::InvalidOptions("segment_size does not fit in memory".into()))?;
         let index = Index::new();
         let metas = Arc::new(Metas::default());
+        #[cfg(feature = "tracing")]
+        let started = std::time::Instant::now();
         let (log, recovery) = recover(
             storage,
             dir,
@@ -116,7 +120,18 @@ impl Store {
             metas.clone(),
             |keys| index.reserve(keys),
             |r, view| apply_recovered(&index, &metas, r, view, now_ms, retention_ms),
-        )?;
+        )
+        .inspect_err(|_e| event!(error, dir = %dir.display(), error = %_e, "open failed"))?;
+        event!(
+            info,
+            dir = %dir.display(),
+            records_scanned = recovery.records,
+            segments_from_hints = recovery.hinted_segments,
+            hint_bytes_written = recovery.hint_bytes_written,
+            torn_tail_bytes_truncated = recovery.torn_tail_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
         let engine = Arc::new(Engine {
             log,
             index,
@@ -128,6 +143,7 @@ impl Store {
             max_key_len: opts.max_key_len,
             max_response_len: opts.max_response_len,
             counters: Counters::default(),
+            namespaces: crate::observe::Namespaces::new(&opts.namespaces),
             waiters: Default::default(),
             service: Default::default(),
             recovery,
@@ -138,6 +154,14 @@ impl Store {
         if let Durability::Periodic(every) = opts.durability {
             workers.push(spawn_worker("idemkv-sync", engine.clone(), every, |e| {
                 e.log.sync()
+            })?);
+        }
+        if let Some(every) = opts.metrics_interval
+            && cfg!(feature = "metrics")
+        {
+            workers.push(spawn_worker("idemkv-metrics", engine.clone(), every, |e| {
+                crate::observe::publish(&e.stats(false));
+                Ok(())
             })?);
         }
         if opts.background_compaction {
@@ -251,7 +275,15 @@ impl Store {
     /// The counters and sizes. Counting live keys walks the index, so the
     /// cost grows with the number of keys.
     pub fn stats(&self) -> Stats {
-        self.inner.engine.stats()
+        self.inner.engine.stats(true)
+    }
+
+    /// Publishes the counters through the `metrics` facade now (with the
+    /// `metrics` feature; a no-op without it). Skips the live-key walk:
+    /// `indexed_keys` stands in for it. A background thread does the same
+    /// every [`Options::metrics_interval`].
+    pub fn publish_metrics(&self) {
+        crate::observe::publish(&self.inner.engine.stats(false));
     }
 
     /// Runs one compaction pass now: drops segments whose records have all
@@ -558,6 +590,10 @@ impl Engine {
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
         self.counters.claims.inc();
+        let ns = self.namespaces.of(key);
+        if let Some(ns) = ns {
+            ns.claims.inc();
+        }
         let mut shard = self.index.shard(hash);
         let found = self.lookup(&mut shard, hash, key)?;
         let takeover = match &found {
@@ -566,19 +602,24 @@ impl Engine {
                 let mismatch = cur.tag == Tag::Seen || cur.fingerprint != fingerprint.as_u128();
                 if mismatch || !lease_passed {
                     let loc = entry.loc();
-                    let answer = if mismatch {
+                    let (answer, counter) = if mismatch {
                         self.counters.mismatches.inc();
-                        Claim::Mismatch
+                        (Claim::Mismatch, ns.map(|n| &n.mismatches))
                     } else if cur.tag == Tag::Complete {
                         self.counters.replays.inc();
-                        Claim::Replay(self.log.read(loc, completed_from)?)
+                        let done = self.log.read(loc, completed_from)?;
+                        (Claim::Replay(done), ns.map(|n| &n.replays))
                     } else {
                         self.counters.in_progress.inc();
-                        Claim::InProgress {
+                        let busy = Claim::InProgress {
                             lease_expires_at_ms: cur.time_b_ms,
-                        }
+                        };
+                        (busy, ns.map(|n| &n.in_progress))
                     };
                     drop(shard);
+                    if let Some(c) = counter {
+                        c.inc();
+                    }
                     return Ok((answer, self.needs_read(loc)));
                 }
                 true
@@ -602,6 +643,9 @@ impl Engine {
             self.counters.takeovers.inc();
         }
         self.counters.acquired.inc();
+        if let Some(ns) = ns {
+            ns.acquired.inc();
+        }
         Ok((Claim::Acquired(ticket), self.needs(end)))
     }
 
@@ -795,12 +839,13 @@ impl Engine {
         Ok((Seen::First, self.needs(app.end)))
     }
 
-    fn stats(&self) -> Stats {
+    /// The counters; `count_live` walks the index to count live keys.
+    fn stats(&self, count_live: bool) -> Stats {
         let now_ms = self.clock.now_ms();
         let (mut live, mut indexed) = (0u64, 0u64);
         self.index.for_each(|e| {
             indexed += 1;
-            if e.state() != State::Absent {
+            if count_live && e.state() != State::Absent {
                 let cur = self.log.read(e.loc(), |r| Current::of(&r));
                 live += u64::from(cur.is_ok_and(|c| c.is_live(now_ms, self.retention_ms)));
             }
@@ -843,6 +888,7 @@ impl Engine {
             claim_waits: c.claim_waits.get(),
             waiting: self.waiters.len() as u64,
             poisoned: self.log.is_poisoned(),
+            namespaces: self.namespaces.snapshot(),
         }
     }
 }

@@ -448,12 +448,20 @@ impl Log {
         )
         .inspect_err(|_| self.commit.poison())?;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
+        crate::observe::event!(debug, sealed = w.active.id, next = id, "segment rolled over");
         w.active = next;
         self.commit.advance(lpos(id, SEGMENT_HEADER_LEN));
         Ok(())
     }
 
     fn fail(&self, op: &str, path: &Path, e: std::io::Error) -> Error {
+        crate::observe::event!(
+            error,
+            op,
+            path = %path.display(),
+            error = %e,
+            "store poisoned: it refuses writes until reopened"
+        );
         self.commit.poison();
         io_context(op, path, e)
     }
