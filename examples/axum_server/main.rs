@@ -1,0 +1,103 @@
+//! An order service whose `POST /v1/orders` is made idempotent by idemkv.
+//!
+//! ```sh
+//! cargo run --example axum_server -- --dir /tmp/orders-idem --addr 127.0.0.1:3000
+//! ```
+//!
+//! Options: `--dir DIR` (the idemkv store, required), `--addr ADDR`
+//! (default `127.0.0.1:3000`), `--wait SECONDS` (a retry that arrives while
+//! the first request runs waits up to this long for its answer instead of
+//! getting 409). Ctrl-C stops the server gracefully: requests in flight
+//! finish and the store is closed with everything acknowledged on disk.
+//!
+//! The routes are in `app.rs`, the middleware in `idempotency.rs`.
+
+mod app;
+mod idempotency;
+
+use idempotency::IdempotencyConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+struct Args {
+    dir: PathBuf,
+    addr: SocketAddr,
+    wait: Option<Duration>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut dir = None;
+    let mut addr: SocketAddr = ([127, 0, 0, 1], 3000).into();
+    let mut wait = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dir" => dir = Some(PathBuf::from(value()?)),
+            "--addr" => addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
+            "--wait" => {
+                let secs: f64 = value()?.parse().map_err(|e| format!("--wait: {e}"))?;
+                wait = Some(Duration::try_from_secs_f64(secs).map_err(|e| format!("--wait: {e}"))?);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let dir = dir.ok_or("--dir DIR is required")?;
+    Ok(Args { dir, addr, wait })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}\nusage: axum_server --dir DIR [--addr 127.0.0.1:3000] [--wait SECONDS]");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match idemkv::Store::open(&args.dir) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("cannot open the store in {}: {e}", args.dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = IdempotencyConfig {
+        wait: args.wait,
+        ..IdempotencyConfig::default()
+    };
+    let listener = match tokio::net::TcpListener::bind(args.addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(args.addr);
+    println!(
+        "listening on http://{addr}, store in {}",
+        args.dir.display()
+    );
+    println!(
+        "try: curl -i -X POST http://{addr}/v1/orders -H 'Idempotency-Key: k-1' \
+         -H 'X-Tenant: acme' -d '{{\"item\": \"book\"}}'"
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down");
+    };
+    // The router, and with it the store, is dropped when serving ends:
+    // the store then syncs and releases its directory lock.
+    let served = axum::serve(listener, app::app(store, config))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
