@@ -77,7 +77,12 @@ mod tests {
     #[test]
     fn malformed_keys_do_not_split() {
         for bad in [&b"3:ab"[..], b"x:a", b":a", b"01:a", b"4"] {
-            assert_eq!(split_scoped_key(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                split_scoped_key(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(split_scoped_key(b""), Some(vec![]));
         assert_eq!(split_scoped_key(b"0:"), Some(vec![&b""[..]]));

@@ -6,11 +6,11 @@ use crate::error::{Error, Result, io_context};
 use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, RecordRef, Tag, encoded_len};
 use crate::index::{Entry, Index, Shard, State, ceil_s, key_hash};
-use crate::observe::event;
 use crate::log::{
     AppendOpts, Appended, Applied, Loc, Log, Metas, Recovered, RecoveryReport, RecoveryView,
     recover,
 };
+use crate::observe::event;
 use crate::options::{Durability, Options};
 use crate::outcome::{Claim, Completed, Record, Seen, Ticket};
 use crate::stats::{Counters, Stats};
@@ -159,10 +159,15 @@ impl Store {
         if let Some(every) = opts.metrics_interval
             && cfg!(feature = "metrics")
         {
-            workers.push(spawn_worker("idemkv-metrics", engine.clone(), every, |e| {
-                crate::observe::publish(&e.stats(false));
-                Ok(())
-            })?);
+            workers.push(spawn_worker(
+                "idemkv-metrics",
+                engine.clone(),
+                every,
+                |e| {
+                    crate::observe::publish(&e.stats(false));
+                    Ok(())
+                },
+            )?);
         }
         if opts.background_compaction {
             workers.push(spawn_worker(
@@ -585,7 +590,11 @@ impl Engine {
     }
 
     /// Claims `key`; the answer and the position to settle before giving it.
-    pub(crate) fn claim(&self, key: &[u8], fingerprint: Fingerprint) -> Result<(Claim, Option<u64>)> {
+    pub(crate) fn claim(
+        &self,
+        key: &[u8],
+        fingerprint: Fingerprint,
+    ) -> Result<(Claim, Option<u64>)> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();

@@ -35,11 +35,16 @@ fn thousands_of_tasks_share_group_commits_and_survive_reopen() {
             let key = format!("t1:POST /orders:{}", i / 2);
             tasks.push(tokio::spawn(assert_send(async move {
                 let fp = Fingerprint::of(key.as_bytes());
-                match store.claim_wait_async(&key, fp, Duration::from_secs(60)).await? {
+                match store
+                    .claim_wait_async(&key, fp, Duration::from_secs(60))
+                    .await?
+                {
                     Claim::Acquired(ticket) => {
                         effects.fetch_add(1, Ordering::SeqCst);
                         tokio::task::yield_now().await;
-                        store.complete_async(ticket, format!("order {}", i / 2)).await?;
+                        store
+                            .complete_async(ticket, format!("order {}", i / 2))
+                            .await?;
                     }
                     Claim::Replay(done) => {
                         assert_eq!(done.response(), format!("order {}", i / 2).as_bytes())
@@ -53,7 +58,11 @@ fn thousands_of_tasks_share_group_commits_and_survive_reopen() {
             t.await.unwrap().unwrap();
         }
     });
-    assert_eq!(effects.load(Ordering::SeqCst), TASKS / 2, "one effect per key");
+    assert_eq!(
+        effects.load(Ordering::SeqCst),
+        TASKS / 2,
+        "one effect per key"
+    );
     let stats = store.stats();
     // Each pair needs two durable writes; sharing means far fewer fsyncs.
     assert!(
@@ -110,10 +119,18 @@ fn resolved_futures_survive_power_loss() {
         reopened.claim("a", fp).unwrap(),
         Claim::Replay(ref d) if d.response() == b"resp"
     ));
-    assert!(matches!(reopened.claim("r", fp).unwrap(), Claim::Acquired(_)));
-    assert!(matches!(reopened.claim("p", fp).unwrap(), Claim::InProgress { .. }));
+    assert!(matches!(
+        reopened.claim("r", fp).unwrap(),
+        Claim::Acquired(_)
+    ));
+    assert!(matches!(
+        reopened.claim("p", fp).unwrap(),
+        Claim::InProgress { .. }
+    ));
     assert_eq!(
-        reopened.mark_seen("msg-1", Duration::from_secs(60)).unwrap(),
+        reopened
+            .mark_seen("msg-1", Duration::from_secs(60))
+            .unwrap(),
         idemkv::Seen::Duplicate
     );
 }

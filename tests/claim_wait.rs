@@ -43,7 +43,9 @@ fn owner_completes_and_every_waiter_replays_it() {
     let (_dir, store) = store(LONG);
     let fp = Fingerprint::of(b"charge 5");
     let ticket = acquire(&store, "k", fp);
-    let waiters: Vec<_> = (0..8).map(|_| spawn_waiter(&store, "k", fp, LONG)).collect();
+    let waiters: Vec<_> = (0..8)
+        .map(|_| spawn_waiter(&store, "k", fp, LONG))
+        .collect();
     until_waiting(&store, 8);
     store.complete(ticket, b"201 ch_1").unwrap();
     for w in waiters {

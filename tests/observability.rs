@@ -111,7 +111,11 @@ mod metrics_facade {
             *self.0.0.lock().unwrap().entry(self.1.clone()).or_default() += value as f64;
         }
         fn absolute(&self, value: u64) {
-            self.0.0.lock().unwrap().insert(self.1.clone(), value as f64);
+            self.0
+                .0
+                .lock()
+                .unwrap()
+                .insert(self.1.clone(), value as f64);
         }
     }
 
@@ -237,7 +241,11 @@ mod tracing_events {
                 .open("/s")
                 .unwrap();
             for i in 0..200 {
-                assert!(store.mark_seen(format!("m{i}"), Duration::from_secs(1)).is_ok());
+                assert!(
+                    store
+                        .mark_seen(format!("m{i}"), Duration::from_secs(1))
+                        .is_ok()
+                );
             }
             clock.advance(Duration::from_secs(5));
             let report = store.compact().unwrap();

@@ -448,7 +448,12 @@ impl Log {
         )
         .inspect_err(|_| self.commit.poison())?;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
-        crate::observe::event!(debug, sealed = w.active.id, next = id, "segment rolled over");
+        crate::observe::event!(
+            debug,
+            sealed = w.active.id,
+            next = id,
+            "segment rolled over"
+        );
         w.active = next;
         self.commit.advance(lpos(id, SEGMENT_HEADER_LEN));
         Ok(())
