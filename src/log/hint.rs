@@ -92,7 +92,7 @@ impl<'a> Builder<'a> {
 impl Hint {
     /// The file's bytes: the header, with the checksum of the entries that
     /// follow it, then the entries.
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut bytes = vec![0u8; HINT_HEADER_LEN];
         bytes.reserve(self.entries.len() * HINT_ENTRY_LEN);
         for e in &self.entries {
