@@ -39,6 +39,10 @@ pub struct Ticket {
     pub(crate) generation: u64,
     pub(crate) claimed_at_ms: u64,
     pub(crate) lease_expires_at_ms: AtomicU64,
+    /// Log position of the claim record this ticket last wrote (the claim
+    /// or its latest lease extension). While the key's index entry points
+    /// there, that record is the key's latest, with no need to read it.
+    pub(crate) lpos: AtomicU64,
 }
 
 impl Ticket {

@@ -18,7 +18,7 @@ use crate::storage::DirLock;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -585,6 +585,7 @@ impl Engine {
             generation: app.seq,
             claimed_at_ms: now_ms,
             lease_expires_at_ms: AtomicU64::new(lease_until),
+            lpos: AtomicU64::new(app.loc.lpos()),
         };
         Ok((entry, ticket, app.end))
     }
@@ -668,6 +669,19 @@ impl Engine {
         ticket: &Ticket,
         now_ms: u64,
     ) -> Result<(&'s mut Entry, u32)> {
+        // Fast path, no read: the entry still points at the ticket's own
+        // claim record, which is therefore the key's latest; the ticket
+        // knows that record's lease end. Ticket fields change only under
+        // the shard lock, so they agree with each other here.
+        let at = Loc::from_lpos(ticket.lpos.load(Ordering::Relaxed));
+        let lease_end = ticket.lease_expires_at_ms.load(Ordering::Relaxed);
+        let claim_len = encoded_len(ticket.key.len(), 0) as u32;
+        if now_ms < lease_end.saturating_add(self.retention_ms)
+            && shard.at_mut(ticket.hash, at).is_some()
+        {
+            let entry = shard.at_mut(ticket.hash, at).expect("probed just above");
+            return Ok((entry, claim_len));
+        }
         let owned = self
             .lookup(shard, ticket.hash, &ticket.key)?
             .filter(|(_, cur)| {
@@ -746,11 +760,13 @@ impl Engine {
         };
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
-        drop(shard);
-        self.waiters.notify(ticket.hash);
+        // Under the shard lock, so the two always describe one record.
+        ticket.lpos.store(app.loc.lpos(), Ordering::Relaxed);
         ticket
             .lease_expires_at_ms
-            .store(lease_until, std::sync::atomic::Ordering::Relaxed);
+            .store(lease_until, Ordering::Relaxed);
+        drop(shard);
+        self.waiters.notify(ticket.hash);
         self.counters.lease_extensions.inc();
         Ok((lease_until, self.needs(app.end)))
     }
@@ -882,7 +898,7 @@ impl Engine {
             index_memory_bytes: self.index.memory_bytes() as u64,
             bytes_on_disk: self.log.disk_bytes(),
             segments: self.log.segment_count(),
-            bytes_appended: lc.bytes_appended.load(Relaxed),
+            bytes_appended: lc.bytes_appended.get(),
             fsyncs: lc.fsyncs.load(Relaxed),
             hint_bytes_written: lc.hint_bytes_written.load(Relaxed)
                 + self.recovery.hint_bytes_written,

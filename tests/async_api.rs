@@ -165,7 +165,7 @@ fn claim_wait_async_wakes_on_completion_and_times_out() {
                 })
             })
             .collect();
-        while store.stats().waiting < 100 {
+        while store.stats().claim_waits < 100 {
             tokio::task::yield_now().await;
         }
         store.complete_async(ticket, b"done").await.unwrap();

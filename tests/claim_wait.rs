@@ -30,10 +30,11 @@ fn spawn_waiter(store: &Store, key: &str, fp: Fingerprint, timeout: Duration) ->
     std::thread::spawn(move || store.claim_wait(&key, fp, timeout).unwrap())
 }
 
-/// Returns once `n` callers sleep in `claim_wait`, so the test's next write
-/// is certain to land while they wait rather than before they look.
+/// Returns once `n` callers have found the key in progress and gone to
+/// sleep in `claim_wait` (each registered before it looked), so the test's
+/// next write is certain to land while they wait rather than before they look.
 fn until_waiting(store: &Store, n: u64) {
-    while store.stats().waiting < n {
+    while store.stats().claim_waits < n {
         std::thread::yield_now();
     }
 }

@@ -5,9 +5,15 @@
 //! directly. Older segments are *sealed*: fully written, fsynced, never
 //! changed again, and read through a map.
 //!
-//! Lock order: an index shard, then `writer`, then `sealed` or the group
+//! Reads take no lock that writers hold: the segment table (sealed maps and
+//! a view of the active buffer) sits behind a reader-striped lock that only
+//! rollover and segment deletion write, and the active buffer's first
+//! `active_len` bytes never change once published.
+//!
+//! Lock order: an index shard, then `writer`, then `segments` or the group
 //! commit's leader lock. Nothing takes them in another order.
 
+mod brlock;
 pub(crate) mod hint;
 mod meta;
 mod recovery;
@@ -15,8 +21,8 @@ mod repair;
 
 pub(crate) use meta::{Metas, SegMeta};
 pub(crate) use recovery::{Applied, Recovered, RecoveryReport, RecoveryView, recover};
-pub use repair::{RepairReport, RepairedFile, VerifyReport};
-pub(crate) use repair::{repair, verify};
+pub use repair::{DamagedHint, RepairReport, RepairedFile, VerifyReport};
+pub(crate) use repair::{repair, verify, walk};
 
 use crate::commit::GroupCommit;
 use crate::error::{Error, Result, io_context};
@@ -24,11 +30,12 @@ use crate::format::record::{self, RecordFields, RecordRef};
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::options::Durability;
 use crate::storage::{SealedBytes, Storage, StorageFile, remove_if_exists};
-use parking_lot::{Mutex, RwLock};
+use brlock::BrLock;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// In `Durability::None`, unflushed bytes are handed to the OS once this many
 /// accumulate, so a crash loses a bounded amount.
@@ -42,6 +49,14 @@ pub(crate) struct Loc {
 }
 
 impl Loc {
+    /// The location whose [`lpos`](Loc::lpos) is `lpos`.
+    pub(crate) fn from_lpos(lpos: u64) -> Loc {
+        Loc {
+            segment: (lpos >> 32) as u32,
+            offset: lpos as u32,
+        }
+    }
+
     /// The record's position in the whole log.
     pub(crate) fn lpos(self) -> u64 {
         lpos(self.segment, self.offset as usize)
@@ -81,6 +96,42 @@ pub(crate) struct Sealed {
 struct Writer {
     active: Active,
     next_seq: u64,
+    /// Where a record is encoded before it is copied into the active buffer.
+    scratch: Vec<u8>,
+}
+
+/// Where readers find records: the sealed segments and the active buffer.
+struct Segments {
+    sealed: BTreeMap<u32, Sealed>,
+    active: ActiveView,
+}
+
+/// The active segment as readers see it: its id, path and the start of its
+/// buffer. The buffer is allocated once at its full segment size, so appends
+/// never move it, and it is freed only after rollover has swapped this view
+/// to the next segment under the segment table's write lock.
+struct ActiveView {
+    id: u32,
+    path: PathBuf,
+    start: *const u8,
+}
+
+// SAFETY: `start` points into a buffer owned by the log's writer; it is
+// read through only below `active_len`, bytes that no thread writes again,
+// and only while the segment table is read-locked (see `ActiveView`).
+unsafe impl Send for ActiveView {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for ActiveView {}
+
+impl ActiveView {
+    fn of(active: &Active) -> ActiveView {
+        ActiveView {
+            id: active.id,
+            path: active.path.clone(),
+            // `as_ptr` creates no reference to the buffer's contents.
+            start: active.buf.as_ptr(),
+        }
+    }
 }
 
 /// A record of a sealed segment, as compaction sees it.
@@ -95,7 +146,7 @@ pub(crate) struct SegmentRecord {
 #[derive(Default)]
 pub(crate) struct LogCounters {
     pub fsyncs: AtomicU64,
-    pub bytes_appended: AtomicU64,
+    pub bytes_appended: crate::stats::Counter,
     /// Bytes of hint files written since open.
     pub hint_bytes_written: AtomicU64,
 }
@@ -106,7 +157,9 @@ pub(crate) struct Log {
     durability: Durability,
     segment_size: usize,
     writer: Mutex<Writer>,
-    sealed: RwLock<BTreeMap<u32, Sealed>>,
+    segments: BrLock<Segments>,
+    /// Bytes of the active buffer published to readers.
+    active_len: AtomicUsize,
     commit: GroupCommit,
     pub(crate) counters: LogCounters,
     pub(crate) metas: Arc<Metas>,
@@ -162,13 +215,23 @@ impl Log {
             .reserve(segment_size.saturating_sub(active.buf.len()));
         let durable = lpos(active.id, active.buf.len());
         let counters = LogCounters::default();
+        let view = ActiveView::of(&active);
+        let active_len = AtomicUsize::new(active.buf.len());
         Log {
             storage,
             dir,
             durability,
             segment_size,
-            writer: Mutex::new(Writer { active, next_seq }),
-            sealed: RwLock::new(sealed),
+            writer: Mutex::new(Writer {
+                active,
+                next_seq,
+                scratch: Vec::new(),
+            }),
+            segments: BrLock::new(Segments {
+                sealed,
+                active: view,
+            }),
+            active_len,
             commit: GroupCommit::new(durable),
             counters,
             metas,
@@ -196,7 +259,23 @@ impl Log {
         if opts.generation_from_seq {
             fields.generation = seq;
         }
-        record::encode(&mut w.active.buf, seq, &fields);
+        let w = &mut *w;
+        w.scratch.clear();
+        record::encode(&mut w.scratch, seq, &fields);
+        debug_assert_eq!(w.scratch.len(), len);
+        let buf = &mut w.active.buf;
+        assert!(
+            buf.capacity() - offset >= len,
+            "the active buffer was reserved to the full segment size"
+        );
+        // SAFETY: the bytes go past `len`, into reserved capacity, through a
+        // raw pointer: no reference covers the published bytes that readers
+        // may be reading, and the buffer does not move.
+        unsafe {
+            std::ptr::copy_nonoverlapping(w.scratch.as_ptr(), buf.as_mut_ptr().add(offset), len);
+            buf.set_len(offset + len);
+        }
+        self.active_len.store(offset + len, Ordering::Release);
         w.active.meta.record(len, opts.drop_after_s, opts.now_ms);
         match opts.supersedes {
             // Usually the record superseded is in the active segment too:
@@ -215,13 +294,11 @@ impl Log {
             segment: w.active.id,
             offset: u32::try_from(offset).expect("bounded by segment_size"),
         };
-        self.counters
-            .bytes_appended
-            .fetch_add(len as u64, Ordering::Relaxed);
+        self.counters.bytes_appended.add(len as u64);
         match self.durability {
-            Durability::Periodic(_) => self.flush(&mut w)?,
+            Durability::Periodic(_) => self.flush(w)?,
             Durability::None if w.active.buf.len() - w.active.flushed >= NONE_FLUSH_BYTES => {
-                self.flush(&mut w)?
+                self.flush(w)?
             }
             _ => {}
         }
@@ -230,14 +307,18 @@ impl Log {
 
     /// Runs `f` on the record at `loc`, checking its checksum first.
     pub(crate) fn read<R>(&self, loc: Loc, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
-        {
-            let w = self.writer.lock();
-            if loc.segment == w.active.id {
-                return decode_at(&w.active.path, &w.active.buf, loc).map(f);
-            }
+        let segments = self.segments.read();
+        let active = &segments.active;
+        if loc.segment == active.id {
+            let len = self.active_len.load(Ordering::Acquire);
+            // SAFETY: the first `len` bytes of the active buffer were
+            // written before `active_len` was released and are never written
+            // again; the buffer stays allocated and in place while the
+            // segment table is read-locked (see `ActiveView`).
+            let bytes = unsafe { std::slice::from_raw_parts(active.start, len) };
+            return decode_at(&active.path, bytes, loc).map(f);
         }
-        let sealed = self.sealed.read();
-        let Some(s) = sealed.get(&loc.segment) else {
+        let Some(s) = segments.sealed.get(&loc.segment) else {
             return Err(Error::Corrupt {
                 file: self.dir.join(segment_file_name(loc.segment)),
                 offset: u64::from(loc.offset),
@@ -249,7 +330,7 @@ impl Log {
 
     /// Ids of the sealed segments, oldest first.
     pub(crate) fn sealed_ids(&self) -> Vec<u32> {
-        self.sealed.read().keys().copied().collect()
+        self.segments.read().sealed.keys().copied().collect()
     }
 
     /// The records of a sealed segment that may be their key's latest: its
@@ -280,8 +361,9 @@ impl Log {
     }
 
     fn sealed_bytes(&self, id: u32) -> Option<(PathBuf, SealedBytes)> {
-        self.sealed
+        self.segments
             .read()
+            .sealed
             .get(&id)
             .map(|s| (s.path.clone(), s.bytes.clone()))
     }
@@ -319,7 +401,7 @@ impl Log {
     /// file that survives holds only records that are dead or have newer
     /// copies, so replaying it changes nothing.
     pub(crate) fn remove_sealed(&self, id: u32) -> Result<u64> {
-        let Some(s) = self.sealed.write().remove(&id) else {
+        let Some(s) = self.segments.write().sealed.remove(&id) else {
             return Ok(0);
         };
         let hint_len = self
@@ -375,8 +457,9 @@ impl Log {
     pub(crate) fn disk_bytes(&self) -> u64 {
         let active = self.writer.lock().active.flushed as u64;
         let sealed: u64 = self
-            .sealed
+            .segments
             .read()
+            .sealed
             .values()
             .map(|s| (*s.bytes).as_ref().len() as u64)
             .sum();
@@ -385,7 +468,7 @@ impl Log {
 
     /// Number of segment files.
     pub(crate) fn segment_count(&self) -> u64 {
-        self.sealed.read().len() as u64 + 1
+        self.segments.read().sealed.len() as u64 + 1
     }
 
     /// The group-commit leader's work: write out the buffer, then fsync the
@@ -423,8 +506,9 @@ impl Log {
             .file
             .map()
             .map_err(|e| self.fail("map", &path, e))?;
-        self.sealed
+        self.segments
             .write()
+            .sealed
             .insert(w.active.id, Sealed { path, bytes });
 
         let id = w
@@ -454,6 +538,12 @@ impl Log {
             next = id,
             "segment rolled over"
         );
+        {
+            // Readers move to the next buffer before the old one is freed.
+            let mut segments = self.segments.write();
+            segments.active = ActiveView::of(&next);
+            self.active_len.store(next.buf.len(), Ordering::Release);
+        }
         w.active = next;
         self.commit.advance(lpos(id, SEGMENT_HEADER_LEN));
         Ok(())

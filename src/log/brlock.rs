@@ -1,0 +1,126 @@
+//! A reader-striped lock for data that is read on every operation and
+//! changed rarely (the segment table changes at rollover and compaction).
+//!
+//! A plain `RwLock` makes every reader write the lock's one cache line, so
+//! two cores reading at once pass that line back and forth. Here each thread
+//! read-locks one of several stripes, each on its own cache line; a writer
+//! locks them all, in order. Readers on different stripes never touch the
+//! same line.
+
+use crate::stats::stripe;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(RwLock<()>);
+
+pub(crate) struct BrLock<T> {
+    stripes: [Stripe; STRIPES],
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data is reached only through `read` (shared, while a stripe is
+// read-locked, which excludes every writer) and `write` (exclusive, while
+// every stripe is write-locked), as with `RwLock<T>`.
+unsafe impl<T: Send + Sync> Sync for BrLock<T> {}
+// SAFETY: moving the lock moves the data; nothing refers to a thread.
+unsafe impl<T: Send> Send for BrLock<T> {}
+
+impl<T> BrLock<T> {
+    pub(crate) fn new(data: T) -> Self {
+        BrLock {
+            stripes: Default::default(),
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    /// Shared access. Do not call again (or call `write`) on this thread
+    /// while the guard lives: a queued writer would deadlock the two.
+    pub(crate) fn read(&self) -> BrReadGuard<'_, T> {
+        let guard = self.stripes[stripe() % STRIPES].0.read();
+        // SAFETY: a stripe is read-locked, so no writer holds every stripe.
+        let data = unsafe { &*self.data.get() };
+        BrReadGuard {
+            _guard: guard,
+            data,
+        }
+    }
+
+    /// Exclusive access: waits for every reader to leave.
+    pub(crate) fn write(&self) -> BrWriteGuard<'_, T> {
+        let guards = self.stripes.each_ref().map(|s| s.0.write());
+        // SAFETY: every stripe is write-locked, so no reader or other writer
+        // can reach the data until the guards drop.
+        let data = unsafe { &mut *self.data.get() };
+        BrWriteGuard {
+            _guards: guards,
+            data,
+        }
+    }
+}
+
+pub(crate) struct BrReadGuard<'a, T> {
+    _guard: RwLockReadGuard<'a, ()>,
+    data: &'a T,
+}
+
+impl<T> Deref for BrReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.data
+    }
+}
+
+pub(crate) struct BrWriteGuard<'a, T> {
+    _guards: [RwLockWriteGuard<'a, ()>; STRIPES],
+    data: &'a mut T,
+}
+
+impl<T> Deref for BrWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.data
+    }
+}
+
+impl<T> DerefMut for BrWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn writers_exclude_readers_on_every_stripe() {
+        let lock = Arc::new(BrLock::new((0u64, 0u64)));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        if i % 4 == 0 {
+                            let mut w = lock.write();
+                            w.0 += 1;
+                            w.1 += 1;
+                        } else {
+                            let r = lock.read();
+                            assert_eq!(r.0, r.1, "a reader never sees half a write");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock.read(), (4_000, 4_000));
+    }
+}
