@@ -6,6 +6,10 @@
 //! `cargo bench --bench retention` runs the full workload (20 M pairs, opens
 //! of 1 M and 10 M keys). Smaller runs: `IDEMKV_PAIRS=2000000
 //! IDEMKV_OPEN_KEYS=100000,1000000 cargo bench --bench retention`.
+//! `IDEMKV_OPEN_RUNS=5` times each open five times and reports the fastest
+//! and slowest (`IDEMKV_SCAN_RUNS` sets the number of opens without hints
+//! apart; 0 skips them); `IDEMKV_STORE_DIR=/path` keeps the stores built
+//! for the open times there and reuses them in later runs.
 
 use idemkv::{Claim, Durability, Fingerprint, ManualClock, Options, Store};
 use std::path::Path;
@@ -140,14 +144,13 @@ fn build_store(dir: &Path, keys: u64) {
     }
 }
 
-fn timed_open(dir: &Path) -> (Duration, idemkv::Stats) {
+fn timed_open(dir: &Path) -> (Duration, Store) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let started = Instant::now();
     let store = options(&clock, Duration::from_secs(86_400 * 365))
         .open(dir)
         .expect("open");
-    let elapsed = started.elapsed();
-    (elapsed, store.stats())
+    (started.elapsed(), store)
 }
 
 fn remove_hints(dir: &Path) {
@@ -159,24 +162,68 @@ fn remove_hints(dir: &Path) {
     }
 }
 
-fn open_times(sizes: &[u64]) {
+/// "fastest ms" or "fastest to slowest ms" over `runs`.
+fn spread(runs: &[Duration]) -> String {
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let min = runs.iter().map(ms).fold(f64::INFINITY, f64::min);
+    let max = runs.iter().map(ms).fold(0f64, f64::max);
+    if runs.is_empty() {
+        "-".to_string()
+    } else if runs.len() == 1 {
+        format!("{min:.0} ms")
+    } else {
+        format!("{min:.0} to {max:.0} ms")
+    }
+}
+
+fn open_times(sizes: &[u64], runs: usize, scan_runs: usize) {
     println!("## open time (16 MiB segments; the page cache is warm, as after a process restart)");
     println!(
         "| keys | with hints | without hints (scan, then write hints) | segments from hints | index RAM per key |"
     );
     println!("|---:|---:|---:|---:|---:|");
+    let kept = std::env::var_os("IDEMKV_STORE_DIR").map(std::path::PathBuf::from);
     for &keys in sizes {
-        let dir = tempfile::tempdir().expect("tempdir");
-        build_store(dir.path(), keys);
-        // The first open scans and writes the hints; then time both kinds.
-        let _ = timed_open(dir.path());
-        let (with, stats) = timed_open(dir.path());
-        remove_hints(dir.path());
-        let (without, _) = timed_open(dir.path());
+        let temp;
+        let dir = match &kept {
+            Some(root) => {
+                let dir = root.join(format!("open-{keys}"));
+                if !dir.join("built").exists() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::create_dir_all(&dir).expect("store dir");
+                    build_store(&dir, keys);
+                    std::fs::write(dir.join("built"), b"").expect("mark");
+                }
+                dir
+            }
+            None => {
+                temp = tempfile::tempdir().expect("tempdir");
+                build_store(temp.path(), keys);
+                temp.path().to_path_buf()
+            }
+        };
+        // The first open scans and writes any missing hints; then time both
+        // kinds, the open without hints writing them again.
+        let _ = timed_open(&dir);
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        let mut stats = None;
+        for run in 0..runs {
+            let (elapsed, store) = timed_open(&dir);
+            with.push(elapsed);
+            if run + 1 == runs {
+                stats = Some(store.stats());
+            }
+        }
+        for _ in 0..scan_runs {
+            remove_hints(&dir);
+            without.push(timed_open(&dir).0);
+        }
+        let stats = stats.expect("at least one run");
         println!(
-            "| {keys} | {:.0} ms | {:.0} ms | {} | {:.1} B |",
-            with.as_secs_f64() * 1e3,
-            without.as_secs_f64() * 1e3,
+            "| {keys} | {} | {} | {} | {:.1} B |",
+            spread(&with),
+            spread(&without),
             stats.segments_opened_from_hints,
             stats.index_memory_bytes as f64 / stats.live_keys.max(1) as f64
         );
@@ -194,7 +241,9 @@ fn main() {
     if pairs > 0 {
         steady_state(pairs, window.max(1));
     }
+    let runs = env_list("IDEMKV_OPEN_RUNS", &[1])[0].max(1) as usize;
+    let scan_runs = env_list("IDEMKV_SCAN_RUNS", &[runs as u64])[0] as usize;
     if !sizes.is_empty() {
-        open_times(&sizes);
+        open_times(&sizes, runs, scan_runs);
     }
 }

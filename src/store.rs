@@ -353,8 +353,8 @@ fn apply_recovered(
     // One probe: the key's entry, or the place to insert it.
     let slot = shard.slot(r.hash, &mut matches)?;
     let prior = match &slot {
-        hashbrown::hash_table::Entry::Occupied(o) => Some(*o.get()),
-        hashbrown::hash_table::Entry::Vacant(_) => None,
+        crate::index::Slot::Occupied(o) => Some(*o.get()),
+        crate::index::Slot::Vacant(_) => None,
     };
     if let Some(p) = &prior {
         let prior_len = view.read(p.loc(), |x| encoded_len(x.key.len(), x.value.len()))?;
@@ -369,12 +369,12 @@ fn apply_recovered(
     // Neither a record whose drop-after time passed nor anything it shadows
     // matters any more: it gets no entry.
     match slot {
-        hashbrown::hash_table::Entry::Occupied(o) if !kept => {
+        crate::index::Slot::Occupied(o) if !kept => {
             o.remove();
         }
-        hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = entry,
-        hashbrown::hash_table::Entry::Vacant(_) if !kept => {}
-        hashbrown::hash_table::Entry::Vacant(v) => {
+        crate::index::Slot::Occupied(mut o) => *o.get_mut() = entry,
+        crate::index::Slot::Vacant(_) if !kept => {}
+        crate::index::Slot::Vacant(v) => {
             v.insert(entry);
         }
     }

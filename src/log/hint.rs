@@ -5,7 +5,7 @@ use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader
 use crate::format::record::{self, RecordRef};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::index::key_hash;
-use crate::storage::{Storage, read_all, remove_if_exists};
+use crate::storage::{Storage, remove_if_exists};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -136,9 +136,24 @@ pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<u6
 /// Reads the hint of segment `id` if it exists and passes every check
 /// against a segment of `segment_len` bytes; `None` means "scan the segment".
 pub(crate) fn read(storage: &dyn Storage, dir: &Path, id: u32, segment_len: u64) -> Option<Hint> {
-    let file = storage.open(&dir.join(hint_file_name(id))).ok()?;
-    let bytes = read_all(&*file).ok()?;
+    let mut bytes = Vec::new();
+    read_into(storage, dir, id, &mut bytes)?;
     decode(&bytes, id, segment_len)
+}
+
+/// Reads the hint file of segment `id` into `buf` (reusing its memory);
+/// `None` if it cannot be read. Nothing is checked yet.
+pub(crate) fn read_into(
+    storage: &dyn Storage,
+    dir: &Path,
+    id: u32,
+    buf: &mut Vec<u8>,
+) -> Option<()> {
+    let file = storage.open(&dir.join(hint_file_name(id))).ok()?;
+    let len = usize::try_from(file.len().ok()?).ok()?;
+    buf.clear();
+    buf.resize(len, 0);
+    file.read_exact_at(0, buf).ok()
 }
 
 /// How many entries the hint of segment `id` lists, from its header alone
@@ -155,18 +170,47 @@ pub(crate) fn listed(storage: &dyn Storage, dir: &Path, id: u32) -> Option<usize
 /// Checks and decodes hint file bytes. Every length is bounded by the bytes
 /// present; offsets must rise and stay inside the segment.
 pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Hint> {
+    let mut entries = Vec::with_capacity(bytes.len() / HINT_ENTRY_LEN);
+    let header = decode_each(bytes, id, segment_len, |e| entries.push(e))?;
+    Some(Hint { header, entries })
+}
+
+/// The checked hint's entries' raw bytes, `HINT_ENTRY_LEN` each, if the
+/// header, length and checksum check out; each entry's key hash is its
+/// first eight bytes, little-endian.
+pub(crate) fn entry_bytes(bytes: &[u8], id: u32, segment_len: u64) -> Option<(HintHeader, &[u8])> {
     let header = HintHeader::decode(bytes)?;
     let count = usize::try_from(header.count).ok()?;
     let body = bytes.get(HINT_HEADER_LEN..)?;
-    if header.segment_id != id
-        || header.segment_len != segment_len
-        || header.records < header.count
-        || body.len() != count.checked_mul(HINT_ENTRY_LEN)?
-        || crc32fast::hash(body) != header.entries_crc
-    {
-        return None;
-    }
-    let mut entries = Vec::with_capacity(count);
+    let valid = header.segment_id == id
+        && header.segment_len == segment_len
+        && header.records >= header.count
+        && body.len() == count.checked_mul(HINT_ENTRY_LEN)?
+        && crc32fast::hash(body) == header.entries_crc;
+    valid.then_some((header, body))
+}
+
+/// Checks hint file bytes as `decode` does, handing each entry in file
+/// order to `f` as it goes; `None` if a check fails (`f` may have had some
+/// entries by then).
+pub(crate) fn decode_each(
+    bytes: &[u8],
+    id: u32,
+    segment_len: u64,
+    f: impl FnMut(HintEntry),
+) -> Option<HintHeader> {
+    let (header, body) = entry_bytes(bytes, id, segment_len)?;
+    decode_entries(body, segment_len, f)?;
+    Some(header)
+}
+
+/// Decodes and checks the entries `entry_bytes` returned, handing each to
+/// `f` in file order: offsets must rise and stay inside the segment.
+pub(crate) fn decode_entries(
+    body: &[u8],
+    segment_len: u64,
+    mut f: impl FnMut(HintEntry),
+) -> Option<()> {
     let mut next_offset = SEGMENT_HEADER_LEN as u64;
     for chunk in body.chunks_exact(HINT_ENTRY_LEN) {
         let e = HintEntry::decode(chunk)?;
@@ -178,9 +222,9 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Hint> {
             return None;
         }
         next_offset = end;
-        entries.push(e);
+        f(e);
     }
-    Some(Hint { header, entries })
+    Some(())
 }
 
 #[cfg(test)]

@@ -1,32 +1,43 @@
-//! Opening the log: scan every segment in order, hand each record to the
-//! caller (who rebuilds the index), cut a torn tail, refuse real corruption.
+//! Opening the log: rebuild the index from each sealed segment's hint, or
+//! by scanning the segment where there is none, and from a scan of the last
+//! segment; cut a torn tail, refuse real corruption (DESIGN.md §6).
 //!
 //! | found on disk | what open does |
 //! |---|---|
 //! | no segment files | creates segment 1 |
+//! | a segment file named with id 0 or above 2^30 - 1 | `Corrupt` |
 //! | bad record in a sealed (not last) segment | `Corrupt` |
 //! | bad or incomplete record at the end of the last segment, nothing valid after it | truncates there, fsyncs, counts the bytes |
 //! | bad record in the last segment with a valid record after it | `Corrupt` |
 //! | last segment with a bad header and no valid record after it (crash during rollover) | rewrites the header |
 //! | header with a valid checksum and another version | `IncompatibleFormat` |
 
+use super::hint::Hint;
 use super::{Active, Loc, Log, Metas, Opened, Sealed, SegMeta, create_segment};
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
-use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN};
+use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry};
 use crate::format::record::{self, DecodeError, RecordRef, Tag};
 use crate::format::segment::{
     HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_file_name, segment_file_name,
 };
+use crate::index::{MAX_SEGMENT_ID, SHARDS, shard_of};
 use crate::options::Durability;
-use crate::storage::{Storage, read_all};
+use crate::storage::{Storage, StorageFile, read_all};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Hints with at least this many entries are applied by two threads; for
-/// smaller ones a thread costs more than it saves.
+/// Hints with at least this many entries in all are read and applied by
+/// several threads; for fewer a thread costs more than it saves.
 const PARALLEL_HINT_ENTRIES: usize = 4096;
+/// At most this many threads work on an open.
+const MAX_THREADS: usize = 8;
+/// Hinted segments are read and applied in chunks of about this many
+/// entries, which bounds what an open holds in memory beside the index
+/// (32 bytes per entry).
+const HINT_CHUNK_ENTRIES: usize = 1 << 22;
 
 /// What recovery found and did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -199,7 +210,356 @@ fn remove_stale_hints(storage: &dyn Storage, dir: &Path, ids: &[u32]) -> Result<
     Ok(())
 }
 
-/// Opens the log in `dir`, calling `apply` for every valid record in log order.
+/// A sealed segment file, opened, with its hint if that checked out.
+struct SealedFile {
+    id: u32,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    hint: Option<ShardedHint>,
+}
+
+/// A hint whose entries are ordered by index shard, in offset order within
+/// a shard.
+struct ShardedHint {
+    hint: Hint,
+    /// Shard `s` has `hint.entries[starts[s]..starts[s + 1]]`.
+    starts: Vec<u32>,
+}
+
+impl ShardedHint {
+    /// Checks hint file bytes as `hint::decode` does and decodes the
+    /// entries straight into shard order.
+    fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<ShardedHint> {
+        let (header, body) = super::hint::entry_bytes(bytes, id, segment_len)?;
+        let mut starts = vec![0u32; SHARDS + 1];
+        for chunk in body.chunks_exact(HINT_ENTRY_LEN) {
+            let hash = u64::from_le_bytes(chunk[..8].try_into().expect("eight bytes"));
+            starts[shard_of(hash) + 1] += 1;
+        }
+        for s in 0..SHARDS {
+            starts[s + 1] += starts[s];
+        }
+        let mut at = starts.clone();
+        let mut entries = vec![
+            HintEntry {
+                hash: 0,
+                tag: Tag::Claim,
+                time_b_ms: 0,
+                offset: 0,
+                len: 0,
+            };
+            body.len() / HINT_ENTRY_LEN
+        ];
+        super::hint::decode_entries(body, segment_len, |e| {
+            let s = shard_of(e.hash);
+            entries[at[s] as usize] = e;
+            at[s] += 1;
+        })?;
+        Some(ShardedHint {
+            hint: Hint { header, entries },
+            starts,
+        })
+    }
+
+    fn shard(&self, shard: usize) -> std::ops::Range<usize> {
+        self.starts[shard] as usize..self.starts[shard + 1] as usize
+    }
+}
+
+/// A hinted segment waiting for its entries to be applied.
+struct Hinted {
+    id: u32,
+    len: u64,
+    hint: ShardedHint,
+}
+
+/// An entry of a hinted segment in a batch, with the segment's place in
+/// the batch.
+#[derive(Clone, Copy)]
+struct BatchEntry {
+    entry: HintEntry,
+    seg: u32,
+}
+
+/// Runs `job` for `0..jobs` on up to `threads` threads, each with its own
+/// scratch state from `init`; results in job order.
+fn parallel<S, T: Send>(
+    jobs: usize,
+    threads: usize,
+    init: impl Fn() -> S + Sync,
+    job: impl Fn(&mut S, usize) -> T + Sync,
+) -> Vec<T> {
+    let threads = threads.min(jobs);
+    if threads <= 1 {
+        let mut state = init();
+        return (0..jobs).map(|i| job(&mut state, i)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut state = init();
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= jobs {
+                return done;
+            }
+            done.push((i, job(&mut state, i)));
+        }
+    };
+    let mut done = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut done = work();
+        for other in others {
+            done.extend(
+                other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Opens sealed segments and reads and checks their hints, on `threads`
+/// threads.
+fn open_sealed(
+    storage: &dyn Storage,
+    dir: &Path,
+    ids: &[u32],
+    threads: usize,
+) -> Vec<Result<SealedFile>> {
+    parallel(ids.len(), threads, Vec::new, |buf, i| {
+        let id = ids[i];
+        let path = dir.join(segment_file_name(id));
+        let file = storage
+            .open(&path)
+            .map_err(|e| io_context("open", &path, e))?;
+        let len = file.len().map_err(|e| io_context("stat", &path, e))?;
+        let hint = super::hint::read_into(storage, dir, id, buf)
+            .and_then(|()| ShardedHint::decode(buf, id, len));
+        Ok(SealedFile {
+            id,
+            path,
+            file,
+            hint,
+        })
+    })
+}
+
+/// Applies one shard's entries from every segment of `batch`; returns each
+/// segment's tally of them.
+///
+/// The entries are first put in the order of their home slots in the
+/// shard's table, near enough: by the top bits of their 32 hash bits (a
+/// counting sort with about as many buckets as entries), so the table fills
+/// front to back rather than at random. Within a bucket they keep their log
+/// order, so a key's entries still come in log order.
+fn apply_shard<F>(
+    batch: &[Hinted],
+    shard: usize,
+    view: &RecoveryView<'_>,
+    apply: &F,
+) -> Result<Vec<Tally>>
+where
+    F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
+{
+    let slices = || {
+        batch
+            .iter()
+            .enumerate()
+            .map(move |(seg, h)| (seg as u32, &h.hint.hint.entries[h.hint.shard(shard)]))
+    };
+    let n: usize = slices().map(|(_, s)| s.len()).sum();
+    // About one entry a bucket, so a bucket covers a few slots.
+    let bits = n.next_power_of_two().trailing_zeros().min(20);
+    let bucket = |e: &HintEntry| ((u64::from(e.hash as u32) << bits) >> 32) as usize;
+    let mut at = vec![0u32; (1 << bits) + 1];
+    for (_, s) in slices() {
+        for e in s {
+            at[bucket(e) + 1] += 1;
+        }
+    }
+    for b in 0..1 << bits {
+        at[b + 1] += at[b];
+    }
+    let Some((_, first)) = slices().find(|(_, s)| !s.is_empty()) else {
+        return Ok(vec![Tally::new(); batch.len()]);
+    };
+    let mut ordered = vec![
+        BatchEntry {
+            entry: first[0],
+            seg: 0
+        };
+        n
+    ];
+    for (seg, s) in slices() {
+        for e in s {
+            let b = bucket(e);
+            ordered[at[b] as usize] = BatchEntry { entry: *e, seg };
+            at[b] += 1;
+        }
+    }
+    let mut tallies = vec![Tally::new(); batch.len()];
+    for BatchEntry { entry: e, seg } in ordered {
+        let h = &batch[seg as usize];
+        let first_ms = h.hint.hint.header.first_ms;
+        let rec = Recovered {
+            loc: Loc {
+                segment: h.id,
+                offset: e.offset,
+            },
+            hash: e.hash,
+            tag: e.tag,
+            time_a_ms: first_ms,
+            time_b_ms: e.time_b_ms,
+            len: e.len,
+            key: None,
+        };
+        tallies[seg as usize].add(e.len, first_ms, apply(&rec, view)?);
+    }
+    Ok(tallies)
+}
+
+/// Applies the entries of a run of consecutive hinted segments, already
+/// mapped into `sealed`, and empties `batch`. Entries of different keys do
+/// not depend on each other and a key's entries all fall in one shard, so
+/// the shards are filled in parallel, each in the order of its table's
+/// slots, as long as each key's entries keep their log order.
+fn apply_batch<F>(
+    batch: &mut Vec<Hinted>,
+    sealed: &BTreeMap<u32, Sealed>,
+    metas: &Metas,
+    report: &mut RecoveryReport,
+    apply: &F,
+    threads: usize,
+) -> Result<()>
+where
+    F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
+{
+    let Some(first) = batch.first() else {
+        return Ok(());
+    };
+    let view = RecoveryView {
+        sealed,
+        current_id: u32::MAX,
+        current: &[],
+        current_path: &sealed[&first.id].path,
+    };
+    let entries: usize = batch.iter().map(|h| h.hint.hint.entries.len()).sum();
+    let threads = if entries < PARALLEL_HINT_ENTRIES {
+        1
+    } else {
+        threads
+    };
+    let mut tallies = vec![Tally::new(); batch.len()];
+    for shard in parallel(
+        SHARDS,
+        threads,
+        || (),
+        |(), shard| apply_shard(batch, shard, &view, apply),
+    ) {
+        for (t, s) in tallies.iter_mut().zip(shard?) {
+            *t = t.merge(s);
+        }
+    }
+    for (h, tally) in batch.drain(..).zip(tallies) {
+        let header = &h.hint.hint.header;
+        // Records the hint leaves out were superseded in the segment.
+        let unlisted = h
+            .len
+            .saturating_sub(SEGMENT_HEADER_LEN as u64)
+            .saturating_sub(tally.bytes);
+        Tally {
+            bytes: tally.bytes + unlisted,
+            dead: tally.dead + unlisted,
+            last_ms: header.last_ms,
+            ..tally
+        }
+        .into_meta(&metas.get_or_insert(h.id));
+        let hint_bytes = (HINT_HEADER_LEN + h.hint.hint.entries.len() * HINT_ENTRY_LEN) as u64;
+        metas.set_hinted(h.id, hint_bytes);
+        report.records += u64::from(header.records);
+        report.hinted_segments += 1;
+    }
+    Ok(())
+}
+
+/// Reads a segment that has no usable hint, or is the last one, and hands
+/// each record to `apply`: returns its valid bytes (a torn tail of the last
+/// segment cut) and, for a sealed segment, the hint gathered on the way.
+#[allow(clippy::too_many_arguments)]
+fn scan_segment<F>(
+    file: &dyn StorageFile,
+    path: &Path,
+    id: u32,
+    is_last: bool,
+    next_seq: &mut u64,
+    report: &mut RecoveryReport,
+    sealed: &BTreeMap<u32, Sealed>,
+    meta: &SegMeta,
+    apply: &F,
+) -> Result<(Vec<u8>, Option<Hint>)>
+where
+    F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
+{
+    let mut bytes = read_all(file).map_err(|e| io_context("read", path, e))?;
+    let first_seq = match check_header(path, id, &bytes, is_last, *next_seq)? {
+        Some(first_seq) => first_seq,
+        None => {
+            // Torn creation of the newest segment: nothing was ever
+            // acknowledged in it, so start it again.
+            file.set_len(0)
+                .map_err(|e| io_context("truncate", path, e))?;
+            let header = SegmentHeader {
+                segment_id: id,
+                first_seq: *next_seq,
+            }
+            .encode();
+            file.write_all_at(0, &header)
+                .map_err(|e| io_context("write", path, e))?;
+            file.sync_data().map_err(|e| io_context("fsync", path, e))?;
+            report.torn_tail_bytes += bytes.len() as u64;
+            bytes = header.to_vec();
+            *next_seq
+        }
+    };
+    *next_seq = (*next_seq).max(first_seq);
+
+    let mut tally = Tally::new();
+    // A sealed segment's hint is gathered on the same pass.
+    let mut hint = (!is_last).then(super::hint::Builder::default);
+    let end = scan(path, id, &bytes, is_last, next_seq, report, |loc, rec| {
+        let view = RecoveryView {
+            sealed,
+            current_id: id,
+            current: &bytes,
+            current_path: path,
+        };
+        let r = Recovered::scanned(loc, rec);
+        tally.add(r.len, r.time_a_ms, apply(&r, &view)?);
+        if let Some(hint) = &mut hint {
+            hint.add(loc.offset, rec);
+        }
+        Ok(())
+    })?;
+    tally.into_meta(meta);
+    let hint = hint.map(|h| h.finish(id, bytes.len() as u64));
+
+    if end < bytes.len() {
+        debug_assert!(is_last, "only the last segment may have a torn tail");
+        file.set_len(end as u64)
+            .map_err(|e| io_context("truncate", path, e))?;
+        file.sync_data().map_err(|e| io_context("fsync", path, e))?;
+        report.torn_tail_bytes += (bytes.len() - end) as u64;
+        bytes.truncate(end);
+    }
+    Ok((bytes, hint))
+}
+
+/// Opens the log in `dir`, calling `apply` for every valid record; a key's
+/// records reach `apply` in log order (records of different keys may not).
 pub(crate) fn recover(
     storage: Arc<dyn Storage>,
     dir: &Path,
@@ -210,14 +570,22 @@ pub(crate) fn recover(
     apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
 ) -> Result<(Log, RecoveryReport)> {
     let ids = segment_ids(&*storage, dir)?;
+    if let Some(&bad) = ids.iter().find(|&&id| id == 0 || id > MAX_SEGMENT_ID) {
+        return Err(Error::Corrupt {
+            file: dir.join(segment_file_name(bad)),
+            offset: 0,
+            reason: format!("segment id {bad} is outside 1..=2^30-1, so no store wrote it"),
+        });
+    }
     remove_stale_hints(&*storage, dir, &ids)?;
     // Size the index once for the keys the hints list, rather than growing
     // it step by step while it fills.
-    let hinted: usize = ids
+    let listed: Vec<usize> = ids
         .iter()
-        .filter_map(|&id| super::hint::listed(&*storage, dir, id))
-        .sum();
-    reserve(hinted);
+        .map(|&id| super::hint::listed(&*storage, dir, id).unwrap_or(0))
+        .collect();
+    reserve(listed.iter().sum());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
     let mut report = RecoveryReport::default();
     // Hints of scanned sealed segments, written once the whole log checked
     // out: a failed open changes no file.
@@ -239,7 +607,7 @@ pub(crate) fn recover(
             opened,
         )
     };
-    let Some(&last_id) = ids.last() else {
+    let Some((&last_id, sealed_ids)) = ids.split_last() else {
         let active = create_segment(
             &*storage,
             dir,
@@ -251,178 +619,113 @@ pub(crate) fn recover(
         return Ok((finish(sealed, active, next_seq), report));
     };
 
-    for &id in &ids {
-        let is_last = id == last_id;
-        let path = dir.join(segment_file_name(id));
-        let file = storage
-            .open(&path)
-            .map_err(|e| io_context("open", &path, e))?;
-        let meta = metas.get_or_insert(id);
-
-        if !is_last {
-            let len = file.len().map_err(|e| io_context("stat", &path, e))?;
-            if let Some(hint) = super::hint::read(&*storage, dir, id, len) {
-                let map = file.map().map_err(|e| io_context("map", &path, e))?;
-                let first_seq = check_header(&path, id, (*map).as_ref(), false, next_seq)?
+    // Sealed segments, a chunk at a time: hints are read and checked in
+    // parallel, then each run of hinted segments is applied as one batch,
+    // and a segment without a usable hint is scanned in between.
+    let mut start = 0;
+    while start < sealed_ids.len() {
+        let mut end = start + 1;
+        let mut entries = listed[start];
+        while end < sealed_ids.len() && entries + listed[end] <= HINT_CHUNK_ENTRIES {
+            entries += listed[end];
+            end += 1;
+        }
+        let workers = if entries < PARALLEL_HINT_ENTRIES {
+            1
+        } else {
+            threads
+        };
+        let mut batch = Vec::new();
+        for seg in open_sealed(&*storage, dir, &sealed_ids[start..end], workers) {
+            let seg = seg?;
+            let meta = metas.get_or_insert(seg.id);
+            if let Some(hint) = seg.hint {
+                let map = seg
+                    .file
+                    .map()
+                    .map_err(|e| io_context("map", &seg.path, e))?;
+                let first_seq = check_header(&seg.path, seg.id, (*map).as_ref(), false, next_seq)?
                     .expect("a sealed segment's header is checked strictly");
-                next_seq = next_seq.max(first_seq).max(hint.header.last_seq + 1);
+                next_seq = next_seq.max(first_seq).max(hint.hint.header.last_seq + 1);
                 sealed.insert(
-                    id,
+                    seg.id,
                     Sealed {
-                        path: path.clone(),
+                        path: seg.path,
                         bytes: map,
                     },
                 );
-                let view = RecoveryView {
-                    sealed: &sealed,
-                    current_id: u32::MAX,
-                    current: &[],
-                    current_path: &path,
-                };
-                // Two threads fill the index, each its own half of the
-                // shards; each key's entries stay in log order.
-                let apply_part = |part: usize| -> Result<Tally> {
-                    let mut tally = Tally::new();
-                    for e in hint
-                        .entries
-                        .iter()
-                        .filter(|e| crate::index::shard_of(e.hash) % 2 == part)
-                    {
-                        let r = Recovered {
-                            loc: Loc {
-                                segment: id,
-                                offset: e.offset,
-                            },
-                            hash: e.hash,
-                            tag: e.tag,
-                            time_a_ms: hint.header.first_ms,
-                            time_b_ms: e.time_b_ms,
-                            len: e.len,
-                            key: None,
-                        };
-                        tally.add(e.len, hint.header.first_ms, apply(&r, &view)?);
-                    }
-                    Ok(tally)
-                };
-                let tally = if hint.entries.len() < PARALLEL_HINT_ENTRIES {
-                    apply_part(0)?.merge(apply_part(1)?)
-                } else {
-                    std::thread::scope(|s| {
-                        let other = s.spawn(|| apply_part(1));
-                        let mine = apply_part(0);
-                        let theirs = other
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                        Ok::<_, Error>(mine?.merge(theirs?))
-                    })?
-                };
-                // Records the hint leaves out were superseded in the segment.
-                let unlisted = len
-                    .saturating_sub(SEGMENT_HEADER_LEN as u64)
-                    .saturating_sub(tally.bytes);
-                Tally {
-                    bytes: tally.bytes + unlisted,
-                    dead: tally.dead + unlisted,
-                    last_ms: hint.header.last_ms,
-                    ..tally
-                }
-                .into_meta(&meta);
-                let hint_bytes = (HINT_HEADER_LEN + hint.entries.len() * HINT_ENTRY_LEN) as u64;
-                metas.set_hinted(id, hint_bytes);
-                report.records += u64::from(hint.header.records);
-                report.hinted_segments += 1;
+                batch.push(Hinted {
+                    id: seg.id,
+                    len: hint.hint.header.segment_len,
+                    hint,
+                });
                 continue;
             }
+            // Everything before this segment first, in log order.
+            apply_batch(&mut batch, &sealed, &metas, &mut report, &apply, workers)?;
+            let (bytes, hint) = scan_segment(
+                &*seg.file,
+                &seg.path,
+                seg.id,
+                false,
+                &mut next_seq,
+                &mut report,
+                &sealed,
+                &meta,
+                &apply,
+            )?;
+            new_hints.push(hint.expect("a sealed segment gathers its hint"));
+            drop(bytes);
+            let map = seg
+                .file
+                .map()
+                .map_err(|e| io_context("map", &seg.path, e))?;
+            sealed.insert(
+                seg.id,
+                Sealed {
+                    path: seg.path,
+                    bytes: map,
+                },
+            );
         }
-
-        // No usable hint (or the last segment): read and scan the segment.
-        let mut bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
-        let first_seq = match check_header(&path, id, &bytes, is_last, next_seq)? {
-            Some(first_seq) => first_seq,
-            None => {
-                // Torn creation of the newest segment: nothing was ever
-                // acknowledged in it, so start it again.
-                file.set_len(0)
-                    .map_err(|e| io_context("truncate", &path, e))?;
-                let header = SegmentHeader {
-                    segment_id: id,
-                    first_seq: next_seq,
-                }
-                .encode();
-                file.write_all_at(0, &header)
-                    .map_err(|e| io_context("write", &path, e))?;
-                file.sync_data()
-                    .map_err(|e| io_context("fsync", &path, e))?;
-                report.torn_tail_bytes += bytes.len() as u64;
-                bytes = header.to_vec();
-                next_seq
-            }
-        };
-        next_seq = next_seq.max(first_seq);
-
-        let mut tally = Tally::new();
-        // A sealed segment's hint is gathered on the same pass.
-        let mut hint = (!is_last).then(super::hint::Builder::default);
-        let end = scan(
-            &path,
-            id,
-            &bytes,
-            is_last,
-            &mut next_seq,
-            &mut report,
-            |loc, rec| {
-                let view = RecoveryView {
-                    sealed: &sealed,
-                    current_id: id,
-                    current: &bytes,
-                    current_path: &path,
-                };
-                let r = Recovered::scanned(loc, rec);
-                tally.add(r.len, r.time_a_ms, apply(&r, &view)?);
-                if let Some(hint) = &mut hint {
-                    hint.add(loc.offset, rec);
-                }
-                Ok(())
-            },
-        )?;
-        tally.into_meta(&meta);
-        let hint = hint.map(|h| h.finish(id, bytes.len() as u64));
-
-        if end < bytes.len() {
-            debug_assert!(is_last, "only the last segment may have a torn tail");
-            file.set_len(end as u64)
-                .map_err(|e| io_context("truncate", &path, e))?;
-            file.sync_data()
-                .map_err(|e| io_context("fsync", &path, e))?;
-            report.torn_tail_bytes += (bytes.len() - end) as u64;
-            bytes.truncate(end);
-        }
-
-        if is_last {
-            for hint in &new_hints {
-                // Best effort: without its hint a segment is scanned again
-                // at the next open, or hinted by the next compaction.
-                if let Ok(bytes) = super::hint::write(&*storage, dir, hint) {
-                    metas.set_hinted(hint.header.segment_id, bytes);
-                    report.hint_bytes_written += bytes;
-                }
-            }
-            let active = Active {
-                id,
-                path,
-                file,
-                flushed: bytes.len(),
-                buf: bytes,
-                meta: metas.get_or_insert(id),
-            };
-            return Ok((finish(sealed, active, next_seq), report));
-        }
-        new_hints.push(hint.expect("a sealed segment gathers its hint"));
-        drop(bytes);
-        let map = file.map().map_err(|e| io_context("map", &path, e))?;
-        sealed.insert(id, Sealed { path, bytes: map });
+        apply_batch(&mut batch, &sealed, &metas, &mut report, &apply, workers)?;
+        start = end;
     }
-    unreachable!("the loop returns at the last segment")
+
+    // The last segment is always scanned.
+    let path = dir.join(segment_file_name(last_id));
+    let file = storage
+        .open(&path)
+        .map_err(|e| io_context("open", &path, e))?;
+    let meta = metas.get_or_insert(last_id);
+    let (bytes, _) = scan_segment(
+        &*file,
+        &path,
+        last_id,
+        true,
+        &mut next_seq,
+        &mut report,
+        &sealed,
+        &meta,
+        &apply,
+    )?;
+    for hint in &new_hints {
+        // Best effort: without its hint a segment is scanned again at the
+        // next open, or hinted by the next compaction.
+        if let Ok(bytes) = super::hint::write(&*storage, dir, hint) {
+            metas.set_hinted(hint.header.segment_id, bytes);
+            report.hint_bytes_written += bytes;
+        }
+    }
+    let active = Active {
+        id: last_id,
+        path,
+        file,
+        flushed: bytes.len(),
+        buf: bytes,
+        meta,
+    };
+    Ok((finish(sealed, active, next_seq), report))
 }
 
 /// The header's `first_seq`, or `None` for a torn header on the last segment.
