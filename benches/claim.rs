@@ -10,6 +10,12 @@
 //! replay; multi-thread figures are the total across threads. Keys look like
 //! `t0042:POST/v1/charges:<32 hex>` (54 bytes).
 //!
+//! - `replay_mix_90_10/none`: 2 threads, 90% retries of completed keys and
+//!   10% fresh pairs; one element is one request.
+//! - `mark_seen/none`: one-shot dedup of fresh ids, 1 and 2 threads.
+//! - `durable_pairs/<n>_threads`: pairs under `Immediate` at 1, 2, 16 and 64
+//!   threads, showing how group commit shares fsyncs.
+//!
 //! Run with `cargo bench --bench claim`, or a subset with
 //! `cargo bench --bench claim -- replay/none`.
 
@@ -234,5 +240,132 @@ fn replay(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, claim_complete, replay);
+/// Durable pairs (`Immediate`) at 1, 2, 16 and 64 threads: how well group
+/// commit shares fsyncs as callers multiply.
+fn durable_threads(c: &mut Criterion) {
+    let fp = Fingerprint::of(br#"{"amount":2000,"currency":"usd"}"#);
+    let resp = response();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open store");
+    let next = AtomicU64::new(0);
+    let mut group = c.benchmark_group("durable_pairs");
+    configure(&mut group, true);
+    for threads in [1, 2, 16, 64] {
+        group.bench_function(format!("{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                timed_threads(
+                    threads,
+                    iters,
+                    |t, ops| {
+                        let first = next.fetch_add(ops, Ordering::Relaxed);
+                        (first..first + ops)
+                            .map(|n| key(t, n))
+                            .collect::<Vec<Key>>()
+                    },
+                    |_, keys| claim_complete_all(&store, fp, &resp, &keys),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// 90% retries of completed keys, 10% fresh pairs, on 2 threads, `None`.
+fn replay_mix(c: &mut Criterion) {
+    let fp = Fingerprint::of(br#"{"amount":2000,"currency":"usd"}"#);
+    let resp = response();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Options::new()
+        .durability(Durability::None)
+        .open(dir.path())
+        .expect("open store");
+    let done: Vec<Vec<Key>> = (0..2)
+        .map(|t| {
+            let keys: Vec<Key> = (0..REPLAY_KEYS_PER_THREAD as u64)
+                .map(|n| key(t, n))
+                .collect();
+            claim_complete_all(&store, fp, &resp, &keys);
+            keys
+        })
+        .collect();
+    let next = AtomicU64::new(1 << 40);
+    let mut group = c.benchmark_group("replay_mix_90_10/none");
+    configure(&mut group, false);
+    group.bench_function("2_threads", |b| {
+        b.iter_custom(|iters| {
+            timed_threads(
+                2,
+                iters,
+                |t, ops| {
+                    let first = next.fetch_add(ops, Ordering::Relaxed);
+                    (first..first + ops)
+                        .map(|n| key(t, n))
+                        .collect::<Vec<Key>>()
+                },
+                |t, fresh| {
+                    let old = &done[t];
+                    for (i, k) in fresh.iter().enumerate() {
+                        if i % 10 == 9 {
+                            claim_complete_all(&store, fp, &resp, std::slice::from_ref(k));
+                        } else {
+                            match store.claim(old[i % old.len()], fp).expect("claim") {
+                                Claim::Replay(r) => {
+                                    black_box(r);
+                                }
+                                other => panic!("a completed key must replay, got {other:?}"),
+                            }
+                        }
+                    }
+                },
+            )
+        })
+    });
+    group.finish();
+}
+
+/// `mark_seen` of fresh message ids: one record per call, `None`.
+fn mark_seen(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Options::new()
+        .durability(Durability::None)
+        .open(dir.path())
+        .expect("open store");
+    let next = AtomicU64::new(0);
+    let mut group = c.benchmark_group("mark_seen/none");
+    configure(&mut group, false);
+    for threads in [1, 2] {
+        group.bench_function(format!("{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                timed_threads(
+                    threads,
+                    iters,
+                    |t, ops| {
+                        let first = next.fetch_add(ops, Ordering::Relaxed);
+                        (first..first + ops)
+                            .map(|n| key(t, n))
+                            .collect::<Vec<Key>>()
+                    },
+                    |_, keys| {
+                        for k in &keys {
+                            let seen = store
+                                .mark_seen(k, Duration::from_secs(3600))
+                                .expect("mark_seen");
+                            assert_eq!(seen, idemkv::Seen::First);
+                        }
+                    },
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    claim_complete,
+    replay,
+    replay_mix,
+    mark_seen,
+    durable_threads
+);
 criterion_main!(benches);

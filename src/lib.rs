@@ -54,6 +54,8 @@ mod error;
 mod fingerprint;
 mod format;
 mod index;
+#[doc(hidden)]
+pub mod internals;
 pub mod inspect;
 mod key;
 mod log;

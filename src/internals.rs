@@ -1,0 +1,89 @@
+//! Thin handles on internal parts, for the component benches
+//! (`benches/components.rs`) only. Not part of the API: hidden from the
+//! docs and free to change in any release.
+
+use crate::commit::GroupCommit;
+use crate::format::record::{self, RecordFields, Tag};
+use crate::index::{Entry, Index, State};
+use crate::log::Loc;
+
+/// Encodes a completed record (header, CRC, key, value) at the end of `out`.
+pub fn encode_record(out: &mut Vec<u8>, seq: u64, key: &[u8], value: &[u8], fingerprint: u128) {
+    let fields = RecordFields {
+        tag: Tag::Complete,
+        key,
+        value,
+        fingerprint,
+        generation: seq,
+        time_a_ms: 1,
+        time_b_ms: 2,
+    };
+    record::encode(out, seq, &fields);
+}
+
+/// Decodes and checks the record at the start of `buf`; its length, or
+/// `None` if it does not check out.
+pub fn decode_record(buf: &[u8]) -> Option<usize> {
+    record::decode(buf).ok().map(|(_, len)| len)
+}
+
+/// The store's index, keyed by hash alone (the benches' keys do not collide).
+pub struct BenchIndex(Index);
+
+impl Default for BenchIndex {
+    fn default() -> Self {
+        BenchIndex(Index::new())
+    }
+}
+
+impl BenchIndex {
+    /// Adds an entry for `hash` at `offset`.
+    pub fn insert(&self, hash: u64, offset: u32) {
+        let loc = Loc { segment: 1, offset };
+        self.0
+            .shard(hash)
+            .insert(Entry::new(hash, loc, State::Completed, u32::MAX));
+    }
+
+    /// The offset of the entry for `hash`, if any.
+    pub fn lookup(&self, hash: u64) -> Option<u32> {
+        let mut shard = self.0.shard(hash);
+        let found = shard.find(hash, &mut |_| Ok(true)).ok()??;
+        Some(found.loc().offset)
+    }
+
+    /// Removes the entry for `hash` at `offset`.
+    pub fn remove(&self, hash: u64, offset: u32) -> bool {
+        let loc = Loc { segment: 1, offset };
+        self.0.shard(hash).remove_at(hash, loc).is_some()
+    }
+
+    /// Bytes the index's tables take.
+    pub fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
+    }
+}
+
+/// The group commit, with the caller's stand-in for write-and-fsync.
+pub struct BenchGroupCommit(GroupCommit);
+
+impl Default for BenchGroupCommit {
+    fn default() -> Self {
+        BenchGroupCommit(GroupCommit::new(0))
+    }
+}
+
+impl BenchGroupCommit {
+    /// Returns once `target` is durable; `sync` returns the position it
+    /// made durable.
+    pub fn wait(&self, target: u64, sync: impl Fn() -> std::io::Result<u64>) {
+        self.0
+            .wait(target, sync)
+            .expect("the bench's sync does not fail");
+    }
+}
+
+/// The XXH3 hash the index keys on.
+pub fn key_hash(key: &[u8]) -> u64 {
+    crate::index::key_hash(key)
+}
