@@ -20,6 +20,39 @@ fn retry_at(engine: &Engine, lease_expires_at_ms: u64, deadline: Instant) -> Ins
         .map_or(deadline, |at| at.min(deadline))
 }
 
+/// One look at the key for a waiting claim.
+enum Attempt {
+    /// Not in progress (or out of time): this answer, once `needed` settles.
+    Answer(Claim, Option<u64>),
+    /// In progress: sleep until woken or `retry`; at the deadline the answer
+    /// is `InProgress` with `lease_end`.
+    Sleep {
+        lease_end: u64,
+        retry: Instant,
+        needed: Option<u64>,
+    },
+}
+
+impl Attempt {
+    /// Claims once; the caller has registered its interest first.
+    fn make(e: &Engine, key: &[u8], fingerprint: Fingerprint, deadline: Instant) -> Result<Self> {
+        let (claim, needed) = e.claim(key, fingerprint)?;
+        Ok(match claim {
+            Claim::InProgress {
+                lease_expires_at_ms,
+            } if Instant::now() < deadline => {
+                e.counters.claim_waits.inc();
+                Attempt::Sleep {
+                    lease_end: lease_expires_at_ms,
+                    retry: retry_at(e, lease_expires_at_ms, deadline),
+                    needed,
+                }
+            }
+            answer => Attempt::Answer(answer, needed),
+        })
+    }
+}
+
 /// `now + timeout`, or a far instant if that overflows.
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
@@ -73,25 +106,25 @@ impl Store {
         loop {
             // Registered before looking, so a write after the look wakes us.
             let registration = e.waiters.register(hash, waker.clone());
-            let (claim, needed) = e.claim(key, fingerprint)?;
-            let lease_end = match claim {
-                Claim::InProgress {
-                    lease_expires_at_ms,
-                } if Instant::now() < deadline => lease_expires_at_ms,
-                answer => {
+            match Attempt::make(e, key, fingerprint, deadline)? {
+                Attempt::Answer(answer, needed) => {
                     drop(registration);
                     e.settle(needed)?;
                     return Ok(answer);
                 }
-            };
-            let retry = retry_at(e, lease_end, deadline);
-            e.counters.claim_waits.inc();
-            if !park_until(registration.interest(), retry) && retry >= deadline {
-                drop(registration);
-                e.settle(needed)?;
-                return Ok(Claim::InProgress {
-                    lease_expires_at_ms: lease_end,
-                });
+                Attempt::Sleep {
+                    lease_end,
+                    retry,
+                    needed,
+                } => {
+                    if !park_until(registration.interest(), retry) && retry >= deadline {
+                        drop(registration);
+                        e.settle(needed)?;
+                        return Ok(Claim::InProgress {
+                            lease_expires_at_ms: lease_end,
+                        });
+                    }
+                }
             }
         }
     }
@@ -170,19 +203,18 @@ impl Store {
         let deadline = deadline_after(timeout);
         loop {
             let registration = e.waiters.register(hash, std::task::Waker::noop().clone());
-            let (claim, needed) = e.claim(key, fingerprint)?;
-            let lease_end = match claim {
-                Claim::InProgress {
-                    lease_expires_at_ms,
-                } if Instant::now() < deadline => lease_expires_at_ms,
-                answer => {
+            let (lease_end, retry, needed) = match Attempt::make(e, key, fingerprint, deadline)? {
+                Attempt::Answer(answer, needed) => {
                     drop(registration);
                     e.settle_async(needed).await?;
                     return Ok(answer);
                 }
+                Attempt::Sleep {
+                    lease_end,
+                    retry,
+                    needed,
+                } => (lease_end, retry, needed),
             };
-            let retry = retry_at(e, lease_end, deadline);
-            e.counters.claim_waits.inc();
             let fired = Fired {
                 interest: registration.interest(),
                 service: &e.service,
