@@ -54,9 +54,9 @@ mod error;
 mod fingerprint;
 mod format;
 mod index;
+pub mod inspect;
 #[doc(hidden)]
 pub mod internals;
-pub mod inspect;
 mod key;
 mod log;
 mod observe;
