@@ -70,6 +70,12 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `ops` keys for thread `t` that no run has used: numbers drawn from `next`.
+fn fresh_keys(next: &AtomicU64, t: usize, ops: u64) -> Vec<Key> {
+    let first = next.fetch_add(ops, Ordering::Relaxed);
+    (first..first + ops).map(|n| key(t, n)).collect()
+}
+
 fn response() -> Vec<u8> {
     let mut r = br#"{"id":"ch_3PqR8s2eZvKYlo2C1x0aBcDe","object":"charge","amount":2000,"currency":"usd","status":"succeeded","paid":true}"#
         .to_vec();
@@ -152,12 +158,7 @@ fn claim_complete(c: &mut Criterion) {
                     timed_threads(
                         threads,
                         iters,
-                        |t, ops| {
-                            let first = next[t].fetch_add(ops, Ordering::Relaxed);
-                            (first..first + ops)
-                                .map(|n| key(t, n))
-                                .collect::<Vec<Key>>()
-                        },
+                        |t, ops| fresh_keys(&next[t], t, ops),
                         |_, keys| claim_complete_all(&store, fp, &resp, &keys),
                     )
                 })
@@ -256,12 +257,7 @@ fn durable_threads(c: &mut Criterion) {
                 timed_threads(
                     threads,
                     iters,
-                    |t, ops| {
-                        let first = next.fetch_add(ops, Ordering::Relaxed);
-                        (first..first + ops)
-                            .map(|n| key(t, n))
-                            .collect::<Vec<Key>>()
-                    },
+                    |t, ops| fresh_keys(&next, t, ops),
                     |_, keys| claim_complete_all(&store, fp, &resp, &keys),
                 )
             })
@@ -296,12 +292,7 @@ fn replay_mix(c: &mut Criterion) {
             timed_threads(
                 2,
                 iters,
-                |t, ops| {
-                    let first = next.fetch_add(ops, Ordering::Relaxed);
-                    (first..first + ops)
-                        .map(|n| key(t, n))
-                        .collect::<Vec<Key>>()
-                },
+                |t, ops| fresh_keys(&next, t, ops),
                 |t, fresh| {
                     let old = &done[t];
                     for (i, k) in fresh.iter().enumerate() {
@@ -339,12 +330,7 @@ fn mark_seen(c: &mut Criterion) {
                 timed_threads(
                     threads,
                     iters,
-                    |t, ops| {
-                        let first = next.fetch_add(ops, Ordering::Relaxed);
-                        (first..first + ops)
-                            .map(|n| key(t, n))
-                            .collect::<Vec<Key>>()
-                    },
+                    |t, ops| fresh_keys(&next, t, ops),
                     |_, keys| {
                         for k in &keys {
                             let seen = store
