@@ -302,10 +302,23 @@ impl Shard {
 
     /// The entry that sits exactly at `loc`, if any, to update.
     pub(crate) fn at_mut(&mut self, hash: u64, loc: Loc) -> Option<&mut Entry> {
+        let pos = self.position_at(hash, loc)?;
+        Some(self.entry_mut(pos))
+    }
+
+    /// Where the entry that sits exactly at `loc` is, if any: for callers
+    /// that return the entry on one branch and use the shard on another.
+    pub(crate) fn position_at(&self, hash: u64, loc: Loc) -> Option<usize> {
         match self.probe_loc(hash, loc) {
-            Probe::Found(pos) => Some(&mut self.slots[pos]),
+            Probe::Found(pos) => Some(pos),
             Probe::Vacant(_) => None,
         }
+    }
+
+    /// The entry at a position from [`position_at`](Shard::position_at),
+    /// with no change to the shard in between.
+    pub(crate) fn entry_mut(&mut self, pos: usize) -> &mut Entry {
+        &mut self.slots[pos]
     }
 
     /// Removes the entry that sits exactly at `loc` (whatever its key), if any.

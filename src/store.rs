@@ -70,6 +70,10 @@ impl Drop for Inner {
     }
 }
 
+/// An operation's answer and the log position that must be durable before
+/// it is given (`None` when nothing needs waiting for).
+pub(crate) type Pending<T> = (T, Option<u64>);
+
 pub(crate) struct Engine {
     pub(crate) log: Log,
     pub(crate) index: Index,
@@ -82,7 +86,7 @@ pub(crate) struct Engine {
     max_response_len: usize,
     pub(crate) counters: Counters,
     namespaces: crate::observe::Namespaces,
-    /// `claim_wait` callers, woken by writes that end or move a claim.
+    /// `claim_wait` callers, woken by every write to their key.
     pub(crate) waiters: crate::wait::KeyWaiters,
     /// Fsyncs and deadlines for async callers.
     pub(crate) service: crate::wait::Service,
@@ -202,9 +206,7 @@ impl Store {
     /// before this returns, so the side effect never starts unrecorded.
     pub fn claim(&self, key: impl AsRef<[u8]>, fingerprint: Fingerprint) -> Result<Claim> {
         let e = &self.inner.engine;
-        let (claim, needed) = e.claim(key.as_ref(), fingerprint)?;
-        e.settle(needed)?;
-        Ok(claim)
+        e.settle(e.claim(key.as_ref(), fingerprint)?)
     }
 
     /// Stores `response` for the ticket's key, kept for the store's retention.
@@ -240,35 +242,27 @@ impl Store {
     /// the lease. Returns the new lease end (unix ms).
     pub fn extend_lease(&self, ticket: &Ticket, by: Duration) -> Result<u64> {
         let e = &self.inner.engine;
-        let (until, needed) = e.extend_lease(ticket, duration_ms(by))?;
-        e.settle(needed)?;
-        Ok(until)
+        e.settle(e.extend_lease(ticket, duration_ms(by))?)
     }
 
     /// The key's current record, or `None` if it is absent or expired.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>> {
         let e = &self.inner.engine;
-        let (record, needed) = e.get(key.as_ref())?;
-        e.settle(needed)?;
-        Ok(record)
+        e.settle(e.get(key.as_ref())?)
     }
 
     /// Purges the key now, whatever its state; a ticket for it then gets
     /// `LeaseLost`. Returns whether a live record was removed.
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let e = &self.inner.engine;
-        let (removed, needed) = e.remove(key.as_ref())?;
-        e.settle(needed)?;
-        Ok(removed)
+        e.settle(e.remove(key.as_ref())?)
     }
 
     /// One-shot dedup for message consumers: `First` the first time a key is
     /// seen within `retain`, `Duplicate` after. One record, one call.
     pub fn mark_seen(&self, key: impl AsRef<[u8]>, retain: Duration) -> Result<Seen> {
         let e = &self.inner.engine;
-        let (seen, needed) = e.mark_seen(key.as_ref(), duration_ms(retain))?;
-        e.settle(needed)?;
-        Ok(seen)
+        e.settle(e.mark_seen(key.as_ref(), duration_ms(retain))?)
     }
 
     /// Makes everything acknowledged so far durable, whatever the
@@ -484,25 +478,27 @@ impl Engine {
         }
     }
 
-    /// Blocks until `needed` (from [`needs`](Engine::needs)) is durable.
-    pub(crate) fn settle(&self, needed: Option<u64>) -> Result<()> {
-        needed.map_or(Ok(()), |end| self.log.wait_durable(end))
+    /// Blocks until the position an operation `needed` (from
+    /// [`needs`](Engine::needs)) is durable, then hands back its answer.
+    pub(crate) fn settle<T>(&self, (answer, needed): Pending<T>) -> Result<T> {
+        if let Some(end) = needed {
+            self.log.wait_durable(end)?;
+        }
+        Ok(answer)
     }
 
-    /// Resolves once `needed` is durable, leaving the fsync to the store's
+    /// Like [`settle`](Engine::settle), leaving the fsync to the store's
     /// service thread.
-    pub(crate) async fn settle_async(&self, needed: Option<u64>) -> Result<()> {
-        match needed {
-            None => Ok(()),
-            Some(target) => {
-                crate::wait::Durable {
-                    log: &self.log,
-                    service: &self.service,
-                    target,
-                }
-                .await
+    pub(crate) async fn settle_async<T>(&self, (answer, needed): Pending<T>) -> Result<T> {
+        if let Some(target) = needed {
+            crate::wait::Durable {
+                log: &self.log,
+                service: &self.service,
+                target,
             }
+            .await?;
         }
+        Ok(answer)
     }
 
     /// The key's index entry and what its latest record says.
@@ -529,6 +525,11 @@ impl Engine {
     /// its record's length), and returns the key's new entry. The entry keeps
     /// everything the key's earlier records shadow until the later of the
     /// two drop-after times; the prior record becomes dead.
+    ///
+    /// Every write wakes the key's `claim_wait` callers (one atomic load when
+    /// there are none). The caller holds the key's shard lock until it has
+    /// installed the new entry, so a woken waiter, which needs that lock to
+    /// look, always sees the write.
     fn write(
         &self,
         hash: u64,
@@ -552,6 +553,7 @@ impl Engine {
                 supersedes: prior.map(|(e, len)| (e.loc().segment, len)),
             },
         )?;
+        self.waiters.notify(hash);
         Ok((
             Entry::new(hash, app.loc, state_of(fields.tag), drop_after_s),
             app,
@@ -591,11 +593,7 @@ impl Engine {
     }
 
     /// Claims `key`; the answer and the position to settle before giving it.
-    pub(crate) fn claim(
-        &self,
-        key: &[u8],
-        fingerprint: Fingerprint,
-    ) -> Result<(Claim, Option<u64>)> {
+    pub(crate) fn claim(&self, key: &[u8], fingerprint: Fingerprint) -> Result<Pending<Claim>> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
@@ -677,10 +675,9 @@ impl Engine {
         let lease_end = ticket.lease_expires_at_ms.load(Ordering::Relaxed);
         let claim_len = encoded_len(ticket.key.len(), 0) as u32;
         if now_ms < lease_end.saturating_add(self.retention_ms)
-            && shard.at_mut(ticket.hash, at).is_some()
+            && let Some(pos) = shard.position_at(ticket.hash, at)
         {
-            let entry = shard.at_mut(ticket.hash, at).expect("probed just above");
-            return Ok((entry, claim_len));
+            return Ok((shard.entry_mut(pos), claim_len));
         }
         let owned = self
             .lookup(shard, ticket.hash, &ticket.key)?
@@ -703,7 +700,7 @@ impl Engine {
         ticket: Ticket,
         response: &[u8],
         retention_ms: u64,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Pending<()>> {
         if response.len() > self.max_response_len {
             return Err(Error::ResponseTooLarge {
                 len: response.len(),
@@ -726,12 +723,11 @@ impl Engine {
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
-        self.waiters.notify(ticket.hash);
         self.counters.completes.inc();
-        Ok(self.needs(app.end))
+        Ok(((), self.needs(app.end)))
     }
 
-    pub(crate) fn release(&self, ticket: Ticket) -> Result<Option<u64>> {
+    pub(crate) fn release(&self, ticket: Ticket) -> Result<Pending<()>> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
         let (entry, len) = self.owned_claim(&mut shard, &ticket, now_ms)?;
@@ -739,12 +735,11 @@ impl Engine {
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
         drop(shard);
-        self.waiters.notify(ticket.hash);
         self.counters.releases.inc();
-        Ok(self.needs(app.end))
+        Ok(((), self.needs(app.end)))
     }
 
-    fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<(u64, Option<u64>)> {
+    fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<Pending<u64>> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
         let (entry, len) = self.owned_claim(&mut shard, ticket, now_ms)?;
@@ -766,12 +761,11 @@ impl Engine {
             .lease_expires_at_ms
             .store(lease_until, Ordering::Relaxed);
         drop(shard);
-        self.waiters.notify(ticket.hash);
         self.counters.lease_extensions.inc();
         Ok((lease_until, self.needs(app.end)))
     }
 
-    fn get(&self, key: &[u8]) -> Result<(Option<Record>, Option<u64>)> {
+    fn get(&self, key: &[u8]) -> Result<Pending<Option<Record>>> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
@@ -800,7 +794,7 @@ impl Engine {
         Ok((Some(record), self.needs_read(loc)))
     }
 
-    fn remove(&self, key: &[u8]) -> Result<(bool, Option<u64>)> {
+    fn remove(&self, key: &[u8]) -> Result<Pending<bool>> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
@@ -815,12 +809,11 @@ impl Engine {
         let (new, app) = self.write(hash, &fields, false, Some((*entry, cur.len)), now_ms)?;
         *entry = new;
         drop(shard);
-        self.waiters.notify(hash);
         self.counters.removes.inc();
         Ok((true, self.needs(app.end)))
     }
 
-    pub(crate) fn mark_seen(&self, key: &[u8], retain_ms: u64) -> Result<(Seen, Option<u64>)> {
+    pub(crate) fn mark_seen(&self, key: &[u8], retain_ms: u64) -> Result<Pending<Seen>> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();

@@ -6,8 +6,9 @@
 //! wakers:
 //!
 //! - [`KeyWaiters`]: callers of `claim_wait` whose key is in progress. A
-//!   write that ends a claim (complete, release, remove) or moves its lease
-//!   wakes every waiter on that key. A waiter registers *before* it looks
+//!   write to the key (the engine's one write step does it, so complete,
+//!   release, remove and a lease extension all do) wakes every waiter on
+//!   that key. A waiter registers *before* it looks
 //!   at the key, so a write that lands after the look always finds it.
 //!   Writers pay one atomic load when nobody waits.
 //! - the [`Service`]'s durability queue: async callers whose record is not

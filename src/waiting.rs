@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::index::key_hash;
 use crate::outcome::{Claim, Seen, Ticket};
-use crate::store::{Engine, Store};
+use crate::store::{Engine, Pending, Store};
 use crate::wait::{Fired, park_until, thread_waker};
 use std::time::{Duration, Instant};
 
@@ -20,44 +20,70 @@ fn retry_at(engine: &Engine, lease_expires_at_ms: u64, deadline: Instant) -> Ins
         .map_or(deadline, |at| at.min(deadline))
 }
 
-/// One look at the key for a waiting claim.
+/// One waiting claim: the key, and when the caller stops waiting.
+struct Wait<'a> {
+    engine: &'a Engine,
+    key: &'a [u8],
+    hash: u64,
+    fingerprint: Fingerprint,
+    deadline: Instant,
+}
+
+/// What one look at the key decided.
 enum Attempt {
-    /// Not in progress (or out of time): this answer, once `needed` settles.
-    Answer(Claim, Option<u64>),
-    /// In progress: sleep until woken or `retry`; at the deadline the answer
-    /// is `InProgress` with `lease_end`.
+    /// Not in progress, or out of time: give this answer.
+    Answer(Pending<Claim>),
+    /// In progress: sleep until woken or `retry`. If nothing woke the caller
+    /// and `retry` is the deadline, `InProgress` is the answer.
     Sleep {
-        lease_end: u64,
         retry: Instant,
-        needed: Option<u64>,
+        in_progress: Pending<Claim>,
     },
 }
 
-impl Attempt {
+impl<'a> Wait<'a> {
+    fn new(
+        engine: &'a Engine,
+        key: &'a [u8],
+        fingerprint: Fingerprint,
+        timeout: Duration,
+    ) -> Result<Self> {
+        engine.check_key(key)?;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        Ok(Wait {
+            engine,
+            key,
+            hash: key_hash(key),
+            fingerprint,
+            deadline,
+        })
+    }
+
     /// Claims once; the caller has registered its interest first.
-    fn make(e: &Engine, key: &[u8], fingerprint: Fingerprint, deadline: Instant) -> Result<Self> {
-        let (claim, needed) = e.claim(key, fingerprint)?;
+    fn attempt(&self) -> Result<Attempt> {
+        let e = self.engine;
+        let (claim, needed) = e.claim(self.key, self.fingerprint)?;
         Ok(match claim {
             Claim::InProgress {
                 lease_expires_at_ms,
-            } if Instant::now() < deadline => {
+            } if Instant::now() < self.deadline => {
                 e.counters.claim_waits.inc();
                 Attempt::Sleep {
-                    lease_end: lease_expires_at_ms,
-                    retry: retry_at(e, lease_expires_at_ms, deadline),
-                    needed,
+                    retry: retry_at(e, lease_expires_at_ms, self.deadline),
+                    in_progress: (claim, needed),
                 }
             }
-            answer => Attempt::Answer(answer, needed),
+            answer => Attempt::Answer((answer, needed)),
         })
     }
-}
 
-/// `now + timeout`, or a far instant if that overflows.
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    /// Whether a sleep that nobody cut short, until `retry`, ends the wait.
+    fn timed_out(&self, fired: bool, retry: Instant) -> bool {
+        !fired && retry >= self.deadline
+    }
 }
 
 impl Store {
@@ -98,34 +124,23 @@ impl Store {
         fingerprint: Fingerprint,
         timeout: Duration,
     ) -> Result<Claim> {
-        let (e, key) = (self.engine(), key.as_ref());
-        e.check_key(key)?;
-        let hash = key_hash(key);
-        let deadline = deadline_after(timeout);
+        let wait = Wait::new(self.engine(), key.as_ref(), fingerprint, timeout)?;
         let waker = thread_waker();
         loop {
             // Registered before looking, so a write after the look wakes us.
-            let registration = e.waiters.register(hash, waker.clone());
-            match Attempt::make(e, key, fingerprint, deadline)? {
-                Attempt::Answer(answer, needed) => {
-                    drop(registration);
-                    e.settle(needed)?;
-                    return Ok(answer);
-                }
-                Attempt::Sleep {
-                    lease_end,
-                    retry,
-                    needed,
-                } => {
-                    if !park_until(registration.interest(), retry) && retry >= deadline {
-                        drop(registration);
-                        e.settle(needed)?;
-                        return Ok(Claim::InProgress {
-                            lease_expires_at_ms: lease_end,
-                        });
+            let registration = wait.engine.waiters.register(wait.hash, waker.clone());
+            let answer = match wait.attempt()? {
+                Attempt::Answer(answer) => answer,
+                Attempt::Sleep { retry, in_progress } => {
+                    let fired = park_until(registration.interest(), retry);
+                    if !wait.timed_out(fired, retry) {
+                        continue;
                     }
+                    in_progress
                 }
-            }
+            };
+            drop(registration);
+            return wait.engine.settle(answer);
         }
     }
 
@@ -140,17 +155,15 @@ impl Store {
         fingerprint: Fingerprint,
     ) -> Result<Claim> {
         let e = self.engine();
-        let (claim, needed) = e.claim(key.as_ref(), fingerprint)?;
-        e.settle_async(needed).await?;
-        Ok(claim)
+        e.settle_async(e.claim(key.as_ref(), fingerprint)?).await
     }
 
     /// [`complete`](Store::complete) for async callers; resolves once the
     /// response is durable. See [`claim_async`](Store::claim_async).
     pub async fn complete_async(&self, ticket: Ticket, response: impl AsRef<[u8]>) -> Result<()> {
         let e = self.engine();
-        let needed = e.complete(ticket, response.as_ref(), e.retention_ms)?;
-        e.settle_async(needed).await
+        e.settle_async(e.complete(ticket, response.as_ref(), e.retention_ms)?)
+            .await
     }
 
     /// [`complete_with_retention`](Store::complete_with_retention) for async
@@ -162,29 +175,24 @@ impl Store {
         retention: Duration,
     ) -> Result<()> {
         let e = self.engine();
-        let needed = e.complete(
-            ticket,
-            response.as_ref(),
-            crate::clock::duration_ms(retention),
-        )?;
-        e.settle_async(needed).await
+        let retention_ms = crate::clock::duration_ms(retention);
+        e.settle_async(e.complete(ticket, response.as_ref(), retention_ms)?)
+            .await
     }
 
     /// [`release`](Store::release) for async callers; resolves once the
     /// release is durable.
     pub async fn release_async(&self, ticket: Ticket) -> Result<()> {
         let e = self.engine();
-        let needed = e.release(ticket)?;
-        e.settle_async(needed).await
+        e.settle_async(e.release(ticket)?).await
     }
 
     /// [`mark_seen`](Store::mark_seen) for async callers; resolves once the
     /// answer is durable.
     pub async fn mark_seen_async(&self, key: impl AsRef<[u8]>, retain: Duration) -> Result<Seen> {
         let e = self.engine();
-        let (seen, needed) = e.mark_seen(key.as_ref(), crate::clock::duration_ms(retain))?;
-        e.settle_async(needed).await?;
-        Ok(seen)
+        let retain_ms = crate::clock::duration_ms(retain);
+        e.settle_async(e.mark_seen(key.as_ref(), retain_ms)?).await
     }
 
     /// [`claim_wait`](Store::claim_wait) for async callers: the task sleeps,
@@ -197,38 +205,30 @@ impl Store {
         fingerprint: Fingerprint,
         timeout: Duration,
     ) -> Result<Claim> {
-        let (e, key) = (self.engine(), key.as_ref());
-        e.check_key(key)?;
-        let hash = key_hash(key);
-        let deadline = deadline_after(timeout);
+        let wait = Wait::new(self.engine(), key.as_ref(), fingerprint, timeout)?;
         loop {
-            let registration = e.waiters.register(hash, std::task::Waker::noop().clone());
-            let (lease_end, retry, needed) = match Attempt::make(e, key, fingerprint, deadline)? {
-                Attempt::Answer(answer, needed) => {
-                    drop(registration);
-                    e.settle_async(needed).await?;
-                    return Ok(answer);
+            let registration = wait
+                .engine
+                .waiters
+                .register(wait.hash, std::task::Waker::noop().clone());
+            let answer = match wait.attempt()? {
+                Attempt::Answer(answer) => answer,
+                Attempt::Sleep { retry, in_progress } => {
+                    let fired = Fired {
+                        interest: registration.interest(),
+                        service: &wait.engine.service,
+                        deadline: retry,
+                        timer_set: false,
+                    }
+                    .await;
+                    if !wait.timed_out(fired, retry) {
+                        continue;
+                    }
+                    in_progress
                 }
-                Attempt::Sleep {
-                    lease_end,
-                    retry,
-                    needed,
-                } => (lease_end, retry, needed),
             };
-            let fired = Fired {
-                interest: registration.interest(),
-                service: &e.service,
-                deadline: retry,
-                timer_set: false,
-            }
-            .await;
-            if !fired && retry >= deadline {
-                drop(registration);
-                e.settle_async(needed).await?;
-                return Ok(Claim::InProgress {
-                    lease_expires_at_ms: lease_end,
-                });
-            }
+            drop(registration);
+            return wait.engine.settle_async(answer).await;
         }
     }
 }
