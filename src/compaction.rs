@@ -99,7 +99,6 @@ impl Engine {
     }
 
     fn compact_pass(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
-        self.log.write_missing_hints()?;
         for id in self.log.sealed_ids() {
             let Some(meta) = self.log.metas.get(id) else {
                 continue;
@@ -135,7 +134,9 @@ impl Engine {
                 self.rewrite(id, &records, now_ms, report)?;
             }
         }
-        Ok(())
+        // Last, so a segment deleted above (a claim segment whose claims
+        // were all completed, most often) never gets a hint.
+        self.log.write_missing_hints()
     }
 
     /// Evicts the expired entries that point at `records`; returns the live

@@ -38,7 +38,8 @@ pub enum Error {
         file: PathBuf,
         /// The version found in the file header.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version this build reads, and the one it writes; it
+        /// also reads every version back to [`OLDEST_FORMAT_VERSION`](crate::OLDEST_FORMAT_VERSION).
         supported: u32,
     },
     /// An empty key was passed; keys must be at least one byte long.
@@ -97,9 +98,10 @@ impl fmt::Display for Error {
                 supported,
             } => write!(
                 f,
-                "{} has format version {found} but this build reads version {supported}; \
+                "{} has format version {found} but this build reads versions {} to {supported}; \
                  open it with a matching idemkv version",
-                file.display()
+                file.display(),
+                crate::OLDEST_FORMAT_VERSION
             ),
             Error::EmptyKey => f.write_str("the key is empty; pass a key of at least one byte"),
             Error::KeyTooLong { len, max } => write!(

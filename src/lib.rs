@@ -72,7 +72,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use compaction::CompactionReport;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
-pub use format::FORMAT_VERSION;
+pub use format::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 pub use key::{scoped_key, split_scoped_key};
 pub use log::{DamagedHint, RepairReport, RepairedFile, VerifyReport};
 pub use options::{Durability, MAX_NAMESPACES, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};

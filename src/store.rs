@@ -120,7 +120,10 @@ impl Store {
             storage,
             dir,
             opts.durability,
-            segment_size,
+            [
+                segment_size,
+                crate::log::claim_segment_size(segment_size, opts.max_key_len),
+            ],
             metas.clone(),
             |keys| index.reserve(keys),
             |r, view| apply_recovered(&index, &metas, r, view, now_ms, retention_ms),
@@ -350,6 +353,28 @@ fn apply_recovered(
         crate::index::Slot::Occupied(o) => Some(*o.get()),
         crate::index::Slot::Vacant(_) => None,
     };
+    if let Some(p) = prior.filter(|p| view.is_claims(p.loc().segment)) {
+        // The claim stream was replayed first, so a main record can meet a
+        // claim written after it. The later of the two stands; the older
+        // is dead, and what it shadowed the claim shadows too.
+        if !view.is_claims(r.loc.segment) {
+            let seq = match r.seq {
+                Some(seq) => seq,
+                None => view.record(r.loc)?.seq,
+            };
+            if seq < view.record(p.loc())?.seq {
+                let own = ceil_s(own_drop_after_ms(r.tag, r.time_b_ms, retention_ms));
+                if let crate::index::Slot::Occupied(mut o) = slot {
+                    let e = o.get_mut();
+                    e.drop_after_s = e.drop_after_s.max(own);
+                }
+                return Ok(Applied {
+                    drop_after_s: own,
+                    kept: false,
+                });
+            }
+        }
+    }
     if let Some(p) = &prior {
         let prior_len = view.read(p.loc(), |x| encoded_len(x.key.len(), x.value.len()))?;
         metas.add_dead(
@@ -411,6 +436,7 @@ fn state_of(tag: Tag) -> State {
 #[derive(Debug, Clone, Copy)]
 struct Current {
     tag: Tag,
+    seq: u64,
     fingerprint: u128,
     generation: u64,
     time_a_ms: u64,
@@ -425,6 +451,7 @@ impl Current {
             len: u32::try_from(encoded_len(r.key.len(), r.value.len()))
                 .expect("records fit a segment"),
             tag: r.tag,
+            seq: r.seq,
             fingerprint: r.fingerprint,
             generation: r.generation,
             time_a_ms: r.time_a_ms,
@@ -470,10 +497,11 @@ impl Engine {
     }
 
     /// Under `Immediate`, the position to wait for before answering from the
-    /// record at `loc`, so no answer rests on a write a crash could undo.
-    fn needs_read(&self, loc: Loc) -> Option<u64> {
+    /// record with sequence number `seq`, so no answer rests on a write a
+    /// crash could undo.
+    fn needs_read(&self, seq: u64) -> Option<u64> {
         match self.durability {
-            Durability::Immediate if !self.log.is_durable(loc) => Some(loc.lpos() + 1),
+            Durability::Immediate if !self.log.is_durable(seq) => Some(seq + 1),
             _ => None,
         }
     }
@@ -628,7 +656,7 @@ impl Engine {
                     if let Some(c) = counter {
                         c.inc();
                     }
-                    return Ok((answer, self.needs_read(loc)));
+                    return Ok((answer, self.needs_read(cur.seq)));
                 }
                 true
             }
@@ -791,7 +819,7 @@ impl Engine {
             Tag::Release | Tag::Remove => unreachable!("a tombstone is never live"),
         };
         drop(shard);
-        Ok((Some(record), self.needs_read(loc)))
+        Ok((Some(record), self.needs_read(cur.seq)))
     }
 
     fn remove(&self, key: &[u8]) -> Result<Pending<bool>> {
@@ -821,10 +849,9 @@ impl Engine {
         let found = self.lookup(&mut shard, hash, key)?;
         if let Some((entry, cur)) = &found {
             if cur.is_live(now_ms, self.retention_ms) {
-                let loc = entry.loc();
                 drop(shard);
                 self.counters.seen_duplicates.inc();
-                return Ok((Seen::Duplicate, self.needs_read(loc)));
+                return Ok((Seen::Duplicate, self.needs_read(cur.seq)));
             }
             if entry.state() != State::Absent {
                 self.counters.expirations.inc();

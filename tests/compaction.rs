@@ -200,13 +200,22 @@ fn compaction_beside_concurrent_claims_loses_nothing() {
         for t in 0..3 {
             let store = store.clone();
             let clock = clock.clone();
-            let writers_done = &writers_done;
+            let (writers_done, passes) = (&writers_done, &passes);
             s.spawn(move || {
                 for i in 0..3_000u64 {
                     let key = format!("t{t}-{i}");
                     pair(&store, &key, &response(i));
                     if t == 0 {
                         clock.advance(Duration::from_millis(50));
+                        // Every 250 pairs, wait for a compaction pass that
+                        // started after them, so passes and writes
+                        // interleave however the threads are scheduled.
+                        if i % 250 == 249 {
+                            let seen = passes.load(std::sync::atomic::Ordering::SeqCst);
+                            while passes.load(std::sync::atomic::Ordering::SeqCst) < seen + 2 {
+                                std::thread::yield_now();
+                            }
+                        }
                     }
                 }
                 writers_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

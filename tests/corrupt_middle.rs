@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    RECORD_HEADER_LEN, acquire_with, copy_dir, record_spans, segment_paths, set_version,
-    small_segments,
+    RECORD_HEADER_LEN, acquire_with, copy_dir, record_spans, set_version, small_segments,
+    stream_paths,
 };
 use idemkv::{Durability, Error, FORMAT_VERSION, Fingerprint, ManualClock, Options};
 use std::collections::BTreeMap;
@@ -52,6 +52,19 @@ fn build() -> TempDir {
         );
     }
     dir
+}
+
+/// The segment files of `dir`: the main stream's, oldest first, then the
+/// claim stream's. Tests name a segment by its place in this list.
+fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    [stream_paths(dir, false), stream_paths(dir, true)].concat()
+}
+
+/// Places in [`segment_paths`] of each stream's newest (active) segment:
+/// main, then claims.
+fn active_indices(dir: &Path) -> [usize; 2] {
+    let main = stream_paths(dir, false).len();
+    [main - 1, main + stream_paths(dir, true).len() - 1]
 }
 
 /// `(start, len)` of every record of segment `index` (0 is the oldest) in
@@ -168,7 +181,7 @@ fn flip_every_byte(fixture: &Path, index: usize, rec: (usize, usize), what: &str
 #[test]
 fn bad_record_with_valid_records_after_it_in_the_last_segment_is_corrupt() {
     let fixture = build();
-    let last = segment_paths(fixture.path()).len() - 1;
+    let [last, _] = active_indices(fixture.path());
     let recs = spans_of(fixture.path(), last);
     let middle = recs[recs.len() / 2];
     assert!(
@@ -192,7 +205,7 @@ fn zeroed_range_in_the_middle_of_the_last_segment_is_corrupt() {
     // A lost sector: zeros from inside one record to inside a later one,
     // with valid records after the range.
     let fixture = build();
-    let last = segment_paths(fixture.path()).len() - 1;
+    let [last, _] = active_indices(fixture.path());
     let recs = spans_of(fixture.path(), last);
     assert!(recs.len() >= 4, "want four records in the last segment");
     let (first_start, _) = recs[1];
@@ -216,8 +229,13 @@ fn zeroed_range_in_the_middle_of_the_last_segment_is_corrupt() {
 fn bad_record_in_a_sealed_segment_is_corrupt() {
     let fixture = build();
     let segs = segment_paths(fixture.path());
+    let active = active_indices(fixture.path());
     let mut cases = 0;
-    for (index, seg) in segs.iter().enumerate().take(segs.len() - 1) {
+    // Sealed segments of both streams.
+    for (index, seg) in segs.iter().enumerate() {
+        if active.contains(&index) {
+            continue;
+        }
         let recs = record_spans(&fs::read(seg).unwrap());
         cases += flip_every_byte(
             fixture.path(),
@@ -257,8 +275,8 @@ fn sealed_segment_cut_short_is_corrupt() {
 #[test]
 fn header_naming_another_format_version_is_incompatible() {
     let fixture = build();
-    let last = segment_paths(fixture.path()).len() - 1;
-    for index in [0, last] {
+    let [last, last_claims] = active_indices(fixture.path());
+    for index in [0, last, last_claims] {
         for version in [FORMAT_VERSION + 1, 0, u32::MAX] {
             let (copy, file) =
                 damaged_copy(fixture.path(), index, |b| set_version(b, version, true));
@@ -288,8 +306,8 @@ fn header_naming_another_format_version_is_incompatible() {
 #[test]
 fn header_with_a_bad_checksum_followed_by_valid_records_is_corrupt() {
     let fixture = build();
-    let last = segment_paths(fixture.path()).len() - 1;
-    for index in [0, last] {
+    let [last, last_claims] = active_indices(fixture.path());
+    for index in [0, last, last_claims] {
         // A version changed without its checksum is damage, not a version.
         assert_damage_is_corrupt(
             fixture.path(),
@@ -304,8 +322,8 @@ fn header_with_a_bad_checksum_followed_by_valid_records_is_corrupt() {
 #[test]
 fn header_with_a_bad_magic_followed_by_valid_records_is_corrupt() {
     let fixture = build();
-    let last = segment_paths(fixture.path()).len() - 1;
-    for index in [0, 1, last] {
+    let [last, last_claims] = active_indices(fixture.path());
+    for index in [0, 1, last, last_claims] {
         for magic in [*b"iDEMKVSG", *b"IDEMKVSH", [0u8; 8], *b"XXXXXXXX"] {
             assert_damage_is_corrupt(
                 fixture.path(),

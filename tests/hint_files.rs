@@ -71,7 +71,8 @@ fn open_uses_hints_and_sees_the_same_records() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     let first = options().open(dir.path()).unwrap();
-    let sealed = first.stats().segments - 1;
+    // Every segment but the two streams' active ones.
+    let sealed = first.stats().segments - 2;
     assert!(sealed >= 3);
     assert_eq!(
         first.stats().segments_opened_from_hints,
@@ -159,7 +160,12 @@ fn orphan_and_temporary_hints_are_removed() {
 fn damage_in_a_segment_opened_from_its_hint_is_found_on_read_and_by_verify() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
-    drop(options().open(dir.path()).unwrap());
+    // Compaction deletes the claim segments, copying the claims still in
+    // progress: open then compares no claim with key-1's record, and reads
+    // nothing of segment 1 but its hint.
+    let store = options().open(dir.path()).unwrap();
+    store.compact().unwrap();
+    drop(store);
     // Flip a byte inside the response of key-1, a completed key in segment 1.
     let seg = dir.path().join("0000000001.seg");
     let mut bytes = std::fs::read(&seg).unwrap();

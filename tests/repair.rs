@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{clock, complete_new, record_spans, segment_paths, set_version};
+use common::{clock, complete_new, main_segment_paths, record_spans, segment_paths, set_version};
 use idemkv::storage::{PendingFate, SimStorage, Storage};
 use idemkv::{Error, Fingerprint, Options, Record, Store};
 use std::path::{Path, PathBuf};
@@ -104,8 +104,9 @@ fn verify_reports_a_torn_tail_without_failing() {
 #[test]
 fn repair_salvages_around_a_corrupt_record_in_a_sealed_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let segs = populate(dir.path());
-    let damaged = &segs[1];
+    populate(dir.path());
+    // The main stream's first segment, sealed: its records are completes.
+    let damaged = &main_segment_paths(dir.path())[0];
     let original = std::fs::read(damaged).unwrap();
     let recs = record_spans(&original);
     let (offset, len) = recs[recs.len() / 2];
@@ -187,7 +188,8 @@ fn crash_at_every_step_of_repair_loses_nothing_more() {
         let store = opts(&template).open(dir).unwrap();
         write_keys(&store);
     }
-    let seg = dir.join("0000000002.seg");
+    // The main stream's first segment, sealed.
+    let seg = dir.join("0000000001.seg");
     let mut bytes = template.read_file(&seg).unwrap();
     let (offset, _) = record_spans(&bytes)[3];
     bytes[offset + 70] ^= 1;

@@ -73,6 +73,7 @@ fn example_segment_header() -> [u8; SEGMENT_HEADER_LEN] {
     SegmentHeader {
         segment_id: 3,
         first_seq: 1000,
+        stream: super::segment::Stream::Claims,
     }
     .encode()
 }
@@ -161,7 +162,7 @@ fn segment_header_table_matches_encoder() {
             "version" => super::FORMAT_VERSION.to_le_bytes().to_vec(),
             "segment_id" => 3u32.to_le_bytes().to_vec(),
             "first_seq" => 1000u64.to_le_bytes().to_vec(),
-            "flags" => 0u32.to_le_bytes().to_vec(),
+            "flags" => 1u32.to_le_bytes().to_vec(),
             "crc" => crc32fast::hash(&h[..28]).to_le_bytes().to_vec(),
             other => panic!("unknown segment header field `{other}` in DESIGN.md"),
         },

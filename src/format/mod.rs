@@ -7,8 +7,15 @@ pub(crate) mod hint;
 pub(crate) mod record;
 pub(crate) mod segment;
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. It reads this version and every
+/// one back to [`OLDEST_FORMAT_VERSION`].
+///
+/// Version 2 added the claim stream (segment header flag bit 0); version 1
+/// segments read as main-stream segments.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 #[cfg(test)]
 mod golden;

@@ -1,6 +1,6 @@
 //! Segment file header and naming.
 
-use super::FORMAT_VERSION;
+use super::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 
 /// First eight bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"IDEMKVSG";
@@ -16,6 +16,29 @@ const OFF_FLAGS: usize = 24;
 const OFF_CRC: usize = 28;
 const _: () = assert!(OFF_CRC + 4 == SEGMENT_HEADER_LEN);
 
+/// Flag bit 0: the segment belongs to the claim stream.
+const FLAG_CLAIMS: u32 = 1;
+
+/// Which of the log's two write streams a segment belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Stream {
+    /// Every record but claims: completes, seen marks, tombstones.
+    Main = 0,
+    /// `Claim` records only. They are superseded within a lease, so these
+    /// segments die young and are deleted without copying.
+    Claims = 1,
+}
+
+impl Stream {
+    /// The stream a record of `tag` is appended to.
+    pub(crate) fn of(tag: super::record::Tag) -> Stream {
+        match tag {
+            super::record::Tag::Claim => Stream::Claims,
+            _ => Stream::Main,
+        }
+    }
+}
+
 /// The decoded header of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentHeader {
@@ -24,6 +47,8 @@ pub(crate) struct SegmentHeader {
     /// Sequence number the first record of this segment gets (or would get).
     /// Keeps sequence numbers growing even when every older segment is gone.
     pub first_seq: u64,
+    /// The write stream (flag bit 0; version 1 segments are all `Main`).
+    pub stream: Stream,
 }
 
 /// Why a header did not decode.
@@ -55,7 +80,11 @@ impl SegmentHeader {
         b[OFF_VERSION..OFF_SEGMENT_ID].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         b[OFF_SEGMENT_ID..OFF_FIRST_SEQ].copy_from_slice(&self.segment_id.to_le_bytes());
         b[OFF_FIRST_SEQ..OFF_FLAGS].copy_from_slice(&self.first_seq.to_le_bytes());
-        b[OFF_FLAGS..OFF_CRC].copy_from_slice(&0u32.to_le_bytes());
+        let flags = match self.stream {
+            Stream::Main => 0,
+            Stream::Claims => FLAG_CLAIMS,
+        };
+        b[OFF_FLAGS..OFF_CRC].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[..OFF_CRC]);
         b[OFF_CRC..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -72,15 +101,23 @@ impl SegmentHeader {
             return Err(HeaderError::BadChecksum);
         }
         let version = le_u32(b, OFF_VERSION);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::Version(version));
         }
-        if le_u32(b, OFF_FLAGS) != 0 {
+        // Version 1 knew one stream and no flags.
+        let known = if version == 1 { 0 } else { FLAG_CLAIMS };
+        let flags = le_u32(b, OFF_FLAGS);
+        if flags & !known != 0 {
             return Err(HeaderError::BadFlags);
         }
         Ok(SegmentHeader {
             segment_id: le_u32(b, OFF_SEGMENT_ID),
             first_seq: le_u64(b, OFF_FIRST_SEQ),
+            stream: if flags & FLAG_CLAIMS != 0 {
+                Stream::Claims
+            } else {
+                Stream::Main
+            },
         })
     }
 }
@@ -120,9 +157,15 @@ mod tests {
         let h = SegmentHeader {
             segment_id: 7,
             first_seq: 99,
+            stream: Stream::Main,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        let c = SegmentHeader {
+            stream: Stream::Claims,
+            ..h
+        };
+        assert_eq!(SegmentHeader::decode(&c.encode()), Ok(c));
         assert_eq!(SegmentHeader::decode(&b[..31]), Err(HeaderError::Truncated));
         assert_eq!(
             SegmentHeader::decode(&[0u8; 32]),
@@ -137,6 +180,44 @@ mod tests {
                 "byte {i}"
             );
         }
+    }
+
+    /// Re-seals `b` with `version` and `flags`.
+    fn reseal(mut b: [u8; SEGMENT_HEADER_LEN], version: u32, flags: u32) -> [u8; 32] {
+        b[OFF_VERSION..OFF_SEGMENT_ID].copy_from_slice(&version.to_le_bytes());
+        b[OFF_FLAGS..OFF_CRC].copy_from_slice(&flags.to_le_bytes());
+        let crc = crc32fast::hash(&b[..OFF_CRC]);
+        b[OFF_CRC..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn versions_and_flags() {
+        let b = SegmentHeader {
+            segment_id: 3,
+            first_seq: 5,
+            stream: Stream::Main,
+        }
+        .encode();
+        let v1 = SegmentHeader::decode(&reseal(b, 1, 0)).expect("version 1 reads");
+        assert_eq!(v1.stream, Stream::Main);
+        assert_eq!(
+            SegmentHeader::decode(&reseal(b, 1, FLAG_CLAIMS)),
+            Err(HeaderError::BadFlags),
+            "version 1 had no flags"
+        );
+        assert_eq!(
+            SegmentHeader::decode(&reseal(b, 2, 2)),
+            Err(HeaderError::BadFlags)
+        );
+        assert_eq!(
+            SegmentHeader::decode(&reseal(b, 3, 0)),
+            Err(HeaderError::Version(3))
+        );
+        assert_eq!(
+            SegmentHeader::decode(&reseal(b, 0, 0)),
+            Err(HeaderError::Version(0))
+        );
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
         let mut seg = SegmentHeader {
             segment_id: 3,
             first_seq: 1,
+            stream: crate::format::segment::Stream::Main,
         }
         .encode()
         .to_vec();

@@ -1,9 +1,16 @@
 //! The segmented append-only log: appends, reads, rollover and syncs.
 //!
-//! The newest segment is *active*: its bytes live in an in-memory buffer that
-//! is written to the file behind it (`flushed` marks how far) and read from
-//! directly. Older segments are *sealed*: fully written, fsynced, never
-//! changed again, and read through a map.
+//! The log has two write streams, each a run of segments: claims go to the
+//! *claim stream*, every other record to the *main stream* (DESIGN.md §3).
+//! A claim is superseded by its complete within a lease, so claim segments
+//! die young and are deleted without copying, while main segments hold what
+//! the retention keeps. Segment ids and sequence numbers are shared by both
+//! streams; a record's sequence number orders it against the other stream.
+//!
+//! The newest segment of each stream is *active*: its bytes live in an
+//! in-memory buffer that is written to the file behind it (`flushed` marks
+//! how far) and read from directly. Older segments are *sealed*: fully
+//! written, fsynced, never changed again, and read through a map.
 //!
 //! Reads take no lock that writers hold: the segment table (sealed maps and
 //! a view of the active buffer) sits behind a reader-striped lock that only
@@ -27,6 +34,7 @@ pub(crate) use repair::{repair, verify, walk};
 use crate::commit::GroupCommit;
 use crate::error::{Error, Result, io_context};
 use crate::format::record::{self, RecordFields, RecordRef};
+pub(crate) use crate::format::segment::Stream;
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::options::Durability;
 use crate::storage::{SealedBytes, Storage, StorageFile, remove_if_exists};
@@ -73,7 +81,8 @@ fn lpos(segment: u32, offset: usize) -> u64 {
 pub(crate) struct Appended {
     pub loc: Loc,
     pub seq: u64,
-    /// Log position just past the record; durable once `durable >= end`.
+    /// The sequence number just past the record; durable once
+    /// `durable >= end`.
     pub end: u64,
 }
 
@@ -85,6 +94,8 @@ pub(crate) struct Active {
     pub buf: Vec<u8>,
     /// How many bytes of `buf` have been written to `file`.
     pub flushed: usize,
+    /// Bytes were written to `file` since its last fsync.
+    pub dirty: bool,
     pub meta: Arc<SegMeta>,
 }
 
@@ -94,16 +105,19 @@ pub(crate) struct Sealed {
 }
 
 struct Writer {
-    active: Active,
+    /// The active segment of each stream, indexed by `Stream as usize`.
+    active: [Active; 2],
     next_seq: u64,
+    /// The id the next new segment of either stream gets.
+    next_id: u32,
     /// Where a record is encoded before it is copied into the active buffer.
     scratch: Vec<u8>,
 }
 
-/// Where readers find records: the sealed segments and the active buffer.
+/// Where readers find records: the sealed segments and the active buffers.
 struct Segments {
     sealed: BTreeMap<u32, Sealed>,
-    active: ActiveView,
+    active: [ActiveView; 2],
 }
 
 /// The active segment as readers see it: its id, path and the start of its
@@ -155,11 +169,12 @@ pub(crate) struct Log {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     durability: Durability,
-    segment_size: usize,
+    /// The segment size of each stream.
+    segment_size: [usize; 2],
     writer: Mutex<Writer>,
     segments: BrLock<Segments>,
-    /// Bytes of the active buffer published to readers.
-    active_len: AtomicUsize,
+    /// Bytes of each active buffer published to readers.
+    active_len: [AtomicUsize; 2],
     commit: GroupCommit,
     pub(crate) counters: LogCounters,
     pub(crate) metas: Arc<Metas>,
@@ -168,8 +183,18 @@ pub(crate) struct Log {
 /// The segments recovery hands to a new log.
 pub(crate) struct Opened {
     pub sealed: BTreeMap<u32, Sealed>,
-    pub active: Active,
+    /// The active segment of each stream, indexed by `Stream as usize`.
+    pub active: [Active; 2],
     pub next_seq: u64,
+}
+
+/// The size of the claim stream's segments for a main segment size: a
+/// quarter of it, so a claim segment fills, seals and is deleted sooner,
+/// but never less than what the largest claim record needs.
+pub(crate) fn claim_segment_size(segment_size: usize, max_key_len: usize) -> usize {
+    (segment_size / 4)
+        .max(SEGMENT_HEADER_LEN + record::encoded_len(max_key_len, 0))
+        .min(segment_size)
 }
 
 /// How an append is accounted.
@@ -192,7 +217,7 @@ impl Log {
         storage: Arc<dyn Storage>,
         dir: PathBuf,
         durability: Durability,
-        segment_size: usize,
+        segment_size: [usize; 2],
         metas: Arc<Metas>,
         opened: Opened,
     ) -> Log {
@@ -201,22 +226,32 @@ impl Log {
             mut active,
             next_seq,
         } = opened;
-        assert_eq!(
-            active.flushed,
-            active.buf.len(),
-            "recovery hands over a fully written segment"
+        for (a, size) in active.iter_mut().zip(segment_size) {
+            assert_eq!(
+                a.flushed,
+                a.buf.len(),
+                "recovery hands over a fully written segment"
+            );
+            assert!(
+                !sealed.contains_key(&a.id),
+                "an active segment is not also sealed"
+            );
+            a.buf.reserve(size.saturating_sub(a.buf.len()));
+        }
+        assert_ne!(
+            active[0].id, active[1].id,
+            "each stream has its own segment"
         );
-        assert!(
-            sealed.keys().all(|&id| id < active.id),
-            "sealed segments are older than the active one"
-        );
-        active
-            .buf
-            .reserve(segment_size.saturating_sub(active.buf.len()));
-        let durable = lpos(active.id, active.buf.len());
+        let next_id = sealed
+            .keys()
+            .copied()
+            .chain(active.iter().map(|a| a.id))
+            .max()
+            .unwrap_or(0)
+            + 1;
         let counters = LogCounters::default();
-        let view = ActiveView::of(&active);
-        let active_len = AtomicUsize::new(active.buf.len());
+        let view = active.each_ref().map(ActiveView::of);
+        let active_len = active.each_ref().map(|a| AtomicUsize::new(a.buf.len()));
         Log {
             storage,
             dir,
@@ -225,6 +260,7 @@ impl Log {
             writer: Mutex::new(Writer {
                 active,
                 next_seq,
+                next_id,
                 scratch: Vec::new(),
             }),
             segments: BrLock::new(Segments {
@@ -232,7 +268,8 @@ impl Log {
                 active: view,
             }),
             active_len,
-            commit: GroupCommit::new(durable),
+            // Everything recovery found is on disk.
+            commit: GroupCommit::new(next_seq),
             counters,
             metas,
         }
@@ -244,17 +281,18 @@ impl Log {
             return Err(Error::Poisoned);
         }
         let len = record::encoded_len(fields.key.len(), fields.value.len());
+        let s = Stream::of(fields.tag) as usize;
         let mut w = self.writer.lock();
-        if w.active.buf.len() + len > self.segment_size {
-            self.rollover(&mut w)?;
+        if w.active[s].buf.len() + len > self.segment_size[s] {
+            self.rollover(&mut w, s)?;
         }
         debug_assert!(
-            w.active.buf.len() + len <= self.segment_size,
+            w.active[s].buf.len() + len <= self.segment_size[s],
             "options bound a record to one segment"
         );
         let seq = w.next_seq;
         w.next_seq += 1;
-        let offset = w.active.buf.len();
+        let offset = w.active[s].buf.len();
         let mut fields = *fields;
         if opts.generation_from_seq {
             fields.generation = seq;
@@ -263,7 +301,8 @@ impl Log {
         w.scratch.clear();
         record::encode(&mut w.scratch, seq, &fields);
         debug_assert_eq!(w.scratch.len(), len);
-        let buf = &mut w.active.buf;
+        let active = &mut w.active[s];
+        let buf = &mut active.buf;
         assert!(
             buf.capacity() - offset >= len,
             "the active buffer was reserved to the full segment size"
@@ -275,48 +314,51 @@ impl Log {
             std::ptr::copy_nonoverlapping(w.scratch.as_ptr(), buf.as_mut_ptr().add(offset), len);
             buf.set_len(offset + len);
         }
-        self.active_len.store(offset + len, Ordering::Release);
-        w.active.meta.record(len, opts.drop_after_s, opts.now_ms);
-        match opts.supersedes {
-            // Usually the record superseded is in the active segment too:
-            // counted here, under the lock already held, with no map lookup.
-            Some((segment, dead)) if segment == w.active.id => {
-                w.active
-                    .meta
-                    .dead_bytes
-                    .fetch_add(u64::from(dead), Ordering::Relaxed);
-            }
-            Some((segment, dead)) => self.metas.add_dead(segment, dead),
-            None => {}
-        }
-        let end = lpos(w.active.id, w.active.buf.len());
+        self.active_len[s].store(offset + len, Ordering::Release);
+        active.meta.record(len, opts.drop_after_s, opts.now_ms);
         let loc = Loc {
-            segment: w.active.id,
+            segment: active.id,
             offset: u32::try_from(offset).expect("bounded by segment_size"),
         };
+        let unflushed = active.buf.len() - active.flushed;
+        if let Some((segment, dead)) = opts.supersedes {
+            // Usually the record superseded is in an active segment: counted
+            // here, under the lock already held, with no map lookup.
+            match w.active.iter().find(|a| a.id == segment) {
+                Some(a) => {
+                    a.meta
+                        .dead_bytes
+                        .fetch_add(u64::from(dead), Ordering::Relaxed);
+                }
+                None => self.metas.add_dead(segment, dead),
+            }
+        }
         self.counters.bytes_appended.add(len as u64);
         match self.durability {
-            Durability::Periodic(_) => self.flush(w)?,
-            Durability::None if w.active.buf.len() - w.active.flushed >= NONE_FLUSH_BYTES => {
-                self.flush(w)?
-            }
+            Durability::Periodic(_) => self.flush(w, s)?,
+            Durability::None if unflushed >= NONE_FLUSH_BYTES => self.flush(w, s)?,
             _ => {}
         }
-        Ok(Appended { loc, seq, end })
+        Ok(Appended {
+            loc,
+            seq,
+            end: seq + 1,
+        })
     }
 
     /// Runs `f` on the record at `loc`, checking its checksum first.
     pub(crate) fn read<R>(&self, loc: Loc, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
         let segments = self.segments.read();
-        let active = &segments.active;
-        if loc.segment == active.id {
-            let len = self.active_len.load(Ordering::Acquire);
-            // SAFETY: the first `len` bytes of the active buffer were
-            // written before `active_len` was released and are never written
-            // again; the buffer stays allocated and in place while the
-            // segment table is read-locked (see `ActiveView`).
-            let bytes = unsafe { std::slice::from_raw_parts(active.start, len) };
-            return decode_at(&active.path, bytes, loc).map(f);
+        for (active, len) in segments.active.iter().zip(&self.active_len) {
+            if loc.segment == active.id {
+                let len = len.load(Ordering::Acquire);
+                // SAFETY: the first `len` bytes of the active buffer were
+                // written before `active_len` was released and are never
+                // written again; the buffer stays allocated and in place
+                // while the segment table is read-locked (see `ActiveView`).
+                let bytes = unsafe { std::slice::from_raw_parts(active.start, len) };
+                return decode_at(&active.path, bytes, loc).map(f);
+            }
         }
         let Some(s) = segments.sealed.get(&loc.segment) else {
             return Err(Error::Corrupt {
@@ -428,23 +470,20 @@ impl Log {
         self.commit.durable()
     }
 
-    /// Whether the record at `loc` is already durable.
-    pub(crate) fn is_durable(&self, loc: Loc) -> bool {
-        self.commit.durable() > loc.lpos()
+    /// Whether the record with sequence number `seq` is already durable.
+    pub(crate) fn is_durable(&self, seq: u64) -> bool {
+        self.commit.durable() > seq
     }
 
-    /// Returns once every byte below `end` is durable, sharing the fsync with
-    /// every other caller waiting at the same time.
+    /// Returns once every record below sequence number `end` is durable,
+    /// sharing the fsync with every other caller waiting at the same time.
     pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
         self.commit.wait(end, || self.write_out_and_fsync())
     }
 
     /// Makes everything appended so far durable.
     pub(crate) fn sync(&self) -> Result<()> {
-        let end = {
-            let w = self.writer.lock();
-            lpos(w.active.id, w.active.buf.len())
-        };
+        let end = self.writer.lock().next_seq;
         self.wait_durable(end)
     }
 
@@ -452,10 +491,16 @@ impl Log {
         self.commit.is_poisoned()
     }
 
-    /// Bytes of segment and hint files on disk (the active segment as
+    /// Bytes of segment and hint files on disk (the active segments as
     /// written so far).
     pub(crate) fn disk_bytes(&self) -> u64 {
-        let active = self.writer.lock().active.flushed as u64;
+        let active: u64 = self
+            .writer
+            .lock()
+            .active
+            .iter()
+            .map(|a| a.flushed as u64)
+            .sum();
         let sealed: u64 = self
             .segments
             .read()
@@ -468,53 +513,61 @@ impl Log {
 
     /// Number of segment files.
     pub(crate) fn segment_count(&self) -> u64 {
-        self.segments.read().sealed.len() as u64 + 1
+        self.segments.read().sealed.len() as u64 + 2
     }
 
-    /// The group-commit leader's work: write out the buffer, then fsync the
-    /// active file outside the writer lock so appends continue meanwhile.
+    /// The group-commit leader's work: write out both buffers, then fsync
+    /// the active files written since their last fsync, outside the writer
+    /// lock so appends continue meanwhile. Everything appended before the
+    /// lock was released is then durable: in these files, or in sealed
+    /// segments, which rollover fsynced.
     fn write_out_and_fsync(&self) -> std::io::Result<u64> {
-        let (file, end) = {
+        let (files, end) = {
             let mut w = self.writer.lock();
-            flush_active(&mut w.active)?;
-            (w.active.file.clone(), lpos(w.active.id, w.active.buf.len()))
+            let mut files: [Option<Arc<dyn StorageFile>>; 2] = [None, None];
+            for (a, f) in w.active.iter_mut().zip(&mut files) {
+                flush_active(a)?;
+                if std::mem::take(&mut a.dirty) {
+                    *f = Some(a.file.clone());
+                }
+            }
+            (files, w.next_seq)
         };
-        file.sync_data()?;
-        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        for file in files.into_iter().flatten() {
+            file.sync_data()?;
+            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(end)
     }
 
-    fn flush(&self, w: &mut Writer) -> Result<()> {
-        flush_active(&mut w.active).map_err(|e| self.fail("write", &w.active.path, e))
+    fn flush(&self, w: &mut Writer, s: usize) -> Result<()> {
+        let a = &mut w.active[s];
+        flush_active(a).map_err(|e| self.fail("write", &a.path, e))
     }
 
-    /// Seals the active segment and starts the next one:
+    /// Seals stream `s`'s active segment and starts the stream's next one:
     /// 1. write out the buffer and fsync the file (it never changes again);
     /// 2. map it and publish it as sealed, before the active id moves on;
     /// 3. create the next file, write its header, fsync it, fsync the directory;
     /// 4. make it active.
-    fn rollover(&self, w: &mut Writer) -> Result<()> {
-        self.flush(w)?;
-        let path = w.active.path.clone();
-        w.active
+    fn rollover(&self, w: &mut Writer, s: usize) -> Result<()> {
+        self.flush(w, s)?;
+        let sealing = &mut w.active[s];
+        let path = sealing.path.clone();
+        sealing
             .file
             .sync_data()
             .map_err(|e| self.fail("fsync", &path, e))?;
+        sealing.dirty = false;
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let bytes = w
-            .active
-            .file
-            .map()
-            .map_err(|e| self.fail("map", &path, e))?;
+        let bytes = sealing.file.map().map_err(|e| self.fail("map", &path, e))?;
+        let sealed_id = sealing.id;
         self.segments
             .write()
             .sealed
-            .insert(w.active.id, Sealed { path, bytes });
+            .insert(sealed_id, Sealed { path, bytes });
 
-        let id = w
-            .active
-            .id
-            .checked_add(1)
+        let id = Some(w.next_id)
             .filter(|&id| id <= crate::index::MAX_SEGMENT_ID)
             .ok_or_else(|| {
                 self.commit.poison();
@@ -522,30 +575,31 @@ impl Log {
                     "segment ids are exhausted (2^30 segments); start a new store".into(),
                 )
             })?;
+        let stream = if s == Stream::Claims as usize {
+            Stream::Claims
+        } else {
+            Stream::Main
+        };
         let next = create_segment(
             &*self.storage,
             &self.dir,
             id,
             w.next_seq,
-            self.segment_size,
+            stream,
+            self.segment_size[s],
             self.metas.get_or_insert(id),
         )
         .inspect_err(|_| self.commit.poison())?;
+        w.next_id = id + 1;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
-        crate::observe::event!(
-            debug,
-            sealed = w.active.id,
-            next = id,
-            "segment rolled over"
-        );
+        crate::observe::event!(debug, sealed = sealed_id, next = id, "segment rolled over");
         {
             // Readers move to the next buffer before the old one is freed.
             let mut segments = self.segments.write();
-            segments.active = ActiveView::of(&next);
-            self.active_len.store(next.buf.len(), Ordering::Release);
+            segments.active[s] = ActiveView::of(&next);
+            self.active_len[s].store(next.buf.len(), Ordering::Release);
         }
-        w.active = next;
-        self.commit.advance(lpos(id, SEGMENT_HEADER_LEN));
+        w.active[s] = next;
         Ok(())
     }
 
@@ -566,16 +620,19 @@ fn flush_active(a: &mut Active) -> std::io::Result<()> {
     if a.flushed < a.buf.len() {
         a.file.write_all_at(a.flushed as u64, &a.buf[a.flushed..])?;
         a.flushed = a.buf.len();
+        a.dirty = true;
     }
     Ok(())
 }
 
-/// Creates segment `id` with its header, fsyncs it and the directory.
+/// Creates segment `id` of `stream` with its header, fsyncs it and the
+/// directory.
 pub(crate) fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
     id: u32,
     first_seq: u64,
+    stream: Stream,
     segment_size: usize,
     meta: Arc<SegMeta>,
 ) -> Result<Active> {
@@ -586,6 +643,7 @@ pub(crate) fn create_segment(
     let header = SegmentHeader {
         segment_id: id,
         first_seq,
+        stream,
     }
     .encode();
     file.write_all_at(0, &header)
@@ -602,6 +660,7 @@ pub(crate) fn create_segment(
         path,
         file,
         flushed: buf.len(),
+        dirty: false,
         buf,
         meta,
     })

@@ -1,19 +1,26 @@
 //! Opening the log: rebuild the index from each sealed segment's hint, or
-//! by scanning the segment where there is none, and from a scan of the last
-//! segment; cut a torn tail, refuse real corruption (DESIGN.md §6).
+//! by scanning the segment where there is none, and from a scan of each
+//! stream's last segment; cut a torn tail, refuse real corruption
+//! (DESIGN.md §6).
+//!
+//! The claim stream is replayed first, then the main stream. A key's
+//! records reach the index in log order within a stream; where a main
+//! record meets an entry from the claim stream, their sequence numbers
+//! decide which is newer (see `apply_recovered` in `store.rs`).
 //!
 //! | found on disk | what open does |
 //! |---|---|
-//! | no segment files | creates segment 1 |
+//! | no segment files | creates segment 1 (main stream) and 2 (claim stream) |
+//! | no segment of one stream (a version 1 store has no claim stream) | creates one |
 //! | a segment file named with id 0 or above 2^30 - 1 | `Corrupt` |
-//! | bad record in a sealed (not last) segment | `Corrupt` |
-//! | bad or incomplete record at the end of the last segment, nothing valid after it | truncates there, fsyncs, counts the bytes |
-//! | bad record in the last segment with a valid record after it | `Corrupt` |
-//! | last segment with a bad header and no valid record after it (crash during rollover) | rewrites the header |
-//! | header with a valid checksum and another version | `IncompatibleFormat` |
+//! | bad record in a sealed (not last of its stream) segment | `Corrupt` |
+//! | bad or incomplete record at the end of a stream's last segment, nothing valid after it | truncates there, fsyncs, counts the bytes |
+//! | bad record in a stream's last segment with a valid record after it | `Corrupt` |
+//! | newest segment with a bad header and no valid record in it (crash while creating it) | removes it, fsyncs the directory |
+//! | header with a valid checksum and an unknown version | `IncompatibleFormat` |
 
 use super::hint::Hint;
-use super::{Active, Loc, Log, Metas, Opened, Sealed, SegMeta, create_segment};
+use super::{Active, Loc, Log, Metas, Opened, Sealed, SegMeta, Stream, create_segment};
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry};
@@ -51,8 +58,8 @@ pub(crate) struct RecoveryReport {
 }
 
 /// A record as recovery hands it to the index rebuild: from a scan (with its
-/// key) or from a hint file (without: the key is read only if a hash
-/// matches another entry's).
+/// key and sequence number) or from a hint file (without: they are read
+/// only if needed).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Recovered<'a> {
     pub loc: Loc,
@@ -62,6 +69,7 @@ pub(crate) struct Recovered<'a> {
     pub time_b_ms: u64,
     pub len: u32,
     pub key: Option<&'a [u8]>,
+    pub seq: Option<u64>,
 }
 
 /// What the index rebuild made of one record.
@@ -141,8 +149,17 @@ impl<'a> Recovered<'a> {
             len: u32::try_from(record::encoded_len(rec.key.len(), rec.value.len()))
                 .expect("records fit a segment"),
             key: Some(rec.key),
+            seq: Some(rec.seq),
         }
     }
+}
+
+/// What every view of one open shares: the claim stream's segment ids, and
+/// its active segment's bytes once it was scanned.
+#[derive(Clone, Copy)]
+struct ViewBase<'a> {
+    claims: &'a [u32],
+    claims_active: Option<(u32, &'a [u8], &'a Path)>,
 }
 
 /// Read access to the records recovered so far, for key comparisons while
@@ -152,6 +169,7 @@ pub(crate) struct RecoveryView<'a> {
     current_id: u32,
     current: &'a [u8],
     current_path: &'a Path,
+    base: ViewBase<'a>,
 }
 
 impl<'a> RecoveryView<'a> {
@@ -160,10 +178,21 @@ impl<'a> RecoveryView<'a> {
         self.record(loc).map(f)
     }
 
+    /// Whether segment `id` belongs to the claim stream.
+    pub(crate) fn is_claims(&self, id: u32) -> bool {
+        self.base.claims.binary_search(&id).is_ok()
+    }
+
     /// The already-recovered record at `loc`.
     pub(crate) fn record(&self, loc: Loc) -> Result<RecordRef<'a>> {
         let (path, bytes): (&Path, &[u8]) = if loc.segment == self.current_id {
             (self.current_path, self.current)
+        } else if let Some((_, bytes, path)) = self
+            .base
+            .claims_active
+            .filter(|(id, _, _)| *id == loc.segment)
+        {
+            (path, bytes)
         } else {
             let s = self
                 .sealed
@@ -416,6 +445,7 @@ where
             time_b_ms: e.time_b_ms,
             len: e.len,
             key: None,
+            seq: None,
         };
         tallies[seg as usize].add(e.len, first_ms, apply(&rec, view)?);
     }
@@ -427,9 +457,11 @@ where
 /// not depend on each other and a key's entries all fall in one shard, so
 /// the shards are filled in parallel, each in the order of its table's
 /// slots, as long as each key's entries keep their log order.
+#[allow(clippy::too_many_arguments)]
 fn apply_batch<F>(
     batch: &mut Vec<Hinted>,
     sealed: &BTreeMap<u32, Sealed>,
+    base: ViewBase<'_>,
     metas: &Metas,
     report: &mut RecoveryReport,
     apply: &F,
@@ -446,6 +478,7 @@ where
         current_id: u32::MAX,
         current: &[],
         current_path: &sealed[&first.id].path,
+        base,
     };
     let entries: usize = batch.iter().map(|h| h.hint.hint.entries.len()).sum();
     let threads = if entries < PARALLEL_HINT_ENTRIES {
@@ -486,9 +519,10 @@ where
     Ok(())
 }
 
-/// Reads a segment that has no usable hint, or is the last one, and hands
-/// each record to `apply`: returns its valid bytes (a torn tail of the last
-/// segment cut) and, for a sealed segment, the hint gathered on the way.
+/// Reads a segment that has no usable hint, or is the last of its stream,
+/// and hands each record to `apply`: returns its valid bytes (a torn tail of
+/// the last segment cut) and, for a sealed segment, the hint gathered on the
+/// way.
 #[allow(clippy::too_many_arguments)]
 fn scan_segment<F>(
     file: &dyn StorageFile,
@@ -498,6 +532,7 @@ fn scan_segment<F>(
     next_seq: &mut u64,
     report: &mut RecoveryReport,
     sealed: &BTreeMap<u32, Sealed>,
+    base: ViewBase<'_>,
     meta: &SegMeta,
     apply: &F,
 ) -> Result<(Vec<u8>, Option<Hint>)>
@@ -505,26 +540,8 @@ where
     F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
 {
     let mut bytes = read_all(file).map_err(|e| io_context("read", path, e))?;
-    let first_seq = match check_header(path, id, &bytes, is_last, *next_seq)? {
-        Some(first_seq) => first_seq,
-        None => {
-            // Torn creation of the newest segment: nothing was ever
-            // acknowledged in it, so start it again.
-            file.set_len(0)
-                .map_err(|e| io_context("truncate", path, e))?;
-            let header = SegmentHeader {
-                segment_id: id,
-                first_seq: *next_seq,
-            }
-            .encode();
-            file.write_all_at(0, &header)
-                .map_err(|e| io_context("write", path, e))?;
-            file.sync_data().map_err(|e| io_context("fsync", path, e))?;
-            report.torn_tail_bytes += bytes.len() as u64;
-            bytes = header.to_vec();
-            *next_seq
-        }
-    };
+    let first_seq = check_header(path, id, &bytes, false, *next_seq)?
+        .expect("a torn newest segment was removed before the replay");
     *next_seq = (*next_seq).max(first_seq);
 
     let mut tally = Tally::new();
@@ -536,6 +553,7 @@ where
             current_id: id,
             current: &bytes,
             current_path: path,
+            base,
         };
         let r = Recovered::scanned(loc, rec);
         tally.add(r.len, r.time_a_ms, apply(&r, &view)?);
@@ -558,76 +576,133 @@ where
     Ok((bytes, hint))
 }
 
-/// Opens the log in `dir`, calling `apply` for every valid record; a key's
-/// records reach `apply` in log order (records of different keys may not).
-pub(crate) fn recover(
-    storage: Arc<dyn Storage>,
+/// The stream each segment's header names; `None` where the header does
+/// not decode.
+pub(super) fn read_streams(
+    storage: &dyn Storage,
     dir: &Path,
-    durability: Durability,
-    segment_size: usize,
-    metas: Arc<Metas>,
-    reserve: impl FnOnce(usize),
-    apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
-) -> Result<(Log, RecoveryReport)> {
-    let ids = segment_ids(&*storage, dir)?;
-    if let Some(&bad) = ids.iter().find(|&&id| id == 0 || id > MAX_SEGMENT_ID) {
-        return Err(Error::Corrupt {
-            file: dir.join(segment_file_name(bad)),
-            offset: 0,
-            reason: format!("segment id {bad} is outside 1..=2^30-1, so no store wrote it"),
-        });
-    }
-    remove_stale_hints(&*storage, dir, &ids)?;
-    // Size the index once for the keys the hints list, rather than growing
-    // it step by step while it fills.
-    let listed: Vec<usize> = ids
-        .iter()
-        .map(|&id| super::hint::listed(&*storage, dir, id).unwrap_or(0))
-        .collect();
-    reserve(listed.iter().sum());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
-    let mut report = RecoveryReport::default();
-    // Hints of scanned sealed segments, written once the whole log checked
-    // out: a failed open changes no file.
-    let mut new_hints = Vec::new();
-    let mut sealed = BTreeMap::new();
-    let mut next_seq = 1u64;
-    let finish = |sealed, active, next_seq| {
-        let opened = Opened {
-            sealed,
-            active,
-            next_seq,
-        };
-        Log::new(
-            storage.clone(),
-            dir.to_path_buf(),
-            durability,
-            segment_size,
-            metas.clone(),
-            opened,
-        )
-    };
-    let Some((&last_id, sealed_ids)) = ids.split_last() else {
-        let active = create_segment(
-            &*storage,
-            dir,
-            1,
-            next_seq,
-            segment_size,
-            metas.get_or_insert(1),
-        )?;
-        return Ok((finish(sealed, active, next_seq), report));
-    };
+    ids: &[u32],
+) -> Result<Vec<Option<Stream>>> {
+    ids.iter()
+        .map(|&id| {
+            let path = dir.join(segment_file_name(id));
+            let file = storage
+                .open(&path)
+                .map_err(|e| io_context("open", &path, e))?;
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            Ok(file
+                .read_exact_at(0, &mut head)
+                .ok()
+                .and_then(|()| SegmentHeader::decode(&head).ok())
+                .map(|h| h.stream))
+        })
+        .collect()
+}
 
-    // Sealed segments, a chunk at a time: hints are read and checked in
-    // parallel, then each run of hinted segments is applied as one batch,
-    // and a segment without a usable hint is scanned in between.
+/// Whether each segment is the last of its stream. A segment whose header
+/// does not decode counts as last only if it is the newest of all: only the
+/// segment created last can have a torn header.
+pub(super) fn last_of_stream(streams: &[Option<Stream>]) -> Vec<bool> {
+    (0..streams.len())
+        .map(|i| match streams[i] {
+            None => i + 1 == streams.len(),
+            Some(s) => !streams[i + 1..].contains(&Some(s)),
+        })
+        .collect()
+}
+
+/// Reads every segment's header to learn its stream. The newest segment may
+/// have a torn header (a crash while it was being created, before anything
+/// was written to it): if no valid record is in it, it is removed. Any
+/// other bad header is `Corrupt`.
+fn classify(
+    storage: &dyn Storage,
+    dir: &Path,
+    ids: &mut Vec<u32>,
+    report: &mut RecoveryReport,
+) -> Result<Vec<Stream>> {
+    let mut streams = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let path = dir.join(segment_file_name(id));
+        let file = storage
+            .open(&path)
+            .map_err(|e| io_context("open", &path, e))?;
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let whole = file.read_exact_at(0, &mut head).is_ok();
+        let header = if whole {
+            SegmentHeader::decode(&head)
+        } else {
+            Err(HeaderError::Truncated)
+        };
+        match header {
+            Ok(h) => {
+                check_header(&path, id, &head, false, 0)?;
+                streams.push(h.stream);
+            }
+            Err(HeaderError::Version(_)) => {
+                check_header(&path, id, &head, false, 0)?;
+                unreachable!("check_header refuses an unknown version");
+            }
+            Err(e) => {
+                let bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
+                let newest = i + 1 == ids.len();
+                if !newest || first_valid_record(&bytes, 0, 1).is_some() {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: e.reason(),
+                    });
+                }
+                drop(file);
+                storage
+                    .remove(&path)
+                    .map_err(|e| io_context("remove", &path, e))?;
+                storage
+                    .sync_dir(dir)
+                    .map_err(|e| io_context("fsync directory", dir, e))?;
+                report.torn_tail_bytes += bytes.len() as u64;
+                ids.pop();
+                break;
+            }
+        }
+    }
+    Ok(streams)
+}
+
+/// One stream's replay: its sealed segments, a chunk at a time (hints are
+/// read and checked in parallel, then each run of hinted segments is
+/// applied as one batch, and a segment without a usable hint is scanned in
+/// between), then its last segment, always scanned. Returns the last
+/// segment, ready to append to, and the stream's next sequence number.
+#[allow(clippy::too_many_arguments)]
+fn replay_stream<F>(
+    storage: &dyn Storage,
+    dir: &Path,
+    ids: &[u32],
+    listed: &BTreeMap<u32, usize>,
+    threads: usize,
+    sealed: &mut BTreeMap<u32, Sealed>,
+    base: ViewBase<'_>,
+    metas: &Metas,
+    report: &mut RecoveryReport,
+    new_hints: &mut Vec<Hint>,
+    apply: &F,
+) -> Result<Option<(Active, u64)>>
+where
+    F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
+{
+    let Some((&last_id, sealed_ids)) = ids.split_last() else {
+        return Ok(None);
+    };
+    let listed_of = |id: &u32| listed.get(id).copied().unwrap_or(0);
+    let mut next_seq = 1u64;
     let mut start = 0;
     while start < sealed_ids.len() {
         let mut end = start + 1;
-        let mut entries = listed[start];
-        while end < sealed_ids.len() && entries + listed[end] <= HINT_CHUNK_ENTRIES {
-            entries += listed[end];
+        let mut entries = listed_of(&sealed_ids[start]);
+        while end < sealed_ids.len() && entries + listed_of(&sealed_ids[end]) <= HINT_CHUNK_ENTRIES
+        {
+            entries += listed_of(&sealed_ids[end]);
             end += 1;
         }
         let workers = if entries < PARALLEL_HINT_ENTRIES {
@@ -636,7 +711,7 @@ pub(crate) fn recover(
             threads
         };
         let mut batch = Vec::new();
-        for seg in open_sealed(&*storage, dir, &sealed_ids[start..end], workers) {
+        for seg in open_sealed(storage, dir, &sealed_ids[start..end], workers) {
             let seg = seg?;
             let meta = metas.get_or_insert(seg.id);
             if let Some(hint) = seg.hint {
@@ -662,17 +737,18 @@ pub(crate) fn recover(
                 continue;
             }
             // Everything before this segment first, in log order.
-            apply_batch(&mut batch, &sealed, &metas, &mut report, &apply, workers)?;
+            apply_batch(&mut batch, sealed, base, metas, report, apply, workers)?;
             let (bytes, hint) = scan_segment(
                 &*seg.file,
                 &seg.path,
                 seg.id,
                 false,
                 &mut next_seq,
-                &mut report,
-                &sealed,
+                report,
+                sealed,
+                base,
                 &meta,
-                &apply,
+                apply,
             )?;
             new_hints.push(hint.expect("a sealed segment gathers its hint"));
             drop(bytes);
@@ -688,11 +764,10 @@ pub(crate) fn recover(
                 },
             );
         }
-        apply_batch(&mut batch, &sealed, &metas, &mut report, &apply, workers)?;
+        apply_batch(&mut batch, sealed, base, metas, report, apply, workers)?;
         start = end;
     }
 
-    // The last segment is always scanned.
     let path = dir.join(segment_file_name(last_id));
     let file = storage
         .open(&path)
@@ -704,9 +779,99 @@ pub(crate) fn recover(
         last_id,
         true,
         &mut next_seq,
-        &mut report,
-        &sealed,
+        report,
+        sealed,
+        base,
         &meta,
+        apply,
+    )?;
+    let active = Active {
+        id: last_id,
+        path,
+        file,
+        flushed: bytes.len(),
+        dirty: false,
+        buf: bytes,
+        meta,
+    };
+    Ok(Some((active, next_seq)))
+}
+
+/// Opens the log in `dir`, calling `apply` for every valid record: first the
+/// claim stream's, then the main stream's, each stream's records of a key in
+/// log order (records of different keys may come in any order).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn recover(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    durability: Durability,
+    segment_size: [usize; 2],
+    metas: Arc<Metas>,
+    reserve: impl FnOnce(usize),
+    apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
+) -> Result<(Log, RecoveryReport)> {
+    let mut ids = segment_ids(&*storage, dir)?;
+    if let Some(&bad) = ids.iter().find(|&&id| id == 0 || id > MAX_SEGMENT_ID) {
+        return Err(Error::Corrupt {
+            file: dir.join(segment_file_name(bad)),
+            offset: 0,
+            reason: format!("segment id {bad} is outside 1..=2^30-1, so no store wrote it"),
+        });
+    }
+    let mut report = RecoveryReport::default();
+    let streams = classify(&*storage, dir, &mut ids, &mut report)?;
+    remove_stale_hints(&*storage, dir, &ids)?;
+    let of_stream = |want: Stream| -> Vec<u32> {
+        ids.iter()
+            .zip(&streams)
+            .filter(|(_, s)| **s == want)
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let (claim_ids, main_ids) = (of_stream(Stream::Claims), of_stream(Stream::Main));
+    // Size the index once for the keys the hints list, rather than growing
+    // it step by step while it fills.
+    let listed: BTreeMap<u32, usize> = ids
+        .iter()
+        .map(|&id| (id, super::hint::listed(&*storage, dir, id).unwrap_or(0)))
+        .collect();
+    reserve(listed.values().sum());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    // Hints of scanned sealed segments, written once the whole log checked
+    // out: a failed open changes no file.
+    let mut new_hints = Vec::new();
+    let mut sealed = BTreeMap::new();
+    let mut base = ViewBase {
+        claims: &claim_ids,
+        claims_active: None,
+    };
+    let claims = replay_stream(
+        &*storage,
+        dir,
+        &claim_ids,
+        &listed,
+        threads,
+        &mut sealed,
+        base,
+        &metas,
+        &mut report,
+        &mut new_hints,
+        &apply,
+    )?;
+    if let Some((active, _)) = &claims {
+        base.claims_active = Some((active.id, &active.buf, &active.path));
+    }
+    let main = replay_stream(
+        &*storage,
+        dir,
+        &main_ids,
+        &listed,
+        threads,
+        &mut sealed,
+        base,
+        &metas,
+        &mut report,
+        &mut new_hints,
         &apply,
     )?;
     for hint in &new_hints {
@@ -717,15 +882,47 @@ pub(crate) fn recover(
             report.hint_bytes_written += bytes;
         }
     }
-    let active = Active {
-        id: last_id,
-        path,
-        file,
-        flushed: bytes.len(),
-        buf: bytes,
-        meta,
+    let next_seq = [&claims, &main]
+        .into_iter()
+        .flatten()
+        .map(|(_, next)| *next)
+        .max()
+        .unwrap_or(1);
+    let mut next_id = ids.last().map_or(1, |id| id + 1);
+    // A stream with no segment yet (a new store, or one written by format
+    // version 1) gets its first, main before claims.
+    let mut start = |stream: Stream, found: Option<(Active, u64)>| -> Result<Active> {
+        if let Some((active, _)) = found {
+            return Ok(active);
+        }
+        let id = next_id;
+        next_id += 1;
+        create_segment(
+            &*storage,
+            dir,
+            id,
+            next_seq,
+            stream,
+            segment_size[stream as usize],
+            metas.get_or_insert(id),
+        )
     };
-    Ok((finish(sealed, active, next_seq), report))
+    // `Stream as usize` indexes the pair.
+    const _: () = assert!(Stream::Main as usize == 0 && Stream::Claims as usize == 1);
+    let active = [start(Stream::Main, main)?, start(Stream::Claims, claims)?];
+    let log = Log::new(
+        storage.clone(),
+        dir.to_path_buf(),
+        durability,
+        segment_size,
+        metas.clone(),
+        Opened {
+            sealed,
+            active,
+            next_seq,
+        },
+    );
+    Ok((log, report))
 }
 
 /// The header's `first_seq`, or `None` for a torn header on the last segment.
@@ -826,13 +1023,13 @@ pub(super) fn scan<'b>(
 
 /// Offset of the first position at or after `from` where a valid record
 /// decodes, if any. A record that belongs after the damage has a sequence
-/// number of at least `min_seq` and below `min_seq` plus the number of
-/// records that could fit; that cheap test runs before the checksum, so
-/// scanning garbage costs linear time, not a checksum per position.
+/// number of at least `min_seq`. There is no upper bound: the other stream's
+/// records take sequence numbers too, so a stream's numbers can jump by any
+/// amount. The header's cheap checks (tag, flags, lengths that fit) run
+/// before the checksum, so garbage rarely costs a checksum.
 pub(super) fn first_valid_record(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
-    let max_seq = min_seq.saturating_add((bytes.len() / record::RECORD_HEADER_LEN) as u64 + 1);
     (from..bytes.len()).find(|&p| {
-        record::peek_header(&bytes[p..]).is_ok_and(|h| (min_seq..max_seq).contains(&h.seq))
+        record::peek_header(&bytes[p..]).is_ok_and(|h| h.seq >= min_seq)
             && record::decode(&bytes[p..]).is_ok()
     })
 }

@@ -1,7 +1,11 @@
 //! Checking a closed store (`verify`) and salvaging a damaged one (`repair`).
 
 use super::Loc;
-use super::recovery::{RecoveryReport, check_header, first_valid_record, scan, segment_ids};
+use super::Stream;
+use super::recovery::{
+    RecoveryReport, check_header, first_valid_record, last_of_stream, read_streams, scan,
+    segment_ids,
+};
 use crate::error::{Error, Result, io_context};
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintHeader, hint_file_name};
 use crate::format::record::{self, DecodeError, RecordRef};
@@ -140,29 +144,33 @@ pub(crate) fn walk(
     on_progress(done, total);
     let mut report = VerifyReport::default();
     let mut scanned = RecoveryReport::default();
-    let mut next_seq = 1u64;
+    // Sequence numbers grow within each stream.
+    let streams = read_streams(storage, dir, &ids)?;
+    let lasts = last_of_stream(&streams);
+    let mut next_seqs = [1u64; 2];
     let mut stopped = false;
     for (i, &id) in ids.iter().enumerate() {
-        let is_last = i + 1 == ids.len();
+        let is_last = lasts[i];
+        let next_seq = &mut next_seqs[streams[i].unwrap_or(Stream::Main) as usize];
         let path = dir.join(segment_file_name(id));
         let bytes = read_segment(storage, &path)?;
         report.segments += 1;
         report.bytes += bytes.len() as u64;
         total = total.max(done + bytes.len() as u64);
-        let Some(first_seq) = check_header(&path, id, &bytes, is_last, next_seq)? else {
+        let Some(first_seq) = check_header(&path, id, &bytes, is_last, *next_seq)? else {
             report.torn_tail_bytes += bytes.len() as u64;
             done += bytes.len() as u64;
             on_progress(done, total);
             continue;
         };
-        next_seq = next_seq.max(first_seq);
+        *next_seq = (*next_seq).max(first_seq);
         let mut reported = done;
         let scanned_to = scan(
             &path,
             id,
             &bytes,
             is_last,
-            &mut next_seq,
+            next_seq,
             &mut scanned,
             |loc, rec| {
                 let at = done + u64::from(loc.offset);
@@ -307,12 +315,13 @@ pub(crate) fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> 
     remove_leftovers(storage, dir)?;
     let ids = segment_ids(storage, dir)?;
     let mut report = RepairReport::default();
-    let mut next_seq = 1u64;
+    // Sequence numbers grow within each stream.
+    let mut next_seqs = [1u64; 2];
     for &id in &ids {
         let path = dir.join(segment_file_name(id));
         let bytes = read_segment(storage, &path)?;
         report.segments += 1;
-        let salvage = salvage(&path, id, &bytes, &mut next_seq)?;
+        let salvage = salvage(&path, id, &bytes, &mut next_seqs)?;
         report.records_kept += salvage.records_kept;
         if salvage.skipped.is_empty() && !salvage.header_rewritten {
             continue;
@@ -357,9 +366,10 @@ struct Salvage {
 }
 
 /// Walks a segment keeping every record whose checksum holds and whose
-/// sequence number continues the log, skipping from each bad byte to the
-/// next record that checks out.
-fn salvage(path: &Path, id: u32, bytes: &[u8], next_seq: &mut u64) -> Result<Salvage> {
+/// sequence number continues its stream, skipping from each bad byte to the
+/// next record that checks out. A header that does not decode is rewritten;
+/// its stream is then the one the records call for.
+fn salvage(path: &Path, id: u32, bytes: &[u8], next_seqs: &mut [u64; 2]) -> Result<Salvage> {
     let header = match SegmentHeader::decode(bytes) {
         Ok(h) if h.segment_id == id => Some(h),
         Err(HeaderError::Version(found)) => {
@@ -373,6 +383,8 @@ fn salvage(path: &Path, id: u32, bytes: &[u8], next_seq: &mut u64) -> Result<Sal
     };
     let mut skipped = Vec::new();
     let pos_after_header = SEGMENT_HEADER_LEN.min(bytes.len());
+    let stream = header.map_or_else(|| stream_of_records(bytes), |h| h.stream);
+    let next_seq = &mut next_seqs[stream as usize];
     let contents = match header {
         Some(h) => {
             *next_seq = (*next_seq).max(h.first_seq);
@@ -383,6 +395,7 @@ fn salvage(path: &Path, id: u32, bytes: &[u8], next_seq: &mut u64) -> Result<Sal
             SegmentHeader {
                 segment_id: id,
                 first_seq: *next_seq,
+                stream,
             }
             .encode()
             .to_vec()
@@ -413,6 +426,22 @@ fn salvage(path: &Path, id: u32, bytes: &[u8], next_seq: &mut u64) -> Result<Sal
         records_kept,
         header_rewritten: header.is_none(),
     })
+}
+
+/// The stream of a segment whose header is lost: the claim stream if every
+/// record that checks out is a claim (there is at least one), else main.
+fn stream_of_records(bytes: &[u8]) -> Stream {
+    let mut pos = SEGMENT_HEADER_LEN.min(bytes.len());
+    let mut claims = false;
+    while let Some(at) = first_valid_record(bytes, pos, 0) {
+        let (rec, len) = record::decode(&bytes[at..]).expect("first_valid_record decoded it");
+        if rec.tag != record::Tag::Claim {
+            return Stream::Main;
+        }
+        claims = true;
+        pos = at + len;
+    }
+    if claims { Stream::Claims } else { Stream::Main }
 }
 
 /// Records in a damaged byte range: those whose headers chain from its

@@ -201,6 +201,42 @@ pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
+/// Offset of the segment header's flags; bit 0 marks the claim stream.
+pub const OFF_FLAGS: usize = 24;
+
+/// Whether the segment file at `path` belongs to the claim stream.
+pub fn is_claim_segment(path: &Path) -> bool {
+    let bytes = fs::read(path).unwrap();
+    le_u32(&bytes, OFF_FLAGS) & 1 == 1
+}
+
+/// The segment files of one stream (`claims` or main) in `dir`, oldest
+/// first; the last is the stream's active segment.
+pub fn stream_paths(dir: &Path, claims: bool) -> Vec<PathBuf> {
+    segment_paths(dir)
+        .into_iter()
+        .filter(|p| is_claim_segment(p) == claims)
+        .collect()
+}
+
+/// Main-stream segment files in `dir`, oldest first.
+pub fn main_segment_paths(dir: &Path) -> Vec<PathBuf> {
+    stream_paths(dir, false)
+}
+
+/// Sealed segment files of both streams in `dir`: all but each stream's
+/// newest.
+pub fn sealed_segment_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut sealed = Vec::new();
+    for claims in [false, true] {
+        let mut paths = stream_paths(dir, claims);
+        paths.pop();
+        sealed.extend(paths);
+    }
+    sealed.sort();
+    sealed
+}
+
 /// Copies the regular files of `from` into `to`.
 pub fn copy_dir(from: &Path, to: &Path) {
     for entry in fs::read_dir(from).unwrap() {
