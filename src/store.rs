@@ -338,9 +338,30 @@ fn apply_recovered(
     retention_ms: u64,
 ) -> Result<Applied> {
     let mut shard = index.shard(r.hash);
+    let from_main = !view.is_claims(r.loc.segment);
+    // A complete or release carries the generation of the claim it ends. If
+    // an entry from the claim stream points at a claim of that same
+    // generation (generations are sequence numbers, never reused), both
+    // records are of one key and the main record is the later: decided
+    // without reading either record. Any other case reads them below.
+    let ends_claim = |e: &Entry| -> bool {
+        let candidate = from_main
+            && matches!(r.tag, Tag::Complete | Tag::Release)
+            && view.is_claims(e.loc().segment);
+        if !candidate {
+            return false;
+        }
+        let own = r.generation.or_else(|| view.peek_generation(r.loc));
+        own.is_some() && own == view.peek_generation(e.loc())
+    };
+    let mut ended_claim = false;
     // The record's own key is read only when another entry's hash matches.
     let mut own_key = r.key;
     let mut matches = |e: &Entry| -> Result<bool> {
+        if ends_claim(e) {
+            ended_claim = true;
+            return Ok(true);
+        }
         let key = match own_key {
             Some(k) => k,
             None => *own_key.insert(view.record(r.loc)?.key),
@@ -357,7 +378,7 @@ fn apply_recovered(
         // The claim stream was replayed first, so a main record can meet a
         // claim written after it. The later of the two stands; the older
         // is dead, and what it shadowed the claim shadows too.
-        if !view.is_claims(r.loc.segment) {
+        if from_main && !ended_claim {
             let seq = match r.seq {
                 Some(seq) => seq,
                 None => view.record(r.loc)?.seq,
@@ -376,7 +397,7 @@ fn apply_recovered(
         }
     }
     if let Some(p) = &prior {
-        let prior_len = view.read(p.loc(), |x| encoded_len(x.key.len(), x.value.len()))?;
+        let prior_len = view.record_len(p.loc())?;
         metas.add_dead(
             p.loc().segment,
             u32::try_from(prior_len).expect("records fit a segment"),

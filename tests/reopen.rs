@@ -351,3 +351,59 @@ fn stats_report_recovered_records_after_reopen() {
     assert_eq!(store.stats().recovered_records, 20);
     assert_eq!(store.stats().claims, 0, "counters start again at open");
 }
+
+#[test]
+fn what_open_recovers_is_durable_before_it_answers() {
+    // The writing process dies with its records written but not fsynced
+    // (`Periodic` with a long period). The next open answers from them, so
+    // it must make them durable first: a power loss right after must not
+    // take back a response that was already replayed.
+    use idemkv::storage::{PendingFate, SimStorage};
+    let sim = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let open = || {
+        Options::new()
+            .storage(Arc::new(sim.clone()))
+            .clock(clock.clone())
+            .durability(Durability::Periodic(Duration::from_secs(3600)))
+            .background_compaction(false)
+            .open(Path::new("/store"))
+            .unwrap()
+    };
+    let store = open();
+    complete_new(
+        &store,
+        "charge-1",
+        Fingerprint::of(b"body"),
+        b"charged once",
+    );
+    let _in_progress = acquire_with(&store, "charge-2", Fingerprint::of(b"body"));
+    sim.kill_process();
+    drop(store);
+
+    let store = open();
+    assert_replays_with(
+        &store,
+        "charge-1",
+        Fingerprint::of(b"body"),
+        b"charged once",
+    );
+    assert!(matches!(
+        store.get("charge-2").unwrap(),
+        Some(Record::InProgress { .. })
+    ));
+    sim.power_loss(7, PendingFate::DropAll);
+    drop(store);
+
+    let store = open();
+    assert_replays_with(
+        &store,
+        "charge-1",
+        Fingerprint::of(b"body"),
+        b"charged once",
+    );
+    assert!(matches!(
+        store.get("charge-2").unwrap(),
+        Some(Record::InProgress { .. })
+    ));
+}

@@ -34,6 +34,11 @@ const SEGMENT_SIZE: u64 = 4096;
 const TAIL_RECORDS: usize = 4;
 /// An upper bound on the bytes of those four records.
 const TAIL_BYTES_MAX: u64 = 400;
+/// An upper bound on the bytes of one claim record of the workload.
+const CLAIM_BYTES_MAX: u64 = 80;
+/// The claim stream's segment size for these options: a quarter of
+/// `SEGMENT_SIZE`, but room for a claim with the longest key (1 KiB).
+const CLAIM_SEGMENT_SIZE: u64 = 32 + 60 + 1024;
 
 /// The state of one key, as `Store::get` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +172,13 @@ fn build() -> Fixture {
     for i in 0.. {
         let newest = stream_paths(dir.path(), false).pop().unwrap();
         let len = fs::metadata(newest).unwrap().len();
-        if len >= 256 && len + TAIL_BYTES_MAX <= SEGMENT_SIZE {
+        let claims = stream_paths(dir.path(), true).pop().unwrap();
+        let claims_len = fs::metadata(claims).unwrap().len();
+        if len >= 256
+            && len + TAIL_BYTES_MAX <= SEGMENT_SIZE
+            && claims_len >= 4 * CLAIM_BYTES_MAX
+            && claims_len + 2 * CLAIM_BYTES_MAX <= CLAIM_SEGMENT_SIZE
+        {
             break;
         }
         let ticket = w.claim(&format!("filler-{i}"));
@@ -207,21 +218,24 @@ fn build() -> Fixture {
         seqs, want,
         "record i of the workload has sequence number i + 1"
     );
-    let last = walk(&fs::read(main.last().unwrap()).unwrap());
-    assert!(
-        last.len() > TAIL_RECORDS,
-        "the last segment holds {} records; the tail cases need more than {TAIL_RECORDS}",
-        last.len()
-    );
+    for claims in [false, true] {
+        let last = walk(&fs::read(stream_paths(fx.dir.path(), claims).pop().unwrap()).unwrap());
+        assert!(
+            last.len() > TAIL_RECORDS,
+            "the last segment holds {} records; the tail cases need more than {TAIL_RECORDS}",
+            last.len()
+        );
+    }
     fx
 }
 
 /// A fresh copy of the fixture's directory, in which `damage` is applied to
-/// the bytes of the main stream's last segment.
-fn damaged_copy(fx: &Fixture, damage: impl FnOnce(&mut Vec<u8>)) -> TempDir {
+/// the bytes of the last segment of the main stream, or the claim stream if
+/// `claims`.
+fn damaged_copy(fx: &Fixture, claims: bool, damage: impl FnOnce(&mut Vec<u8>)) -> TempDir {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(fx.dir.path(), copy.path());
-    let last = stream_paths(copy.path(), false).pop().unwrap();
+    let last = stream_paths(copy.path(), claims).pop().unwrap();
     let mut bytes = fs::read(&last).unwrap();
     damage(&mut bytes);
     fs::write(&last, &bytes).unwrap();
@@ -364,10 +378,11 @@ fn verify_recovery(fx: &Fixture, dir: &Path, want: &Outcome<'_>, ctx: &str) {
     check_keys(&store, &expected, &format!("{ctx} (second open)"));
 }
 
-/// The main stream's last segment: its path, its bytes, its records, and how
-/// many records the other segments (of both streams) hold.
-fn last_segment(fx: &Fixture) -> (String, Vec<u8>, Vec<RawRecord>, usize) {
-    let last = stream_paths(fx.dir.path(), false).pop().unwrap();
+/// The last segment of the main stream (or the claim stream if `claims`):
+/// its path, its bytes, its records, and how many records the other
+/// segments (of both streams) hold.
+fn last_segment(fx: &Fixture, claims: bool) -> (String, Vec<u8>, Vec<RawRecord>, usize) {
+    let last = stream_paths(fx.dir.path(), claims).pop().unwrap();
     let before: usize = segment_paths(fx.dir.path())
         .iter()
         .filter(|p| **p != last)
@@ -382,14 +397,27 @@ fn last_segment(fx: &Fixture) -> (String, Vec<u8>, Vec<RawRecord>, usize) {
 
 #[test]
 fn truncation_at_every_byte_of_the_last_records_loses_only_the_cut_record() {
+    truncate_every_byte_of_the_tail(false);
+}
+
+#[test]
+fn truncation_at_every_byte_of_the_last_claims_loses_only_the_cut_claim() {
+    // A claim cut off while its complete survives in the main stream: the
+    // key is completed, as the complete says.
+    truncate_every_byte_of_the_tail(true);
+}
+
+/// Cuts the last segment of the main stream (or the claim stream) at every
+/// byte of its last records.
+fn truncate_every_byte_of_the_tail(claims: bool) {
     let fx = build();
-    let (name, original, recs, before) = last_segment(&fx);
+    let (name, original, recs, before) = last_segment(&fx, claims);
     let from = recs[recs.len() - TAIL_RECORDS].start;
     let mut cut_points = 0;
     for cut in from..=original.len() {
         let whole: Vec<&RawRecord> = recs.iter().filter(|r| r.end() <= cut).collect();
         let boundary = whole.last().map_or(SEGMENT_HEADER_LEN, |r| r.end());
-        let copy = damaged_copy(&fx, |b| b.truncate(cut));
+        let copy = damaged_copy(&fx, claims, |b| b.truncate(cut));
         let tail_file = copy.path().join(&name);
         verify_recovery(
             &fx,
@@ -428,7 +456,7 @@ enum Garble {
 #[test]
 fn garbling_any_byte_of_the_final_record_drops_only_that_record() {
     let fx = build();
-    let (name, original, recs, before) = last_segment(&fx);
+    let (name, original, recs, before) = last_segment(&fx, false);
     let last = recs.last().unwrap().clone();
     assert_eq!(last.end(), original.len());
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
@@ -451,7 +479,7 @@ fn garbling_any_byte_of_the_final_record_drops_only_that_record() {
             // Garbage equal to what was there is no damage at all.
             let intact = damaged == original;
             unchanged += usize::from(intact);
-            let copy = damaged_copy(&fx, |b| *b = damaged);
+            let copy = damaged_copy(&fx, false, |b| *b = damaged);
             let tail_file = copy.path().join(&name);
             let kept = if intact { last.end() } else { last.start };
             verify_recovery(
@@ -483,7 +511,7 @@ fn garbling_any_byte_of_the_final_record_drops_only_that_record() {
 #[test]
 fn zero_filled_tail_is_torn_and_cut() {
     let fx = build();
-    let (name, original, recs, before) = last_segment(&fx);
+    let (name, original, recs, before) = last_segment(&fx, false);
     let last = recs.last().unwrap().clone();
     let to_segment_size = usize::try_from(SEGMENT_SIZE).unwrap() - original.len();
     // (where the written bytes end, how many zero bytes follow)
@@ -500,7 +528,7 @@ fn zero_filled_tail_is_torn_and_cut() {
         (last.end() - 1, 4096),
     ];
     for (cut, zeros) in cases {
-        let copy = damaged_copy(&fx, |b| {
+        let copy = damaged_copy(&fx, false, |b| {
             b.truncate(cut);
             b.resize(cut + zeros, 0);
         });
@@ -526,7 +554,7 @@ fn zero_filled_tail_is_torn_and_cut() {
 #[test]
 fn a_new_segment_with_only_part_of_its_header_opens() {
     let fx = build();
-    let (_, _, recs, before) = last_segment(&fx);
+    let (_, _, recs, before) = last_segment(&fx, false);
     let newest = segment_paths(fx.dir.path()).pop().unwrap();
     let newest_id: u32 = newest
         .file_stem()

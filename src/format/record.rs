@@ -136,6 +136,12 @@ pub(crate) struct Header {
     pub len: usize,
 }
 
+/// The `generation` field of the record starting at `buf`, read without any
+/// check; `None` if `buf` is shorter than a record header.
+pub(crate) fn peek_generation(buf: &[u8]) -> Option<u64> {
+    (buf.len() >= RECORD_HEADER_LEN).then(|| le_u64(buf, OFF_GENERATION))
+}
+
 /// Checks the header at the start of `buf` without reading the key, the
 /// value or the checksum: tag, flags and lengths, each bounded by the format
 /// maximums and by the bytes present.

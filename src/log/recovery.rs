@@ -70,6 +70,7 @@ pub(crate) struct Recovered<'a> {
     pub len: u32,
     pub key: Option<&'a [u8]>,
     pub seq: Option<u64>,
+    pub generation: Option<u64>,
 }
 
 /// What the index rebuild made of one record.
@@ -150,6 +151,7 @@ impl<'a> Recovered<'a> {
                 .expect("records fit a segment"),
             key: Some(rec.key),
             seq: Some(rec.seq),
+            generation: Some(rec.generation),
         }
     }
 }
@@ -185,7 +187,36 @@ impl<'a> RecoveryView<'a> {
 
     /// The already-recovered record at `loc`.
     pub(crate) fn record(&self, loc: Loc) -> Result<RecordRef<'a>> {
-        let (path, bytes): (&Path, &[u8]) = if loc.segment == self.current_id {
+        let (path, bytes) = self.segment(loc)?;
+        super::decode_at(path, bytes, loc)
+    }
+
+    /// The `generation` field of the record at `loc`, read without checking
+    /// the record's checksum; `None` if it is out of the segment's bounds.
+    /// Only for a shortcut that a damaged field can only turn off: two such
+    /// reads must agree exactly for it to be taken.
+    pub(crate) fn peek_generation(&self, loc: Loc) -> Option<u64> {
+        let (_, bytes) = self.segment(loc).ok()?;
+        record::peek_generation(bytes.get(loc.offset as usize..)?)
+    }
+
+    /// The encoded length of the record at `loc` as its header states it,
+    /// without checking the record's checksum (for dead-byte figures, which
+    /// only steer compaction); the checked length if the header does not
+    /// pass its cheap checks.
+    pub(crate) fn record_len(&self, loc: Loc) -> Result<usize> {
+        let (_, bytes) = self.segment(loc)?;
+        match bytes.get(loc.offset as usize..).map(record::peek_header) {
+            Some(Ok(h)) => Ok(h.len),
+            _ => self
+                .record(loc)
+                .map(|r| record::encoded_len(r.key.len(), r.value.len())),
+        }
+    }
+
+    /// The file and bytes of the segment `loc` is in.
+    fn segment(&self, loc: Loc) -> Result<(&'a Path, &'a [u8])> {
+        Ok(if loc.segment == self.current_id {
             (self.current_path, self.current)
         } else if let Some((_, bytes, path)) = self
             .base
@@ -203,8 +234,7 @@ impl<'a> RecoveryView<'a> {
                     reason: "a record refers to a segment that does not exist".into(),
                 })?;
             (&s.path, (*s.bytes).as_ref())
-        };
-        super::decode_at(path, bytes, loc)
+        })
     }
 }
 
@@ -446,6 +476,7 @@ where
             len: e.len,
             key: None,
             seq: None,
+            generation: None,
         };
         tallies[seg as usize].add(e.len, first_ms, apply(&rec, view)?);
     }
@@ -830,12 +861,15 @@ pub(crate) fn recover(
     };
     let (claim_ids, main_ids) = (of_stream(Stream::Claims), of_stream(Stream::Main));
     // Size the index once for the keys the hints list, rather than growing
-    // it step by step while it fills.
+    // it step by step while it fills. Most claims on disk are of keys whose
+    // completes are listed too, so the larger stream's count is the guess;
+    // keys only one stream holds beyond it grow the table as they come.
     let listed: BTreeMap<u32, usize> = ids
         .iter()
         .map(|&id| (id, super::hint::listed(&*storage, dir, id).unwrap_or(0)))
         .collect();
-    reserve(listed.values().sum());
+    let listed_in = |ids: &[u32]| -> usize { ids.iter().map(|id| listed[id]).sum() };
+    reserve(listed_in(&main_ids).max(listed_in(&claim_ids)));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
     // Hints of scanned sealed segments, written once the whole log checked
     // out: a failed open changes no file.
@@ -910,6 +944,14 @@ pub(crate) fn recover(
     // `Stream as usize` indexes the pair.
     const _: () = assert!(Stream::Main as usize == 0 && Stream::Claims as usize == 1);
     let active = [start(Stream::Main, main)?, start(Stream::Claims, claims)?];
+    // What open found in the active files may be only in the page cache (a
+    // process that died before its fsync). Answers given from now on rest on
+    // it, so it is made durable first.
+    for a in &active {
+        a.file
+            .sync_data()
+            .map_err(|e| io_context("fsync", &a.path, e))?;
+    }
     let log = Log::new(
         storage.clone(),
         dir.to_path_buf(),

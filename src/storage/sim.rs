@@ -240,6 +240,16 @@ impl SimStorage {
         s.epoch += 1;
     }
 
+    /// Kills the process but not the machine: open handles become invalid
+    /// and locks are released, while every write stays on the disk, synced
+    /// or not (the kernel's page cache outlives the process). A later
+    /// [`power_loss`](Self::power_loss) can still drop what was never synced.
+    pub fn kill_process(&self) {
+        let mut s = self.state.lock();
+        s.locks.clear();
+        s.epoch += 1;
+    }
+
     /// The live contents of a file, if it exists.
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         let s = self.state.lock();
