@@ -517,12 +517,15 @@ impl Engine {
         matches!(self.durability, Durability::Immediate).then_some(end)
     }
 
-    /// Under `Immediate`, the position to wait for before answering from the
-    /// record with sequence number `seq`, so no answer rests on a write a
-    /// crash could undo.
-    fn needs_read(&self, seq: u64) -> Option<u64> {
+    /// Under `Immediate`, the durability target to wait for before
+    /// answering from the record with sequence number `seq` at `loc`, so no
+    /// answer rests on a write a crash could undo.
+    fn needs_read(&self, loc: Loc, seq: u64) -> Option<u64> {
         match self.durability {
-            Durability::Immediate if !self.log.is_durable(seq) => Some(seq + 1),
+            Durability::Immediate => self
+                .log
+                .read_target(loc, seq)
+                .filter(|&t| !self.log.is_durable(t)),
             _ => None,
         }
     }
@@ -638,7 +641,7 @@ impl Engine {
             lease_expires_at_ms: AtomicU64::new(lease_until),
             lpos: AtomicU64::new(app.loc.lpos()),
         };
-        Ok((entry, ticket, app.end))
+        Ok((entry, ticket, app.target))
     }
 
     /// Claims `key`; the answer and the position to settle before giving it.
@@ -677,7 +680,7 @@ impl Engine {
                     if let Some(c) = counter {
                         c.inc();
                     }
-                    return Ok((answer, self.needs_read(cur.seq)));
+                    return Ok((answer, self.needs_read(loc, cur.seq)));
                 }
                 true
             }
@@ -773,7 +776,7 @@ impl Engine {
         *entry = new;
         drop(shard);
         self.counters.completes.inc();
-        Ok(((), self.needs(app.end)))
+        Ok(((), self.needs(app.target)))
     }
 
     pub(crate) fn release(&self, ticket: Ticket) -> Result<Pending<()>> {
@@ -785,7 +788,7 @@ impl Engine {
         *entry = new;
         drop(shard);
         self.counters.releases.inc();
-        Ok(((), self.needs(app.end)))
+        Ok(((), self.needs(app.target)))
     }
 
     fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<Pending<u64>> {
@@ -811,7 +814,7 @@ impl Engine {
             .store(lease_until, Ordering::Relaxed);
         drop(shard);
         self.counters.lease_extensions.inc();
-        Ok((lease_until, self.needs(app.end)))
+        Ok((lease_until, self.needs(app.target)))
     }
 
     fn get(&self, key: &[u8]) -> Result<Pending<Option<Record>>> {
@@ -840,7 +843,7 @@ impl Engine {
             Tag::Release | Tag::Remove => unreachable!("a tombstone is never live"),
         };
         drop(shard);
-        Ok((Some(record), self.needs_read(cur.seq)))
+        Ok((Some(record), self.needs_read(loc, cur.seq)))
     }
 
     fn remove(&self, key: &[u8]) -> Result<Pending<bool>> {
@@ -859,7 +862,7 @@ impl Engine {
         *entry = new;
         drop(shard);
         self.counters.removes.inc();
-        Ok((true, self.needs(app.end)))
+        Ok((true, self.needs(app.target)))
     }
 
     pub(crate) fn mark_seen(&self, key: &[u8], retain_ms: u64) -> Result<Pending<Seen>> {
@@ -870,9 +873,10 @@ impl Engine {
         let found = self.lookup(&mut shard, hash, key)?;
         if let Some((entry, cur)) = &found {
             if cur.is_live(now_ms, self.retention_ms) {
+                let loc = entry.loc();
                 drop(shard);
                 self.counters.seen_duplicates.inc();
-                return Ok((Seen::Duplicate, self.needs_read(cur.seq)));
+                return Ok((Seen::Duplicate, self.needs_read(loc, cur.seq)));
             }
             if entry.state() != State::Absent {
                 self.counters.expirations.inc();
@@ -902,7 +906,7 @@ impl Engine {
         };
         drop(shard);
         self.counters.seen_first.inc();
-        Ok((Seen::First, self.needs(app.end)))
+        Ok((Seen::First, self.needs(app.target)))
     }
 
     /// The counters; `count_live` walks the index to count live keys.

@@ -184,7 +184,7 @@ pub(crate) fn park_until(interest: &Interest, deadline: Instant) -> bool {
 
 #[derive(Default)]
 struct ServiceState {
-    /// Async callers waiting for `durable >= target`.
+    /// Async callers waiting for a durability target.
     durable: Vec<(u64, Waker)>,
     /// Async deadlines; the sequence number keeps equal instants apart.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -202,7 +202,7 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    /// Queues `waker` until every byte below `target` is durable.
+    /// Queues `waker` until the durability target `target` is met.
     fn wake_when_durable(&self, target: u64, waker: &Waker) {
         self.state.lock().durable.push((target, waker.clone()));
         self.work.notify_one();
@@ -245,16 +245,24 @@ impl Service {
                 s = self.state.lock();
                 continue;
             }
-            if let Some(target) = s.durable.iter().map(|(t, _)| *t).max() {
+            if !s.durable.is_empty() {
+                // The furthest target queued of each stream; targets of one
+                // stream order as their sequence numbers do.
+                let mut furthest = [None; 2];
+                for &(t, _) in &s.durable {
+                    let f = &mut furthest[(t & 1) as usize];
+                    *f = (*f).max(Some(t));
+                }
                 drop(s);
-                // An error poisons the log; the woken futures then see it.
-                let _ = log.wait_durable(target);
-                let durable = log.durable();
+                for target in furthest.into_iter().flatten() {
+                    // An error poisons the log; the woken futures then see it.
+                    let _ = log.wait_durable(target);
+                }
                 let poisoned = log.is_poisoned();
                 s = self.state.lock();
                 let (ready, waiting) = std::mem::take(&mut s.durable)
                     .into_iter()
-                    .partition::<Vec<_>, _>(|(t, _)| poisoned || *t <= durable);
+                    .partition::<Vec<_>, _>(|(t, _)| poisoned || log.is_durable(*t));
                 s.durable = waiting;
                 drop(s);
                 ready.into_iter().for_each(|(_, w)| w.wake());
@@ -278,7 +286,7 @@ impl Service {
     }
 }
 
-/// Resolves once every byte below `target` is durable, without blocking
+/// Resolves once the durability target `target` is met, without blocking
 /// the polling thread.
 pub(crate) struct Durable<'a> {
     pub(crate) log: &'a Log,
@@ -293,7 +301,7 @@ impl Future for Durable<'_> {
         let ready = |log: &Log| {
             if log.is_poisoned() {
                 Some(Err(Error::Poisoned))
-            } else if log.durable() >= self.target {
+            } else if log.is_durable(self.target) {
                 Some(Ok(()))
             } else {
                 None

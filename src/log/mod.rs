@@ -81,9 +81,9 @@ fn lpos(segment: u32, offset: usize) -> u64 {
 pub(crate) struct Appended {
     pub loc: Loc,
     pub seq: u64,
-    /// The sequence number just past the record; durable once
-    /// `durable >= end`.
-    pub end: u64,
+    /// The record's durability target (its stream and the sequence number
+    /// just past it): durable once [`Log::is_durable`] says so.
+    pub target: u64,
 }
 
 pub(crate) struct Active {
@@ -342,7 +342,7 @@ impl Log {
         Ok(Appended {
             loc,
             seq,
-            end: seq + 1,
+            target: crate::commit::target(s, seq + 1),
         })
     }
 
@@ -465,26 +465,33 @@ impl Log {
         Ok(len + hint_len)
     }
 
-    /// Every byte below the returned position is durable.
-    pub(crate) fn durable(&self) -> u64 {
-        self.commit.durable()
+    /// Whether a durability target (from [`Appended::target`] or
+    /// [`read_target`](Log::read_target)) is met.
+    pub(crate) fn is_durable(&self, target: u64) -> bool {
+        self.commit.is_durable(target)
     }
 
-    /// Whether the record with sequence number `seq` is already durable.
-    pub(crate) fn is_durable(&self, seq: u64) -> bool {
-        self.commit.durable() > seq
+    /// The durability target of the record with sequence number `seq` at
+    /// `loc`, or `None` if it is in a sealed segment (fsynced at rollover).
+    pub(crate) fn read_target(&self, loc: Loc, seq: u64) -> Option<u64> {
+        let segments = self.segments.read();
+        let s = segments.active.iter().position(|a| a.id == loc.segment)?;
+        Some(crate::commit::target(s, seq + 1))
     }
 
-    /// Returns once every record below sequence number `end` is durable,
-    /// sharing the fsync with every other caller waiting at the same time.
-    pub(crate) fn wait_durable(&self, end: u64) -> Result<()> {
-        self.commit.wait(end, || self.write_out_and_fsync())
+    /// Returns once `target` is durable, sharing the fsync with every other
+    /// caller waiting at the same time.
+    pub(crate) fn wait_durable(&self, target: u64) -> Result<()> {
+        self.commit.wait(target, |s| self.write_out_and_fsync(s))
     }
 
     /// Makes everything appended so far durable.
     pub(crate) fn sync(&self) -> Result<()> {
         let end = self.writer.lock().next_seq;
-        self.wait_durable(end)
+        for s in 0..2 {
+            self.wait_durable(crate::commit::target(s, end))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -516,28 +523,33 @@ impl Log {
         self.segments.read().sealed.len() as u64 + 2
     }
 
-    /// The group-commit leader's work: write out both buffers, then fsync
-    /// the active files written since their last fsync, outside the writer
-    /// lock so appends continue meanwhile. Everything appended before the
-    /// lock was released is then durable: in these files, or in sealed
-    /// segments, which rollover fsynced.
-    fn write_out_and_fsync(&self) -> std::io::Result<u64> {
-        let (files, end) = {
+    /// The group-commit leader's work for stream `s`: write out its buffer,
+    /// then fsync its active file, outside the writer lock so appends
+    /// continue meanwhile. Every record of the stream appended before the
+    /// lock was released is then durable: in that file, or in a sealed
+    /// segment, which rollover fsynced. If the other stream had nothing
+    /// unsynced at that moment, it is durable to the same point.
+    fn write_out_and_fsync(&self, s: usize) -> std::io::Result<[u64; 2]> {
+        let (file, ends) = {
             let mut w = self.writer.lock();
-            let mut files: [Option<Arc<dyn StorageFile>>; 2] = [None, None];
-            for (a, f) in w.active.iter_mut().zip(&mut files) {
-                flush_active(a)?;
-                if std::mem::take(&mut a.dirty) {
-                    *f = Some(a.file.clone());
-                }
+            let a = &mut w.active[s];
+            flush_active(a)?;
+            let file = std::mem::take(&mut a.dirty).then(|| a.file.clone());
+            let end = w.next_seq;
+            let other = &w.active[1 - s];
+            let other_clean = !other.dirty && other.flushed == other.buf.len();
+            let mut ends = [0; 2];
+            ends[s] = end;
+            if other_clean {
+                ends[1 - s] = end;
             }
-            (files, w.next_seq)
+            (file, ends)
         };
-        for file in files.into_iter().flatten() {
+        if let Some(file) = file {
             file.sync_data()?;
             self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(end)
+        Ok(ends)
     }
 
     fn flush(&self, w: &mut Writer, s: usize) -> Result<()> {
