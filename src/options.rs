@@ -129,8 +129,9 @@ impl Options {
     }
 
     /// Bytes per segment file before a new one starts (4 KiB to 4 GiB - 1).
-    /// The active segment is also buffered in memory, so this bounds that
-    /// buffer. Default 64 MiB.
+    /// Claims have their own segments, a quarter of this size (at least one
+    /// claim with the longest key). Each stream's active segment is also
+    /// buffered in memory, so this bounds those buffers. Default 64 MiB.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
         self

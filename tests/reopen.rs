@@ -381,29 +381,16 @@ fn what_open_recovers_is_durable_before_it_answers() {
     sim.kill_process();
     drop(store);
 
+    let check = |store: &Store| {
+        assert_replays_with(store, "charge-1", Fingerprint::of(b"body"), b"charged once");
+        assert!(matches!(
+            store.get("charge-2").unwrap(),
+            Some(Record::InProgress { .. })
+        ));
+    };
     let store = open();
-    assert_replays_with(
-        &store,
-        "charge-1",
-        Fingerprint::of(b"body"),
-        b"charged once",
-    );
-    assert!(matches!(
-        store.get("charge-2").unwrap(),
-        Some(Record::InProgress { .. })
-    ));
+    check(&store);
     sim.power_loss(7, PendingFate::DropAll);
     drop(store);
-
-    let store = open();
-    assert_replays_with(
-        &store,
-        "charge-1",
-        Fingerprint::of(b"body"),
-        b"charged once",
-    );
-    assert!(matches!(
-        store.get("charge-2").unwrap(),
-        Some(Record::InProgress { .. })
-    ));
+    check(&open());
 }

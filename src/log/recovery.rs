@@ -879,35 +879,26 @@ pub(crate) fn recover(
         claims: &claim_ids,
         claims_active: None,
     };
-    let claims = replay_stream(
-        &*storage,
-        dir,
-        &claim_ids,
-        &listed,
-        threads,
-        &mut sealed,
-        base,
-        &metas,
-        &mut report,
-        &mut new_hints,
-        &apply,
-    )?;
+    let mut replay = |ids: &[u32], sealed: &mut BTreeMap<u32, Sealed>, base: ViewBase<'_>| {
+        replay_stream(
+            &*storage,
+            dir,
+            ids,
+            &listed,
+            threads,
+            sealed,
+            base,
+            &metas,
+            &mut report,
+            &mut new_hints,
+            &apply,
+        )
+    };
+    let claims = replay(&claim_ids, &mut sealed, base)?;
     if let Some((active, _)) = &claims {
         base.claims_active = Some((active.id, &active.buf, &active.path));
     }
-    let main = replay_stream(
-        &*storage,
-        dir,
-        &main_ids,
-        &listed,
-        threads,
-        &mut sealed,
-        base,
-        &metas,
-        &mut report,
-        &mut new_hints,
-        &apply,
-    )?;
+    let main = replay(&main_ids, &mut sealed, base)?;
     for hint in &new_hints {
         // Best effort: without its hint a segment is scanned again at the
         // next open, or hinted by the next compaction.
