@@ -99,6 +99,8 @@ impl Engine {
     }
 
     fn compact_pass(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
+        // Whether this pass made everything appended so far durable.
+        let mut synced = false;
         for id in self.log.sealed_ids() {
             let Some(meta) = self.log.metas.get(id) else {
                 continue;
@@ -125,7 +127,15 @@ impl Engine {
                 .saturating_mul(1000)
                 .saturating_sub(now_ms);
             if live_bytes == 0 {
-                // The walk just evicted every entry; nothing needs the segment.
+                // The walk just evicted every entry; nothing needs the
+                // segment once the records that superseded its own are
+                // durable: a claim segment is deleted only after the
+                // completes that ended its claims, so a power loss cannot
+                // leave a key with neither.
+                if !synced {
+                    self.log.sync()?;
+                    synced = true;
+                }
                 report.bytes_reclaimed += self.log.remove_sealed(id)?;
                 report.segments_dropped += 1;
             } else if meta.live_fraction() < self.compaction.threshold

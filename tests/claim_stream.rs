@@ -241,3 +241,45 @@ fn completed_claim_segments_are_deleted_without_copying() {
         }
     }
 }
+
+#[test]
+fn a_claim_segment_goes_only_after_the_completes_that_ended_its_claims_are_durable() {
+    // `Periodic` with a long period: completes reach the file but no fsync
+    // until something asks. The claim of "k" is durable (its segment was
+    // sealed), its complete is not; compaction then finds the claim
+    // segment dead. Deleting it before the complete is durable would let a
+    // power loss leave "k" with neither record: absent, so a retry would
+    // run the side effect again.
+    use idemkv::Durability;
+    use idemkv::storage::{PendingFate, SimStorage};
+    let sim = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let open = || {
+        options(&clock)
+            .storage(Arc::new(sim.clone()))
+            .durability(Durability::Periodic(Duration::from_secs(3600)))
+            .open(Path::new("/store"))
+            .unwrap()
+    };
+    let store = open();
+    let t = acquire(&store, "a");
+    let fillers = 20;
+    for i in 0..fillers {
+        let key = format!("filler-{i}");
+        let Claim::Acquired(f) = store.claim(&key, Fingerprint::of(&key)).unwrap() else {
+            panic!("{key}")
+        };
+        store.complete(f, b"done").unwrap();
+    }
+    store.complete(t, b"charged once").unwrap();
+    let report = store.compact().unwrap();
+    assert!(report.segments_dropped >= 1, "{report:?}");
+    sim.power_loss(11, PendingFate::DropAll);
+    drop(store);
+    let store = open();
+    check(
+        &store,
+        &Expect::Completed(b"charged once"),
+        "after power loss",
+    );
+}
