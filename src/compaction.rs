@@ -14,7 +14,7 @@
 //!    below the threshold and it would otherwise stay on disk for more than
 //!    twice its write span plus two seconds (drop-after times are whole
 //!    seconds): a long-retention record among short ones,
-//!    *rewrite* it: copy each live record to the active segment under its
+//!    *rewrite* it: copy each live record to its stream's active segment under its
 //!    key's shard lock, fsync the copies, then drop it.
 //!
 //! With a fixed retention, records expire in the order they were written, so
@@ -186,7 +186,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Copies every live record of a segment to the active segment, makes
+    /// Copies every live record of a segment to its stream's active segment, makes
     /// the copies durable, then deletes the segment.
     fn rewrite(
         &self,

@@ -59,7 +59,8 @@ pub struct Stats {
     pub fsyncs: u64,
     /// Records read back from disk when the store was opened.
     pub recovered_records: u64,
-    /// Bytes of torn tail cut off the last segment when the store was opened.
+    /// Bytes of torn tail cut off each stream's last segment (and of a torn
+    /// newest segment removed) when the store was opened.
     pub torn_tail_bytes_truncated: u64,
     /// Segments compaction deleted whole, since open.
     pub segments_dropped: u64,

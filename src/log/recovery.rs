@@ -597,7 +597,7 @@ where
     let hint = hint.map(|h| h.finish(id, bytes.len() as u64));
 
     if end < bytes.len() {
-        debug_assert!(is_last, "only the last segment may have a torn tail");
+        debug_assert!(is_last, "only a stream's last segment may have a torn tail");
         file.set_len(end as u64)
             .map_err(|e| io_context("truncate", path, e))?;
         file.sync_data().map_err(|e| io_context("fsync", path, e))?;
@@ -958,7 +958,8 @@ pub(crate) fn recover(
     Ok((log, report))
 }
 
-/// The header's `first_seq`, or `None` for a torn header on the last segment.
+/// The header's `first_seq`, or `None` for a torn header on the last
+/// segment (with `is_last`: the newest segment of all).
 pub(super) fn check_header(
     path: &Path,
     id: u32,
@@ -991,7 +992,7 @@ pub(super) fn check_header(
 }
 
 /// Decodes every record of one segment, returning the length of its valid
-/// prefix. A bad record is a torn tail only in the last segment and only if no
+/// prefix. A bad record is a torn tail only in its stream's last segment and only if no
 /// valid record follows it.
 pub(super) fn scan<'b>(
     path: &Path,

@@ -25,7 +25,7 @@ pub struct VerifyReport {
     pub records: u64,
     /// Bytes of segment files read.
     pub bytes: u64,
-    /// Bytes of torn tail at the end of the last segment (a crash mid-write,
+    /// Bytes of torn tail at the end of each stream's last segment (a crash mid-write,
     /// not damage); the next open cuts them.
     pub torn_tail_bytes: u64,
     /// Hint files that matched their segment byte for byte.
