@@ -168,6 +168,16 @@ fn claim_complete(c: &mut Criterion) {
     }
 }
 
+/// Claims a completed key, which must replay.
+fn claim_replays(store: &Store, key: Key, fp: Fingerprint) {
+    match store.claim(key, fp).expect("claim") {
+        Claim::Replay(done) => {
+            black_box(done);
+        }
+        other => panic!("a completed key must replay, got {other:?}"),
+    }
+}
+
 fn claim_complete_all(store: &Store, fp: Fingerprint, resp: &[u8], keys: &[Key]) {
     for k in keys {
         match store.claim(k, fp).expect("claim") {
@@ -225,12 +235,7 @@ fn replay(c: &mut Criterion) {
                         |t, ops| {
                             let keys = &keys[t];
                             for i in 0..ops as usize {
-                                match store.claim(keys[i % keys.len()], fp).expect("claim") {
-                                    Claim::Replay(done) => {
-                                        black_box(done);
-                                    }
-                                    other => panic!("a completed key must replay, got {other:?}"),
-                                }
+                                claim_replays(&store, keys[i % keys.len()], fp);
                             }
                         },
                     )
@@ -299,12 +304,7 @@ fn replay_mix(c: &mut Criterion) {
                         if i % 10 == 9 {
                             claim_complete_all(&store, fp, &resp, std::slice::from_ref(k));
                         } else {
-                            match store.claim(old[i % old.len()], fp).expect("claim") {
-                                Claim::Replay(r) => {
-                                    black_box(r);
-                                }
-                                other => panic!("a completed key must replay, got {other:?}"),
-                            }
+                            claim_replays(&store, old[i % old.len()], fp);
                         }
                     }
                 },

@@ -28,6 +28,11 @@ fn split(target: u64) -> (usize, u64) {
     ((target & 1) as usize, target >> 1)
 }
 
+/// The stream of a [`target`].
+pub(crate) fn target_stream(target: u64) -> usize {
+    split(target).0
+}
+
 /// Who syncs: whether a leader is at work, and how many callers wait on each
 /// stream.
 #[derive(Default)]

@@ -22,6 +22,7 @@
 
 use crate::error::Result;
 use crate::log::Loc;
+use crate::stripes::Padded;
 use parking_lot::{Mutex, MutexGuard};
 
 /// Number of shards; a power of two.
@@ -115,9 +116,6 @@ impl Entry {
         self.segment_state >> 2 == 0
     }
 }
-
-#[repr(align(128))]
-struct Padded<T>(T);
 
 pub(crate) struct Index {
     shards: Box<[Padded<Mutex<Shard>>]>,
@@ -461,8 +459,13 @@ pub(crate) fn ceil_s(ms: u64) -> u32 {
 mod tests {
     use super::*;
 
+    /// Where a test entry's record is: `offset` of segment 1.
+    fn at(offset: u32) -> Loc {
+        Loc { segment: 1, offset }
+    }
+
     fn entry(hash: u64, offset: u32) -> Entry {
-        Entry::new(hash, Loc { segment: 1, offset }, State::Completed, 10)
+        Entry::new(hash, at(offset), State::Completed, 10)
     }
 
     #[test]
@@ -475,15 +478,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(found.loc().offset, 200);
-        let removed = s
-            .remove_at(
-                7,
-                Loc {
-                    segment: 1,
-                    offset: 100,
-                },
-            )
-            .unwrap();
+        let removed = s.remove_at(7, at(100)).unwrap();
         assert_eq!(removed.loc().offset, 100);
         assert!(
             s.find(7, &mut |e| Ok(e.loc().offset == 100))
@@ -666,13 +661,9 @@ mod tests {
             index.reserve(keys as usize);
             for i in 0..keys {
                 let h = key_hash(&i.to_le_bytes());
-                let loc = Loc {
-                    segment: 1,
-                    offset: i as u32,
-                };
                 index
                     .shard(h)
-                    .insert(Entry::new(h, loc, State::Completed, 1));
+                    .insert(Entry::new(h, at(i as u32), State::Completed, 1));
             }
             let per_key = index.memory_bytes() as f64 / keys as f64;
             assert!(
@@ -691,16 +682,7 @@ mod tests {
         let big = s.memory_bytes();
         for i in 0..9_900u32 {
             let h = u64::from(i.wrapping_mul(0x9E37_79B9));
-            assert!(
-                s.remove_at(
-                    h,
-                    Loc {
-                        segment: 1,
-                        offset: i
-                    }
-                )
-                .is_some()
-            );
+            assert!(s.remove_at(h, at(i)).is_some());
         }
         assert!(
             s.memory_bytes() * 16 <= big,
@@ -709,16 +691,7 @@ mod tests {
         );
         for i in 9_900..10_000u32 {
             let h = u64::from(i.wrapping_mul(0x9E37_79B9));
-            assert!(
-                s.at_mut(
-                    h,
-                    Loc {
-                        segment: 1,
-                        offset: i
-                    }
-                )
-                .is_some()
-            );
+            assert!(s.at_mut(h, at(i)).is_some());
         }
     }
 

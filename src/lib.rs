@@ -65,6 +65,7 @@ mod outcome;
 mod stats;
 pub mod storage;
 mod store;
+mod stripes;
 mod wait;
 mod waiting;
 

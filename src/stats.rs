@@ -1,5 +1,6 @@
 //! Counters for operators.
 
+use crate::stripes::{Padded, STRIPES, stripe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of the store's counters since it was opened, and of its size.
@@ -104,21 +105,11 @@ pub struct NamespaceStats {
     pub mismatches: u64,
 }
 
-/// Stripes per counter: threads spread over them so that two threads
-/// counting at once rarely share a cache line.
-const STRIPES: usize = 8;
-
-/// One stripe, alone on its cache line (128 bytes covers adjacent-line
-/// prefetching).
-#[derive(Default)]
-#[repr(align(128))]
-struct Stripe(AtomicU64);
-
 /// A counter bumped on the hot path. A single shared atomic would move its
 /// cache line between cores on every claim; each thread instead adds to its
 /// own stripe, and reading sums the stripes.
 #[derive(Default)]
-pub(crate) struct Counter([Stripe; STRIPES]);
+pub(crate) struct Counter([Padded<AtomicU64>; STRIPES]);
 
 impl Counter {
     pub(crate) fn inc(&self) {
@@ -130,16 +121,6 @@ impl Counter {
     pub(crate) fn get(&self) -> u64 {
         self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
     }
-}
-
-/// The calling thread's stripe, handed out round-robin on first use.
-pub(crate) fn stripe() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    STRIPE.with(|s| *s)
 }
 
 #[derive(Default)]

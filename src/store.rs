@@ -70,7 +70,7 @@ impl Drop for Inner {
     }
 }
 
-/// An operation's answer and the log position that must be durable before
+/// An operation's answer and the durability target that must be met before
 /// it is given (`None` when nothing needs waiting for).
 pub(crate) type Pending<T> = (T, Option<u64>);
 
@@ -511,8 +511,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Under `Immediate`, the position below which everything must be
-    /// durable before a write ending at `end` is acknowledged.
+    /// Under `Immediate`, the durability target of a write (its
+    /// [`Appended::target`](crate::log::Appended)) to meet before it is
+    /// acknowledged.
     fn needs(&self, end: u64) -> Option<u64> {
         matches!(self.durability, Durability::Immediate).then_some(end)
     }
@@ -522,16 +523,13 @@ impl Engine {
     /// answer rests on a write a crash could undo.
     fn needs_read(&self, loc: Loc, seq: u64) -> Option<u64> {
         match self.durability {
-            Durability::Immediate => self
-                .log
-                .read_target(loc, seq)
-                .filter(|&t| !self.log.is_durable(t)),
+            Durability::Immediate => self.log.read_target(loc, seq),
             _ => None,
         }
     }
 
-    /// Blocks until the position an operation `needed` (from
-    /// [`needs`](Engine::needs)) is durable, then hands back its answer.
+    /// Blocks until the durability target an operation `needed` (from
+    /// [`needs`](Engine::needs)) is met, then hands back its answer.
     pub(crate) fn settle<T>(&self, (answer, needed): Pending<T>) -> Result<T> {
         if let Some(end) = needed {
             self.log.wait_durable(end)?;

@@ -250,7 +250,7 @@ impl Service {
                 // stream order as their sequence numbers do.
                 let mut furthest = [None; 2];
                 for &(t, _) in &s.durable {
-                    let f = &mut furthest[(t & 1) as usize];
+                    let f = &mut furthest[crate::commit::target_stream(t)];
                     *f = (*f).max(Some(t));
                 }
                 drop(s);

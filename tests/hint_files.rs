@@ -3,6 +3,9 @@
 //! short or belongs to another segment is ignored, the segment is scanned,
 //! and a good hint is written again.
 
+mod common;
+
+use common::hint_paths;
 use idemkv::{Claim, Fingerprint, ManualClock, Options, Record, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,16 +59,6 @@ fn check(store: &Store) {
     }
 }
 
-fn hints(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "hint"))
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn open_uses_hints_and_sees_the_same_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,7 +75,7 @@ fn open_uses_hints_and_sees_the_same_records() {
     check(&first);
     drop(first);
     assert_eq!(
-        hints(dir.path()).len() as u64,
+        hint_paths(dir.path()).len() as u64,
         sealed,
         "the first open wrote a hint per sealed segment"
     );
@@ -123,7 +116,7 @@ fn damaged_missing_or_foreign_hints_are_ignored_and_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         populate(dir.path());
         drop(options().open(dir.path()).unwrap());
-        let before = hints(dir.path());
+        let before = hint_paths(dir.path());
         let sealed = before.len() as u64;
         let good = std::fs::read(&before[0]).unwrap();
         damage(dir.path(), &before);

@@ -3,8 +3,10 @@
 //! end at its latest record, also when the run of hinted segments is broken
 //! by a segment that has to be scanned.
 
+mod common;
+
+use common::hint_paths;
 use idemkv::{Claim, Fingerprint, ManualClock, Options, Record, Store};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,16 +46,6 @@ fn check(store: &Store) {
     }
 }
 
-fn hint_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "hint"))
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn every_key_ends_at_its_latest_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +76,7 @@ fn every_key_ends_at_its_latest_record() {
 
     // A segment in the middle without its hint is scanned between two runs
     // of hinted segments.
-    let hints = hint_files(dir.path());
+    let hints = hint_paths(dir.path());
     std::fs::remove_file(&hints[hints.len() / 2]).unwrap();
     let store = options().open(dir.path()).unwrap();
     assert_eq!(store.stats().segments_opened_from_hints, sealed - 1);

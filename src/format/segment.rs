@@ -29,7 +29,12 @@ pub(crate) enum Stream {
     Claims = 1,
 }
 
+const _: () = assert!(Stream::Main as usize == 0 && Stream::Claims as usize == 1);
+
 impl Stream {
+    /// Both streams, each at its index (`Stream as usize`).
+    pub(crate) const ALL: [Stream; 2] = [Stream::Main, Stream::Claims];
+
     /// The stream a record of `tag` is appended to.
     pub(crate) fn of(tag: super::record::Tag) -> Stream {
         match tag {

@@ -7,19 +7,13 @@
 //! locks them all, in order. Readers on different stripes never touch the
 //! same line.
 
-use crate::stats::stripe;
+use crate::stripes::{Padded, STRIPES, stripe};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 
-const STRIPES: usize = 8;
-
-#[repr(align(128))]
-#[derive(Default)]
-struct Stripe(RwLock<()>);
-
 pub(crate) struct BrLock<T> {
-    stripes: [Stripe; STRIPES],
+    stripes: [Padded<RwLock<()>>; STRIPES],
     data: UnsafeCell<T>,
 }
 
@@ -41,7 +35,7 @@ impl<T> BrLock<T> {
     /// Shared access. Do not call again (or call `write`) on this thread
     /// while the guard lives: a queued writer would deadlock the two.
     pub(crate) fn read(&self) -> BrReadGuard<'_, T> {
-        let guard = self.stripes[stripe() % STRIPES].0.read();
+        let guard = self.stripes[stripe()].0.read();
         // SAFETY: a stripe is read-locked, so no writer holds every stripe.
         let data = unsafe { &*self.data.get() };
         BrReadGuard {

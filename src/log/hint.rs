@@ -170,8 +170,9 @@ pub(crate) fn listed(storage: &dyn Storage, dir: &Path, id: u32) -> Option<usize
 /// Checks and decodes hint file bytes. Every length is bounded by the bytes
 /// present; offsets must rise and stay inside the segment.
 pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<Hint> {
-    let mut entries = Vec::with_capacity(bytes.len() / HINT_ENTRY_LEN);
-    let header = decode_each(bytes, id, segment_len, |e| entries.push(e))?;
+    let (header, body) = entry_bytes(bytes, id, segment_len)?;
+    let mut entries = Vec::with_capacity(body.len() / HINT_ENTRY_LEN);
+    decode_entries(body, segment_len, |e| entries.push(e))?;
     Some(Hint { header, entries })
 }
 
@@ -188,20 +189,6 @@ pub(crate) fn entry_bytes(bytes: &[u8], id: u32, segment_len: u64) -> Option<(Hi
         && body.len() == count.checked_mul(HINT_ENTRY_LEN)?
         && crc32fast::hash(body) == header.entries_crc;
     valid.then_some((header, body))
-}
-
-/// Checks hint file bytes as `decode` does, handing each entry in file
-/// order to `f` as it goes; `None` if a check fails (`f` may have had some
-/// entries by then).
-pub(crate) fn decode_each(
-    bytes: &[u8],
-    id: u32,
-    segment_len: u64,
-    f: impl FnMut(HintEntry),
-) -> Option<HintHeader> {
-    let (header, body) = entry_bytes(bytes, id, segment_len)?;
-    decode_entries(body, segment_len, f)?;
-    Some(header)
 }
 
 /// Decodes and checks the entries `entry_bytes` returned, handing each to

@@ -471,12 +471,18 @@ impl Log {
         self.commit.is_durable(target)
     }
 
-    /// The durability target of the record with sequence number `seq` at
-    /// `loc`, or `None` if it is in a sealed segment (fsynced at rollover).
+    /// The durability target a read of the record with sequence number
+    /// `seq` at `loc` must wait for, or `None` if the record is durable:
+    /// below both streams' watermarks (most reads, answered without a
+    /// lock), or in a sealed segment (fsynced at rollover).
     pub(crate) fn read_target(&self, loc: Loc, seq: u64) -> Option<u64> {
+        let target = |s: usize| crate::commit::target(s, seq + 1);
+        if (0..2).all(|s| self.commit.is_durable(target(s))) {
+            return None;
+        }
         let segments = self.segments.read();
         let s = segments.active.iter().position(|a| a.id == loc.segment)?;
-        Some(crate::commit::target(s, seq + 1))
+        Some(target(s)).filter(|&t| !self.commit.is_durable(t))
     }
 
     /// Returns once `target` is durable, sharing the fsync with every other
@@ -587,17 +593,12 @@ impl Log {
                     "segment ids are exhausted (2^30 segments); start a new store".into(),
                 )
             })?;
-        let stream = if s == Stream::Claims as usize {
-            Stream::Claims
-        } else {
-            Stream::Main
-        };
         let next = create_segment(
             &*self.storage,
             &self.dir,
             id,
             w.next_seq,
-            stream,
+            Stream::ALL[s],
             self.segment_size[s],
             self.metas.get_or_insert(id),
         )

@@ -269,12 +269,13 @@ fn remove_stale_hints(storage: &dyn Storage, dir: &Path, ids: &[u32]) -> Result<
     Ok(())
 }
 
-/// A sealed segment file, opened, with its hint if that checked out.
-struct SealedFile {
-    id: u32,
+/// A segment file as `classify` found it: opened, its header checked.
+struct Found {
     path: PathBuf,
     file: Arc<dyn StorageFile>,
-    hint: Option<ShardedHint>,
+    header: SegmentHeader,
+    /// Entries its hint lists, from the hint's header (0 without a hint).
+    listed: usize,
 }
 
 /// A hint whose entries are ordered by index shard, in offset order within
@@ -381,32 +382,6 @@ fn parallel<S, T: Send>(
     done.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Opens sealed segments and reads and checks their hints, on `threads`
-/// threads.
-fn open_sealed(
-    storage: &dyn Storage,
-    dir: &Path,
-    ids: &[u32],
-    threads: usize,
-) -> Vec<Result<SealedFile>> {
-    parallel(ids.len(), threads, Vec::new, |buf, i| {
-        let id = ids[i];
-        let path = dir.join(segment_file_name(id));
-        let file = storage
-            .open(&path)
-            .map_err(|e| io_context("open", &path, e))?;
-        let len = file.len().map_err(|e| io_context("stat", &path, e))?;
-        let hint = super::hint::read_into(storage, dir, id, buf)
-            .and_then(|()| ShardedHint::decode(buf, id, len));
-        Ok(SealedFile {
-            id,
-            path,
-            file,
-            hint,
-        })
-    })
-}
-
 /// Applies one shard's entries from every segment of `batch`; returns each
 /// segment's tally of them.
 ///
@@ -483,128 +458,25 @@ where
     Ok(tallies)
 }
 
-/// Applies the entries of a run of consecutive hinted segments, already
-/// mapped into `sealed`, and empties `batch`. Entries of different keys do
-/// not depend on each other and a key's entries all fall in one shard, so
-/// the shards are filled in parallel, each in the order of its table's
-/// slots, as long as each key's entries keep their log order.
-#[allow(clippy::too_many_arguments)]
-fn apply_batch<F>(
-    batch: &mut Vec<Hinted>,
-    sealed: &BTreeMap<u32, Sealed>,
-    base: ViewBase<'_>,
-    metas: &Metas,
-    report: &mut RecoveryReport,
-    apply: &F,
-    threads: usize,
-) -> Result<()>
-where
-    F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
-{
-    let Some(first) = batch.first() else {
-        return Ok(());
-    };
-    let view = RecoveryView {
-        sealed,
-        current_id: u32::MAX,
-        current: &[],
-        current_path: &sealed[&first.id].path,
-        base,
-    };
-    let entries: usize = batch.iter().map(|h| h.hint.hint.entries.len()).sum();
-    let threads = if entries < PARALLEL_HINT_ENTRIES {
-        1
-    } else {
-        threads
-    };
-    let mut tallies = vec![Tally::new(); batch.len()];
-    for shard in parallel(
-        SHARDS,
-        threads,
-        || (),
-        |(), shard| apply_shard(batch, shard, &view, apply),
-    ) {
-        for (t, s) in tallies.iter_mut().zip(shard?) {
-            *t = t.merge(s);
-        }
-    }
-    for (h, tally) in batch.drain(..).zip(tallies) {
-        let header = &h.hint.hint.header;
-        // Records the hint leaves out were superseded in the segment.
-        let unlisted = h
-            .len
-            .saturating_sub(SEGMENT_HEADER_LEN as u64)
-            .saturating_sub(tally.bytes);
-        Tally {
-            bytes: tally.bytes + unlisted,
-            dead: tally.dead + unlisted,
-            last_ms: header.last_ms,
-            ..tally
-        }
-        .into_meta(&metas.get_or_insert(h.id));
-        let hint_bytes = (HINT_HEADER_LEN + h.hint.hint.entries.len() * HINT_ENTRY_LEN) as u64;
-        metas.set_hinted(h.id, hint_bytes);
-        report.records += u64::from(header.records);
-        report.hinted_segments += 1;
-    }
-    Ok(())
-}
+/// A decoded segment header, or why it did not decode.
+type Decoded = std::result::Result<SegmentHeader, HeaderError>;
 
-/// Reads a segment that has no usable hint, or is the last of its stream,
-/// and hands each record to `apply`: returns its valid bytes (a torn tail of
-/// the last segment cut) and, for a sealed segment, the hint gathered on the
-/// way.
-#[allow(clippy::too_many_arguments)]
-fn scan_segment<F>(
-    file: &dyn StorageFile,
-    path: &Path,
+/// Opens segment `id` and decodes its header, reading those 32 bytes only.
+fn read_header(
+    storage: &dyn Storage,
+    dir: &Path,
     id: u32,
-    is_last: bool,
-    next_seq: &mut u64,
-    report: &mut RecoveryReport,
-    sealed: &BTreeMap<u32, Sealed>,
-    base: ViewBase<'_>,
-    meta: &SegMeta,
-    apply: &F,
-) -> Result<(Vec<u8>, Option<Hint>)>
-where
-    F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
-{
-    let mut bytes = read_all(file).map_err(|e| io_context("read", path, e))?;
-    let first_seq = check_header(path, id, &bytes, false, *next_seq)?
-        .expect("a torn newest segment was removed before the replay");
-    *next_seq = (*next_seq).max(first_seq);
-
-    let mut tally = Tally::new();
-    // A sealed segment's hint is gathered on the same pass.
-    let mut hint = (!is_last).then(super::hint::Builder::default);
-    let end = scan(path, id, &bytes, is_last, next_seq, report, |loc, rec| {
-        let view = RecoveryView {
-            sealed,
-            current_id: id,
-            current: &bytes,
-            current_path: path,
-            base,
-        };
-        let r = Recovered::scanned(loc, rec);
-        tally.add(r.len, r.time_a_ms, apply(&r, &view)?);
-        if let Some(hint) = &mut hint {
-            hint.add(loc.offset, rec);
-        }
-        Ok(())
-    })?;
-    tally.into_meta(meta);
-    let hint = hint.map(|h| h.finish(id, bytes.len() as u64));
-
-    if end < bytes.len() {
-        debug_assert!(is_last, "only a stream's last segment may have a torn tail");
-        file.set_len(end as u64)
-            .map_err(|e| io_context("truncate", path, e))?;
-        file.sync_data().map_err(|e| io_context("fsync", path, e))?;
-        report.torn_tail_bytes += (bytes.len() - end) as u64;
-        bytes.truncate(end);
-    }
-    Ok((bytes, hint))
+) -> Result<(PathBuf, Arc<dyn StorageFile>, Decoded)> {
+    let path = dir.join(segment_file_name(id));
+    let file = storage
+        .open(&path)
+        .map_err(|e| io_context("open", &path, e))?;
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    let decoded = match file.read_exact_at(0, &mut head) {
+        Ok(()) => SegmentHeader::decode(&head),
+        Err(_) => Err(HeaderError::Truncated),
+    };
+    Ok((path, file, decoded))
 }
 
 /// The stream each segment's header names; `None` where the header does
@@ -615,18 +487,7 @@ pub(super) fn read_streams(
     ids: &[u32],
 ) -> Result<Vec<Option<Stream>>> {
     ids.iter()
-        .map(|&id| {
-            let path = dir.join(segment_file_name(id));
-            let file = storage
-                .open(&path)
-                .map_err(|e| io_context("open", &path, e))?;
-            let mut head = [0u8; SEGMENT_HEADER_LEN];
-            Ok(file
-                .read_exact_at(0, &mut head)
-                .ok()
-                .and_then(|()| SegmentHeader::decode(&head).ok())
-                .map(|h| h.stream))
-        })
+        .map(|&id| Ok(read_header(storage, dir, id)?.2.ok().map(|h| h.stream)))
         .collect()
 }
 
@@ -651,39 +512,14 @@ fn classify(
     dir: &Path,
     ids: &mut Vec<u32>,
     report: &mut RecoveryReport,
-) -> Result<Vec<Stream>> {
-    let mut streams = Vec::with_capacity(ids.len());
+) -> Result<BTreeMap<u32, Found>> {
+    let mut found = BTreeMap::new();
     for (i, &id) in ids.iter().enumerate() {
-        let path = dir.join(segment_file_name(id));
-        let file = storage
-            .open(&path)
-            .map_err(|e| io_context("open", &path, e))?;
-        let mut head = [0u8; SEGMENT_HEADER_LEN];
-        let whole = file.read_exact_at(0, &mut head).is_ok();
-        let header = if whole {
-            SegmentHeader::decode(&head)
-        } else {
-            Err(HeaderError::Truncated)
-        };
-        match header {
-            Ok(h) => {
-                check_header(&path, id, &head, false, 0)?;
-                streams.push(h.stream);
-            }
-            Err(HeaderError::Version(_)) => {
-                check_header(&path, id, &head, false, 0)?;
-                unreachable!("check_header refuses an unknown version");
-            }
-            Err(e) => {
-                let bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
-                let newest = i + 1 == ids.len();
-                if !newest || first_valid_record(&bytes, 0, 1).is_some() {
-                    return Err(Error::Corrupt {
-                        file: path,
-                        offset: 0,
-                        reason: e.reason(),
-                    });
-                }
+        let (path, file, decoded) = read_header(storage, dir, id)?;
+        let newest = i + 1 == ids.len();
+        if newest && is_damage(&decoded) {
+            let bytes = read_all(&*file).map_err(|e| io_context("read", &path, e))?;
+            if first_valid_record(&bytes, 0, 1).is_none() {
                 drop(file);
                 storage
                     .remove(&path)
@@ -696,142 +532,243 @@ fn classify(
                 break;
             }
         }
+        let header = checked(&path, id, decoded)?;
+        found.insert(
+            id,
+            Found {
+                path,
+                file,
+                header,
+                listed: 0,
+            },
+        );
     }
-    Ok(streams)
+    Ok(found)
 }
 
-/// One stream's replay: its sealed segments, a chunk at a time (hints are
-/// read and checked in parallel, then each run of hinted segments is
-/// applied as one batch, and a segment without a usable hint is scanned in
-/// between), then its last segment, always scanned. Returns the last
-/// segment, ready to append to, and the stream's next sequence number.
-#[allow(clippy::too_many_arguments)]
-fn replay_stream<F>(
-    storage: &dyn Storage,
-    dir: &Path,
-    ids: &[u32],
-    listed: &BTreeMap<u32, usize>,
+/// What replaying the segments of both streams works with.
+struct Replay<'r, F> {
+    storage: &'r dyn Storage,
+    dir: &'r Path,
+    /// Every segment, by id.
+    found: BTreeMap<u32, Found>,
     threads: usize,
-    sealed: &mut BTreeMap<u32, Sealed>,
-    base: ViewBase<'_>,
-    metas: &Metas,
-    report: &mut RecoveryReport,
-    new_hints: &mut Vec<Hint>,
-    apply: &F,
-) -> Result<Option<(Active, u64)>>
+    metas: &'r Metas,
+    apply: &'r F,
+}
+
+impl<F> Replay<'_, F>
 where
     F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
 {
-    let Some((&last_id, sealed_ids)) = ids.split_last() else {
-        return Ok(None);
-    };
-    let listed_of = |id: &u32| listed.get(id).copied().unwrap_or(0);
-    let mut next_seq = 1u64;
-    let mut start = 0;
-    while start < sealed_ids.len() {
-        let mut end = start + 1;
-        let mut entries = listed_of(&sealed_ids[start]);
-        while end < sealed_ids.len() && entries + listed_of(&sealed_ids[end]) <= HINT_CHUNK_ENTRIES
-        {
-            entries += listed_of(&sealed_ids[end]);
-            end += 1;
-        }
-        let workers = if entries < PARALLEL_HINT_ENTRIES {
+    /// Reads and checks the hints of sealed segments `ids`, on `threads`
+    /// threads; `None` for a segment without a usable hint.
+    fn read_hints(&self, ids: &[u32], threads: usize) -> Vec<Result<Option<ShardedHint>>> {
+        parallel(ids.len(), threads, Vec::new, |buf, i| {
+            let (id, f) = (ids[i], &self.found[&ids[i]]);
+            let len = f.file.len().map_err(|e| io_context("stat", &f.path, e))?;
+            Ok(super::hint::read_into(self.storage, self.dir, id, buf)
+                .and_then(|()| ShardedHint::decode(buf, id, len)))
+        })
+    }
+
+    /// Maps sealed segment `id` and publishes it to later views.
+    fn map_sealed(&self, id: u32, sealed: &mut BTreeMap<u32, Sealed>) -> Result<()> {
+        let f = &self.found[&id];
+        let bytes = f.file.map().map_err(|e| io_context("map", &f.path, e))?;
+        let path = f.path.clone();
+        sealed.insert(id, Sealed { path, bytes });
+        Ok(())
+    }
+
+    /// Applies the entries of a run of consecutive hinted segments, already
+    /// mapped into `sealed`, and empties `batch`. Entries of different keys
+    /// do not depend on each other and a key's entries all fall in one
+    /// shard, so the shards are filled in parallel, each in the order of its
+    /// table's slots, as long as each key's entries keep their log order.
+    fn apply_batch(
+        &self,
+        batch: &mut Vec<Hinted>,
+        sealed: &BTreeMap<u32, Sealed>,
+        base: ViewBase<'_>,
+        report: &mut RecoveryReport,
+        threads: usize,
+    ) -> Result<()> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        let view = RecoveryView {
+            sealed,
+            current_id: u32::MAX,
+            current: &[],
+            current_path: &sealed[&first.id].path,
+            base,
+        };
+        let entries: usize = batch.iter().map(|h| h.hint.hint.entries.len()).sum();
+        let threads = if entries < PARALLEL_HINT_ENTRIES {
             1
         } else {
             threads
         };
-        let mut batch = Vec::new();
-        for seg in open_sealed(storage, dir, &sealed_ids[start..end], workers) {
-            let seg = seg?;
-            let meta = metas.get_or_insert(seg.id);
-            if let Some(hint) = seg.hint {
-                let map = seg
-                    .file
-                    .map()
-                    .map_err(|e| io_context("map", &seg.path, e))?;
-                let first_seq = check_header(&seg.path, seg.id, (*map).as_ref(), false, next_seq)?
-                    .expect("a sealed segment's header is checked strictly");
-                next_seq = next_seq.max(first_seq).max(hint.hint.header.last_seq + 1);
-                sealed.insert(
-                    seg.id,
-                    Sealed {
-                        path: seg.path,
-                        bytes: map,
-                    },
-                );
-                batch.push(Hinted {
-                    id: seg.id,
-                    len: hint.hint.header.segment_len,
-                    hint,
-                });
-                continue;
+        let mut tallies = vec![Tally::new(); batch.len()];
+        for shard in parallel(
+            SHARDS,
+            threads,
+            || (),
+            |(), shard| apply_shard(batch, shard, &view, self.apply),
+        ) {
+            for (t, s) in tallies.iter_mut().zip(shard?) {
+                *t = t.merge(s);
             }
-            // Everything before this segment first, in log order.
-            apply_batch(&mut batch, sealed, base, metas, report, apply, workers)?;
-            let (bytes, hint) = scan_segment(
-                &*seg.file,
-                &seg.path,
-                seg.id,
-                false,
-                &mut next_seq,
-                report,
-                sealed,
-                base,
-                &meta,
-                apply,
-            )?;
-            new_hints.push(hint.expect("a sealed segment gathers its hint"));
-            drop(bytes);
-            let map = seg
-                .file
-                .map()
-                .map_err(|e| io_context("map", &seg.path, e))?;
-            sealed.insert(
-                seg.id,
-                Sealed {
-                    path: seg.path,
-                    bytes: map,
-                },
-            );
         }
-        apply_batch(&mut batch, sealed, base, metas, report, apply, workers)?;
-        start = end;
+        for (h, tally) in batch.drain(..).zip(tallies) {
+            let header = &h.hint.hint.header;
+            // Records the hint leaves out were superseded in the segment.
+            let unlisted = h
+                .len
+                .saturating_sub(SEGMENT_HEADER_LEN as u64)
+                .saturating_sub(tally.bytes);
+            Tally {
+                bytes: tally.bytes + unlisted,
+                dead: tally.dead + unlisted,
+                last_ms: header.last_ms,
+                ..tally
+            }
+            .into_meta(&self.metas.get_or_insert(h.id));
+            let hint_bytes = (HINT_HEADER_LEN + h.hint.hint.entries.len() * HINT_ENTRY_LEN) as u64;
+            self.metas.set_hinted(h.id, hint_bytes);
+            report.records += u64::from(header.records);
+            report.hinted_segments += 1;
+        }
+        Ok(())
     }
 
-    let path = dir.join(segment_file_name(last_id));
-    let file = storage
-        .open(&path)
-        .map_err(|e| io_context("open", &path, e))?;
-    let meta = metas.get_or_insert(last_id);
-    let (bytes, _) = scan_segment(
-        &*file,
-        &path,
-        last_id,
-        true,
-        &mut next_seq,
-        report,
-        sealed,
-        base,
-        &meta,
-        apply,
-    )?;
-    let active = Active {
-        id: last_id,
-        path,
-        file,
-        flushed: bytes.len(),
-        dirty: false,
-        buf: bytes,
-        meta,
-    };
-    Ok(Some((active, next_seq)))
+    /// Reads segment `id`, which has no usable hint or is the last of its
+    /// stream, and hands each record to `apply`: returns its valid bytes (a
+    /// torn tail of the last segment cut) and, for a sealed segment, the
+    /// hint gathered on the way.
+    fn scan_segment(
+        &self,
+        id: u32,
+        is_last: bool,
+        next_seq: &mut u64,
+        report: &mut RecoveryReport,
+        sealed: &BTreeMap<u32, Sealed>,
+        base: ViewBase<'_>,
+    ) -> Result<(Vec<u8>, Option<Hint>)> {
+        let Found {
+            path, file, header, ..
+        } = &self.found[&id];
+        let mut bytes = read_all(&**file).map_err(|e| io_context("read", path, e))?;
+        *next_seq = (*next_seq).max(header.first_seq);
+
+        let mut tally = Tally::new();
+        // A sealed segment's hint is gathered on the same pass.
+        let mut hint = (!is_last).then(super::hint::Builder::default);
+        let end = scan(path, id, &bytes, is_last, next_seq, report, |loc, rec| {
+            let view = RecoveryView {
+                sealed,
+                current_id: id,
+                current: &bytes,
+                current_path: path,
+                base,
+            };
+            let r = Recovered::scanned(loc, rec);
+            tally.add(r.len, r.time_a_ms, (self.apply)(&r, &view)?);
+            if let Some(hint) = &mut hint {
+                hint.add(loc.offset, rec);
+            }
+            Ok(())
+        })?;
+        tally.into_meta(&self.metas.get_or_insert(id));
+        let hint = hint.map(|h| h.finish(id, bytes.len() as u64));
+
+        if end < bytes.len() {
+            debug_assert!(is_last, "only a stream's last segment may have a torn tail");
+            file.set_len(end as u64)
+                .map_err(|e| io_context("truncate", path, e))?;
+            file.sync_data().map_err(|e| io_context("fsync", path, e))?;
+            report.torn_tail_bytes += (bytes.len() - end) as u64;
+            bytes.truncate(end);
+        }
+        Ok((bytes, hint))
+    }
+
+    /// One stream's replay: its sealed segments, a chunk at a time (hints
+    /// are read and checked in parallel, then each run of hinted segments is
+    /// applied as one batch, and a segment without a usable hint is scanned
+    /// in between), then its last segment, always scanned. Returns the last
+    /// segment, ready to append to, and the stream's next sequence number.
+    fn stream(
+        &self,
+        ids: &[u32],
+        sealed: &mut BTreeMap<u32, Sealed>,
+        base: ViewBase<'_>,
+        report: &mut RecoveryReport,
+        new_hints: &mut Vec<Hint>,
+    ) -> Result<Option<(Active, u64)>> {
+        let Some((&last_id, sealed_ids)) = ids.split_last() else {
+            return Ok(None);
+        };
+        let listed_of = |id: &u32| self.found[id].listed;
+        let mut next_seq = 1u64;
+        let mut start = 0;
+        while start < sealed_ids.len() {
+            let mut end = start + 1;
+            let mut entries = listed_of(&sealed_ids[start]);
+            while end < sealed_ids.len()
+                && entries + listed_of(&sealed_ids[end]) <= HINT_CHUNK_ENTRIES
+            {
+                entries += listed_of(&sealed_ids[end]);
+                end += 1;
+            }
+            let workers = if entries < PARALLEL_HINT_ENTRIES {
+                1
+            } else {
+                self.threads
+            };
+            let chunk = &sealed_ids[start..end];
+            let mut batch = Vec::new();
+            for (&id, hint) in chunk.iter().zip(self.read_hints(chunk, workers)) {
+                self.map_sealed(id, sealed)?;
+                if let Some(hint) = hint? {
+                    let first_seq = self.found[&id].header.first_seq;
+                    next_seq = next_seq.max(first_seq).max(hint.hint.header.last_seq + 1);
+                    batch.push(Hinted {
+                        id,
+                        len: hint.hint.header.segment_len,
+                        hint,
+                    });
+                    continue;
+                }
+                // Everything before this segment first, in log order.
+                self.apply_batch(&mut batch, sealed, base, report, workers)?;
+                let (_, hint) =
+                    self.scan_segment(id, false, &mut next_seq, report, sealed, base)?;
+                new_hints.push(hint.expect("a sealed segment gathers its hint"));
+            }
+            self.apply_batch(&mut batch, sealed, base, report, workers)?;
+            start = end;
+        }
+
+        let (bytes, _) = self.scan_segment(last_id, true, &mut next_seq, report, sealed, base)?;
+        let f = &self.found[&last_id];
+        let active = Active {
+            id: last_id,
+            path: f.path.clone(),
+            file: f.file.clone(),
+            flushed: bytes.len(),
+            dirty: false,
+            buf: bytes,
+            meta: self.metas.get_or_insert(last_id),
+        };
+        Ok(Some((active, next_seq)))
+    }
 }
 
 /// Opens the log in `dir`, calling `apply` for every valid record: first the
 /// claim stream's, then the main stream's, each stream's records of a key in
 /// log order (records of different keys may come in any order).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn recover(
     storage: Arc<dyn Storage>,
     dir: &Path,
@@ -850,13 +787,16 @@ pub(crate) fn recover(
         });
     }
     let mut report = RecoveryReport::default();
-    let streams = classify(&*storage, dir, &mut ids, &mut report)?;
+    let mut found = classify(&*storage, dir, &mut ids, &mut report)?;
     remove_stale_hints(&*storage, dir, &ids)?;
+    for (&id, f) in found.iter_mut() {
+        f.listed = super::hint::listed(&*storage, dir, id).unwrap_or(0);
+    }
     let of_stream = |want: Stream| -> Vec<u32> {
-        ids.iter()
-            .zip(&streams)
-            .filter(|(_, s)| **s == want)
-            .map(|(id, _)| *id)
+        found
+            .iter()
+            .filter(|(_, f)| f.header.stream == want)
+            .map(|(&id, _)| id)
             .collect()
     };
     let (claim_ids, main_ids) = (of_stream(Stream::Claims), of_stream(Stream::Main));
@@ -864,13 +804,16 @@ pub(crate) fn recover(
     // it step by step while it fills. Most claims on disk are of keys whose
     // completes are listed too, so the larger stream's count is the guess;
     // keys only one stream holds beyond it grow the table as they come.
-    let listed: BTreeMap<u32, usize> = ids
-        .iter()
-        .map(|&id| (id, super::hint::listed(&*storage, dir, id).unwrap_or(0)))
-        .collect();
-    let listed_in = |ids: &[u32]| -> usize { ids.iter().map(|id| listed[id]).sum() };
+    let listed_in = |ids: &[u32]| -> usize { ids.iter().map(|id| found[id].listed).sum() };
     reserve(listed_in(&main_ids).max(listed_in(&claim_ids)));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    let replay = Replay {
+        storage: &*storage,
+        dir,
+        found,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
+        metas: &metas,
+        apply: &apply,
+    };
     // Hints of scanned sealed segments, written once the whole log checked
     // out: a failed open changes no file.
     let mut new_hints = Vec::new();
@@ -879,26 +822,11 @@ pub(crate) fn recover(
         claims: &claim_ids,
         claims_active: None,
     };
-    let mut replay = |ids: &[u32], sealed: &mut BTreeMap<u32, Sealed>, base: ViewBase<'_>| {
-        replay_stream(
-            &*storage,
-            dir,
-            ids,
-            &listed,
-            threads,
-            sealed,
-            base,
-            &metas,
-            &mut report,
-            &mut new_hints,
-            &apply,
-        )
-    };
-    let claims = replay(&claim_ids, &mut sealed, base)?;
+    let claims = replay.stream(&claim_ids, &mut sealed, base, &mut report, &mut new_hints)?;
     if let Some((active, _)) = &claims {
         base.claims_active = Some((active.id, &active.buf, &active.path));
     }
-    let main = replay(&main_ids, &mut sealed, base)?;
+    let main = replay.stream(&main_ids, &mut sealed, base, &mut report, &mut new_hints)?;
     for hint in &new_hints {
         // Best effort: without its hint a segment is scanned again at the
         // next open, or hinted by the next compaction.
@@ -932,8 +860,6 @@ pub(crate) fn recover(
             metas.get_or_insert(id),
         )
     };
-    // `Stream as usize` indexes the pair.
-    const _: () = assert!(Stream::Main as usize == 0 && Stream::Claims as usize == 1);
     let active = [start(Stream::Main, main)?, start(Stream::Claims, claims)?];
     // What open found in the active files may be only in the page cache (a
     // process that died before its fsync). Answers given from now on rest on
@@ -967,12 +893,34 @@ pub(super) fn check_header(
     is_last: bool,
     next_seq: u64,
 ) -> Result<Option<u64>> {
+    match SegmentHeader::decode(bytes) {
+        decoded
+            if is_last
+                && is_damage(&decoded)
+                && first_valid_record(bytes, 0, next_seq).is_none() =>
+        {
+            Ok(None)
+        }
+        decoded => checked(path, id, decoded).map(|h| Some(h.first_seq)),
+    }
+}
+
+/// Whether a header failed to decode for a reason other than its version:
+/// damage, or a header never wholly written.
+fn is_damage(decoded: &Decoded) -> bool {
+    matches!(decoded, Err(e) if !matches!(e, HeaderError::Version(_)))
+}
+
+/// The header of segment `id` at `path`, or the error open reports for it:
+/// `IncompatibleFormat` for another version, `Corrupt` for damage or a
+/// header naming another segment.
+fn checked(path: &Path, id: u32, decoded: Decoded) -> Result<SegmentHeader> {
     let corrupt = |offset: u64, reason: String| Error::Corrupt {
         file: path.to_path_buf(),
         offset,
         reason,
     };
-    match SegmentHeader::decode(bytes) {
+    match decoded {
         Ok(h) if h.segment_id != id => Err(corrupt(
             12,
             format!(
@@ -980,13 +928,12 @@ pub(super) fn check_header(
                 h.segment_id
             ),
         )),
-        Ok(h) => Ok(Some(h.first_seq)),
+        Ok(h) => Ok(h),
         Err(HeaderError::Version(found)) => Err(Error::IncompatibleFormat {
             file: path.to_path_buf(),
             found,
             supported: FORMAT_VERSION,
         }),
-        Err(_) if is_last && first_valid_record(bytes, 0, next_seq).is_none() => Ok(None),
         Err(e) => Err(corrupt(0, e.reason())),
     }
 }

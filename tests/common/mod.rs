@@ -190,15 +190,25 @@ pub const SEGMENT_MAGIC: &[u8; 8] = b"IDEMKVSG";
 pub const OFF_VERSION: usize = 8;
 pub const OFF_HEADER_CRC: usize = 28;
 
-/// Segment files in `dir`, oldest first.
-pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+/// Files in `dir` named `*.{ext}`, sorted by name.
+fn paths_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     paths.sort();
     paths
+}
+
+/// Segment files in `dir`, oldest first.
+pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    paths_with_ext(dir, "seg")
+}
+
+/// Hint files in `dir`, oldest segment's first.
+pub fn hint_paths(dir: &Path) -> Vec<PathBuf> {
+    paths_with_ext(dir, "hint")
 }
 
 /// Offset of the segment header's flags; bit 0 marks the claim stream.
