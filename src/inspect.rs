@@ -17,11 +17,14 @@
 //!
 //! let mut lines = Vec::new();
 //! let report = idemkv::inspect::dump(dir.path(), |rec| {
-//!     assert_eq!((rec.tag, rec.key), ("seen", &b"order-7"[..]));
-//!     lines.push(rec.to_string());
+//!     // Closing the store wrote a sync mark after the record.
+//!     if rec.tag != "sync-mark" {
+//!         assert_eq!((rec.tag, rec.key), ("seen", &b"order-7"[..]));
+//!         lines.push(rec.to_string());
+//!     }
 //!     ControlFlow::Continue(())
 //! })?;
-//! assert_eq!(report.records, 1);
+//! assert_eq!((report.records, report.sync_marks), (1, 1));
 //! assert!(lines[0].starts_with("0000000001.seg"), "{}", lines[0]);
 //! assert!(lines[0].ends_with(r#"key="order-7""#), "{}", lines[0]);
 //! # Ok(())
@@ -31,7 +34,7 @@
 use crate::error::{Result, io_context};
 use crate::fingerprint::Fingerprint;
 use crate::format::hint::hint_file_name;
-use crate::format::record::{RecordRef, Tag, encoded_len};
+use crate::format::record::{Decoded, SYNC_MARK_LEN, Tag, encoded_len};
 use crate::format::segment::{parse_segment_file_name, segment_file_name};
 use crate::log::VerifyReport;
 use crate::options::lock_dir;
@@ -110,7 +113,8 @@ pub struct DumpedRecord<'a> {
     pub offset: u64,
     /// The record's encoded length, header included.
     pub len: u64,
-    /// The record kind: `claim`, `complete`, `release`, `remove` or `seen`.
+    /// The record kind: `claim`, `complete`, `release`, `remove` or `seen`,
+    /// or `sync-mark` for a sync mark (DESIGN.md §3), which has no key.
     pub tag: &'static str,
     /// The sequence number: one higher for every record in the store.
     pub seq: u64,
@@ -129,10 +133,33 @@ pub struct DumpedRecord<'a> {
     pub key: &'a [u8],
     /// The value: the stored response of a `complete`, empty otherwise.
     pub value: &'a [u8],
+    /// For a `sync-mark`: how many bytes of its segment were durable when
+    /// it was written. Zero for records.
+    pub synced_len: u64,
 }
 
 impl<'a> DumpedRecord<'a> {
-    fn new(file: &'a Path, segment: u32, offset: u32, rec: &RecordRef<'a>) -> Self {
+    fn new(file: &'a Path, segment: u32, offset: u32, entry: &Decoded<'a>) -> Self {
+        let rec = match entry {
+            Decoded::Record(rec) => rec,
+            Decoded::SyncMark(mark) => {
+                return DumpedRecord {
+                    file,
+                    segment,
+                    offset: u64::from(offset),
+                    len: SYNC_MARK_LEN as u64,
+                    tag: "sync-mark",
+                    seq: mark.seq,
+                    generation: 0,
+                    fingerprint: Fingerprint::from_u128(0),
+                    time_a_ms: mark.written_at_ms,
+                    time_b_ms: 0,
+                    key: &[],
+                    value: &[],
+                    synced_len: mark.synced_len,
+                };
+            }
+        };
         DumpedRecord {
             file,
             segment,
@@ -146,6 +173,7 @@ impl<'a> DumpedRecord<'a> {
             time_b_ms: rec.time_b_ms,
             key: rec.key,
             value: rec.value,
+            synced_len: 0,
         }
     }
 }
@@ -166,6 +194,17 @@ impl fmt::Display for DumpedRecord<'_> {
             || self.file.display().to_string(),
             |n| n.to_string_lossy().into(),
         );
+        if self.tag == "sync-mark" {
+            return write!(
+                f,
+                "{name} {:>10} {:<8} seq={} synced_len={} written={}",
+                self.offset,
+                self.tag,
+                self.seq,
+                self.synced_len,
+                UnixMs(self.time_a_ms)
+            );
+        }
         write!(
             f,
             "{name} {:>10} {:<8} seq={} gen={} fp={} ",
@@ -195,7 +234,7 @@ impl fmt::Display for DumpedRecord<'_> {
     }
 }
 
-/// Every record of every segment in `dir`, in log order, handed to `each`
+/// Every record and sync mark of every segment in `dir`, in log order, handed to `each`
 /// until it answers `Break`. Reads the segment files directly (no `Store`
 /// is opened and nothing is written) and checks each record as `verify`
 /// does, so damage ends the dump with [`Error::Corrupt`](crate::Error::Corrupt) after the records
@@ -396,7 +435,7 @@ mod tests {
 
     #[test]
     fn a_dumped_record_is_one_line() {
-        let rec = RecordRef {
+        let rec = crate::format::record::RecordRef {
             tag: Tag::Complete,
             seq: 7,
             fingerprint: 0x1122,
@@ -406,12 +445,30 @@ mod tests {
             key: b"k\n1",
             value: b"ok",
         };
-        let line = DumpedRecord::new(Path::new("/d/0000000003.seg"), 3, 32, &rec).to_string();
+        let line = DumpedRecord::new(Path::new("/d/0000000003.seg"), 3, 32, &Decoded::Record(rec))
+            .to_string();
         assert_eq!(
             line,
             "0000000003.seg         32 complete seq=7 gen=5 \
              fp=00000000000000000000000000001122 completed=2023-11-14T22:13:20.000Z \
              expires=2023-11-15T22:13:20.000Z value_len=2 key=\"k\\n1\""
+        );
+        let mark = crate::format::record::SyncMark {
+            seq: 8,
+            synced_len: 4096,
+            written_at_ms: 1_700_000_000_000,
+        };
+        let line = DumpedRecord::new(
+            Path::new("/d/0000000003.seg"),
+            3,
+            92,
+            &Decoded::SyncMark(mark),
+        )
+        .to_string();
+        assert_eq!(
+            line,
+            "0000000003.seg         92 sync-mark seq=8 synced_len=4096 \
+             written=2023-11-14T22:13:20.000Z"
         );
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::format::record::{MAX_KEY_LEN, MAX_VALUE_LEN, encoded_len};
+use crate::format::record::{MAX_KEY_LEN, MAX_VALUE_LEN, SYNC_MARK_LEN, encoded_len};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::log::{RepairReport, VerifyReport};
 use crate::storage::{FsStorage, Storage};
@@ -288,11 +288,13 @@ impl Options {
                 self.max_response_len
             ));
         }
-        let largest =
-            SEGMENT_HEADER_LEN as u64 + encoded_len(self.max_key_len, self.max_response_len) as u64;
+        // A record may be preceded by a sync mark in its segment.
+        let largest = (SEGMENT_HEADER_LEN + SYNC_MARK_LEN) as u64
+            + encoded_len(self.max_key_len, self.max_response_len) as u64;
         if largest > self.segment_size {
             return bad(format!(
-                "the largest record ({largest} bytes for max_key_len + max_response_len) does not fit in \
+                "the largest record ({largest} bytes for max_key_len + max_response_len, with a \
+                 sync mark and the segment header) does not fit in \
                  segment_size {}; raise segment_size or lower the maxima",
                 self.segment_size
             ));

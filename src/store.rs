@@ -65,7 +65,8 @@ impl Drop for Inner {
             let _ = thread.join();
         }
         if !self.engine.log.is_poisoned() {
-            let _ = self.engine.log.sync();
+            // Sync, then prove it on disk with a sync mark per stream.
+            let _ = self.engine.log.close(self.engine.clock.now_ms());
         }
     }
 }

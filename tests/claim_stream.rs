@@ -231,7 +231,12 @@ fn completed_claim_segments_are_deleted_without_copying() {
         stats.bytes_on_disk
     );
     drop(store);
-    assert_eq!(disk_bytes(dir.path()), stats.bytes_on_disk);
+    // Closing writes at most one 60-byte sync mark per stream.
+    let grown = disk_bytes(dir.path()) - stats.bytes_on_disk;
+    assert!(
+        [0, 60, 120].contains(&grown),
+        "close grew the store by {grown} bytes"
+    );
     let store = options(&clock).open(dir.path()).unwrap();
     for i in 0..210 {
         let key = format!("filler-{i}");

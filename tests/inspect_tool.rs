@@ -212,19 +212,23 @@ fn dump_hands_out_every_record_in_log_order_back_to_back() {
     let written = populate(dir.path(), options());
     let (recs, report) = dump_all(dir.path());
     let report = report.unwrap();
-    assert_eq!(recs.len() as u64, written.records);
+    // Sync marks come with the records: at least the two closing ones.
+    assert!(report.sync_marks >= 2, "{report:?}");
+    assert_eq!(recs.len() as u64, written.records + report.sync_marks);
     assert_eq!(report.records, written.records);
     let mut tags = BTreeMap::new();
     for r in &recs {
         *tags.entry(r.tag).or_insert(0u64) += 1;
     }
+    assert_eq!(tags.remove("sync-mark"), Some(report.sync_marks));
     assert_eq!(tags, written.tags);
-    // Segment by segment; the two streams share the sequence numbers.
+    // Segment by segment; the two streams (and the marks) share the
+    // sequence numbers.
     let mut seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
     seqs.sort_unstable();
     assert_eq!(
         seqs,
-        (1..=written.records).collect::<Vec<u64>>(),
+        (1..=written.records + report.sync_marks).collect::<Vec<u64>>(),
         "sequence numbers run 1, 2, 3..."
     );
     let files = inspect::segment_files(dir.path()).unwrap();
@@ -360,6 +364,7 @@ mod tool {
     const ABSENT: i32 = 1;
     const CORRUPT: i32 = 2;
     const LOCKED: i32 = 3;
+    const LOST: i32 = 5;
     const USAGE: i32 = 64;
     const NO_STORE: i32 = 66;
 
@@ -491,7 +496,9 @@ mod tool {
         assert_exit(&o, 0);
         let text = stdout(&o);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len() as u64, w.records, "{text}");
+        let marks = lines.iter().filter(|l| l.contains(" sync-mark ")).count() as u64;
+        assert!(marks >= 2, "the closing sync marks are listed: {text}");
+        assert_eq!(lines.len() as u64, w.records + marks, "{text}");
         let mut tags = BTreeMap::new();
         let mut last: Option<(String, u64)> = None;
         let mut seqs = Vec::new();
@@ -513,9 +520,10 @@ mod tool {
             *tags.entry(tag.to_string()).or_insert(0u64) += 1;
         }
         let want: BTreeMap<String, u64> = w.tags.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+        assert_eq!(tags.remove("sync-mark"), Some(marks));
         assert_eq!(tags, want);
         seqs.sort_unstable();
-        assert_eq!(seqs, (1..=w.records).collect::<Vec<u64>>());
+        assert_eq!(seqs, (1..=w.records + marks).collect::<Vec<u64>>());
         let first = lines
             .iter()
             .find(|l| l.contains(" claim ") && l.ends_with(&format!("key=\"{}\"", key(0))))
@@ -578,6 +586,51 @@ mod tool {
             "{}",
             stderr(&o)
         );
+    }
+
+    #[test]
+    fn repair_salvages_reports_and_exits_nonzero_only_when_records_are_lost() {
+        let _serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let w = populate(dir.path(), options());
+
+        // A sound store: nothing to do.
+        let o = run(&[&"repair", &dir.path()]);
+        assert_exit(&o, 0);
+        assert!(stdout(&o).contains("no damage found"), "{}", stdout(&o));
+
+        // A flipped byte in a sealed segment: the record is skipped and
+        // lost, the rest kept, the damaged file kept aside.
+        let path = seg(dir.path(), 2);
+        let at = std::fs::metadata(&path).unwrap().len() / 2;
+        flip(&path, at as usize);
+        let o = run(&[&"verify", &dir.path()]);
+        assert_exit(&o, CORRUPT);
+        let o = run(&[&"repair", &dir.path()]);
+        assert_exit(&o, LOST);
+        let out = stdout(&o);
+        assert!(
+            out.contains("repaired") && out.contains("0000000002.seg"),
+            "{out}"
+        );
+        assert!(out.contains("lost 1"), "{out}");
+        assert!(
+            stderr(&o).contains("1 records that had been fsynced"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(dir.path().join("0000000002.seg.damaged").exists());
+        let o = run(&[&"verify", &dir.path()]);
+        assert_exit(&o, 0);
+        assert!(
+            stdout(&o).contains(&format!("{} records", w.records - 1)),
+            "{}",
+            stdout(&o)
+        );
+        // Repairing again finds nothing.
+        let o = run(&[&"repair", &dir.path()]);
+        assert_exit(&o, 0);
+        assert!(stdout(&o).contains("no damage found"), "{}", stdout(&o));
     }
 
     #[test]

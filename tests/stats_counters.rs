@@ -248,7 +248,12 @@ fn size_counters_track_the_log() {
         .filter(|e| e.file_name() != "LOCK")
         .map(|e| e.metadata().unwrap().len())
         .sum();
-    assert_eq!(on_disk, s3.bytes_on_disk);
+    // Closing writes at most one 60-byte sync mark per stream.
+    let grown = on_disk - s3.bytes_on_disk;
+    assert!(
+        [0, 60, 120].contains(&grown),
+        "close grew the store by {grown} bytes"
+    );
 }
 
 #[test]

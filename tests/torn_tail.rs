@@ -13,7 +13,7 @@ mod common;
 
 use common::{
     RECORD_HEADER_LEN, RawRecord, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, XorShift, acquire_with,
-    copy_dir, seal_header, segment_paths, stream_paths, walk,
+    copy_dir, seal_header, segment_paths, stream_paths, strip_close_marks, walk,
 };
 use idemkv::{Claim, Durability, FORMAT_VERSION, Fingerprint, ManualClock, Options, Record, Store};
 use std::collections::BTreeMap;
@@ -37,8 +37,9 @@ const TAIL_BYTES_MAX: u64 = 400;
 /// An upper bound on the bytes of one claim record of the workload.
 const CLAIM_BYTES_MAX: u64 = 80;
 /// The claim stream's segment size for these options: a quarter of
-/// `SEGMENT_SIZE`, but room for a claim with the longest key (1 KiB).
-const CLAIM_SEGMENT_SIZE: u64 = 32 + 60 + 1024;
+/// `SEGMENT_SIZE`, but room for a sync mark and a claim with the longest
+/// key (1 KiB).
+const CLAIM_SEGMENT_SIZE: u64 = 32 + 60 + 60 + 1024;
 
 /// The state of one key, as `Store::get` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +193,9 @@ fn build() -> Fixture {
     let end_ms = w.now_ms();
     let records = w.records;
     drop(w.store);
+    // The tail cases model a crash after the last write, so the files are
+    // left as that crash would leave them: without the closing sync marks.
+    strip_close_marks(dir.path());
 
     let fx = Fixture {
         dir,

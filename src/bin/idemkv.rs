@@ -22,6 +22,9 @@ commands:
   dump DIR         every record of every segment in log order, one a line,
                    read from the files without opening the store
   verify DIR       check every checksum of every segment and hint file
+  repair DIR       salvage a store that open refuses as corrupt: copy each
+                   damaged segment to NAME.damaged, rewrite it with every
+                   record that checks out, cut torn tails, print what was lost
   compact DIR      run one compaction pass and print what it did
 
 options:
@@ -38,6 +41,7 @@ exit status:
   2   damage found: a checksum, a hint file or the format is wrong
   3   the store is open in another process or handle (Locked)
   4   any other error (I/O, permissions)
+  5   repair: done, but records that had been fsynced could not be salvaged
   64  bad usage
   66  DIR does not exist or holds no store
 ";
@@ -46,6 +50,7 @@ const EXIT_ABSENT: u8 = 1;
 const EXIT_CORRUPT: u8 = 2;
 const EXIT_LOCKED: u8 = 3;
 const EXIT_ERROR: u8 = 4;
+const EXIT_LOST: u8 = 5;
 const EXIT_USAGE: u8 = 64;
 const EXIT_NO_STORE: u8 = 66;
 
@@ -89,6 +94,7 @@ enum Command {
     Get(Vec<u8>),
     Dump,
     Verify,
+    Repair,
     Compact,
 }
 
@@ -125,6 +131,7 @@ fn main() -> ExitCode {
         Command::Get(key) => get(&args, key),
         Command::Dump => dump(&args.dir),
         Command::Verify => verify(&args.dir),
+        Command::Repair => repair(&args.dir),
         Command::Compact => compact(&args),
     });
     match result {
@@ -188,6 +195,7 @@ fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         }
         "dump" => Command::Dump,
         "verify" => Command::Verify,
+        "repair" => Command::Repair,
         "compact" => Command::Compact,
         other => return Err(Failure::usage(format!("unknown command {other:?}"))),
     };
@@ -197,7 +205,7 @@ fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
             extra.to_string_lossy()
         )));
     }
-    if retention.is_some() && matches!(command, Command::Dump | Command::Verify) {
+    if retention.is_some() && matches!(command, Command::Dump | Command::Verify | Command::Repair) {
         return Err(Failure::usage(format!("{name} takes no --retention")));
     }
     Ok(Parsed::Run(Args {
@@ -397,9 +405,60 @@ fn dump(dir: &Path) -> Result<(), Failure> {
 
 fn torn_tail(bytes: u64) -> String {
     format!(
-        "the newest segment ends in a torn tail of {bytes} bytes (a write cut short by a crash, \
-         not damage); the next open cuts it off"
+        "a stream's newest segment ends in a torn tail of {bytes} bytes (writes that were never \
+         fsynced, cut short or partly lost by a crash; not damage); the next open cuts it off"
     )
+}
+
+fn repair(dir: &Path) -> Result<(), Failure> {
+    let report = idemkv::repair(dir).map_err(|e| Failure::store(dir, &e))?;
+    let mut text = format!(
+        "checked {} segment files, kept {} records\n",
+        report.segments, report.records_kept
+    );
+    if report.torn_tail_bytes > 0 {
+        text.push_str(&format!(
+            "cut {} bytes of torn tail (never fsynced, so never acknowledged)\n",
+            report.torn_tail_bytes
+        ));
+    }
+    for f in &report.repaired {
+        let ranges: Vec<String> = f
+            .skipped
+            .iter()
+            .map(|r| format!("{}..{}", r.start, r.end))
+            .collect();
+        text.push_str(&format!(
+            "repaired {}: kept {} records, lost {}, skipped bytes {}{}; the damaged file is \
+             kept as {}\n",
+            f.file.display(),
+            f.records_kept,
+            f.records_skipped,
+            ranges.join(", "),
+            if f.header_rewritten {
+                " (segment header written anew)"
+            } else {
+                ""
+            },
+            f.backup.display()
+        ));
+    }
+    if report.repaired.is_empty() && report.torn_tail_bytes == 0 {
+        text.push_str("no damage found; nothing changed\n");
+    }
+    write_stdout(&text)?;
+    if report.salvaged_everything() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: EXIT_LOST,
+        message: format!(
+            "{} records that had been fsynced were damaged and are lost: their keys show an \
+             earlier state or none. The store opens again; keep the .damaged copies until the \
+             cause (disk, file system, another process) is understood",
+            report.records_skipped()
+        ),
+    })
 }
 
 fn verify(dir: &Path) -> Result<(), Failure> {

@@ -2,7 +2,7 @@
 //! every hex example there must match what the code writes.
 
 use super::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader};
-use super::record::{self, RECORD_HEADER_LEN, RecordFields, Tag};
+use super::record::{self, RECORD_HEADER_LEN, RecordFields, SYNC_MARK_LEN, SyncMark, Tag};
 use super::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 
 const DESIGN: &str = include_str!("../../DESIGN.md");
@@ -70,12 +70,7 @@ fn check_layout(name: &str, total: usize, encoded: &[u8], field_bytes: impl Fn(&
 }
 
 fn example_segment_header() -> [u8; SEGMENT_HEADER_LEN] {
-    SegmentHeader {
-        segment_id: 3,
-        first_seq: 1000,
-        stream: super::segment::Stream::Claims,
-    }
-    .encode()
+    SegmentHeader::new(3, 1000, super::segment::Stream::Claims).encode()
 }
 
 fn example_record() -> Vec<u8> {
@@ -91,6 +86,19 @@ fn example_record() -> Vec<u8> {
             generation: 5,
             time_a_ms: 1_700_000_000_000,
             time_b_ms: 1_700_086_400_000,
+        },
+    );
+    out
+}
+
+fn example_sync_mark() -> Vec<u8> {
+    let mut out = Vec::new();
+    record::encode_sync_mark(
+        &mut out,
+        &SyncMark {
+            seq: 12,
+            synced_len: 4096,
+            written_at_ms: 1_700_000_000_000,
         },
     );
     out
@@ -195,6 +203,24 @@ fn record_header_table_matches_encoder() {
 }
 
 #[test]
+fn sync_mark_table_matches_encoder() {
+    let m = example_sync_mark();
+    check_layout("sync-mark", SYNC_MARK_LEN, &m, |field| match field {
+        "crc" => crc32fast::hash(&m[4..]).to_le_bytes().to_vec(),
+        "tag" => vec![record::SYNC_MARK_TAG],
+        "flags" => vec![0],
+        "key_len" => vec![0; 2],
+        "value_len" => vec![0; 4],
+        "seq" => 12u64.to_le_bytes().to_vec(),
+        "reserved" | "reserved_2" => vec![0; 16],
+        "reserved_3" => vec![0; 8],
+        "synced_len" => 4096u64.to_le_bytes().to_vec(),
+        "written_at_ms" => 1_700_000_000_000u64.to_le_bytes().to_vec(),
+        other => panic!("unknown sync mark field `{other}` in DESIGN.md"),
+    });
+}
+
+#[test]
 fn tag_table_matches_enum() {
     let rows: Vec<(u8, String)> = section("tags")
         .into_iter()
@@ -232,6 +258,7 @@ fn hex_examples_match_encoder() {
     for (name, bytes) in [
         ("segment-header-example", example_segment_header().to_vec()),
         ("record-example", example_record()),
+        ("sync-mark-example", example_sync_mark()),
         (
             "hint-example",
             [example_hint_header().to_vec(), example_hint_entry()].concat(),

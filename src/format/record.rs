@@ -4,6 +4,12 @@
 //! (the stored response, for `Complete` records; empty otherwise). The CRC
 //! covers everything after itself, sequence number included, so a record
 //! copied to the wrong place or a stale byte range cannot pass as current.
+//!
+//! Besides the key records there is one more kind, the *sync mark* (tag 6,
+//! format version 3): no key, no value, written into a segment after an
+//! fsync to say how many of the segment's bytes that fsync made durable.
+//! Recovery uses marks to tell a torn, never-synced tail from damage to
+//! data that was fsynced (DESIGN.md §6).
 
 use super::segment::{le_u32, le_u64};
 
@@ -24,6 +30,11 @@ const OFF_GENERATION: usize = 36;
 const OFF_TIME_A: usize = 44;
 const OFF_TIME_B: usize = 52;
 const _: () = assert!(OFF_TIME_B + 8 == RECORD_HEADER_LEN);
+
+/// Tag byte of a sync mark. Not a [`Tag`]: a mark says nothing about a key.
+pub(crate) const SYNC_MARK_TAG: u8 = 6;
+/// Encoded length of a sync mark: a record header, no key, no value.
+pub(crate) const SYNC_MARK_LEN: usize = RECORD_HEADER_LEN;
 
 /// What a record says about its key.
 #[repr(u8)]
@@ -130,7 +141,8 @@ pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, rec: &RecordFields<'_>) {
 /// against the checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
-    pub tag: Tag,
+    /// The record's tag, or `None` for a sync mark.
+    pub tag: Option<Tag>,
     pub seq: u64,
     /// Encoded length of the whole record.
     pub len: usize,
@@ -149,17 +161,26 @@ pub(crate) fn peek_header(buf: &[u8]) -> Result<Header, DecodeError> {
     if buf.len() < RECORD_HEADER_LEN {
         // A header that already fails its cheap checks is damage, not a tail.
         if let Some(&tag) = buf.get(OFF_TAG) {
-            Tag::try_from(tag).map_err(|_| DecodeError::Invalid("unknown record tag"))?;
+            tag_of(tag)?;
         }
         return Err(DecodeError::Truncated);
     }
-    let tag =
-        Tag::try_from(buf[OFF_TAG]).map_err(|_| DecodeError::Invalid("unknown record tag"))?;
+    let tag = tag_of(buf[OFF_TAG])?;
     if buf[OFF_FLAGS] != 0 {
         return Err(DecodeError::Invalid("unknown record flags"));
     }
     let key_len = usize::from(u16::from_le_bytes([buf[OFF_KEY_LEN], buf[OFF_KEY_LEN + 1]]));
     let value_len = usize::try_from(le_u32(buf, OFF_VALUE_LEN)).unwrap_or(usize::MAX);
+    if tag.is_none() {
+        if key_len != 0 || value_len != 0 {
+            return Err(DecodeError::Invalid("sync mark carries a key or a value"));
+        }
+        return Ok(Header {
+            tag,
+            seq: le_u64(buf, OFF_SEQ),
+            len: SYNC_MARK_LEN,
+        });
+    }
     if key_len == 0 {
         return Err(DecodeError::Invalid("record has an empty key"));
     }
@@ -168,7 +189,7 @@ pub(crate) fn peek_header(buf: &[u8]) -> Result<Header, DecodeError> {
             "record value length exceeds the format maximum",
         ));
     }
-    if tag != Tag::Complete && value_len != 0 {
+    if tag != Some(Tag::Complete) && value_len != 0 {
         return Err(DecodeError::Invalid("record of this tag carries a value"));
     }
     let len = encoded_len(key_len, value_len);
@@ -182,11 +203,70 @@ pub(crate) fn peek_header(buf: &[u8]) -> Result<Header, DecodeError> {
     })
 }
 
-/// Decodes the record at the start of `buf`, returning it and its length.
+/// The tag a tag byte names: `Some` for a key record, `None` for a sync mark.
+fn tag_of(byte: u8) -> Result<Option<Tag>, DecodeError> {
+    if byte == SYNC_MARK_TAG {
+        return Ok(None);
+    }
+    Tag::try_from(byte)
+        .map(Some)
+        .map_err(|_| DecodeError::Invalid("unknown record tag"))
+}
+
+/// A sync mark: written after an fsync of its segment, it proves that the
+/// segment's first `synced_len` bytes were durable before the mark was
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SyncMark {
+    pub seq: u64,
+    /// Bytes of the segment, from its start, that an fsync had made durable
+    /// when this mark was written.
+    pub synced_len: u64,
+    /// The store's clock when the mark was written (unix ms).
+    pub written_at_ms: u64,
+}
+
+/// Appends the encoding of a sync mark with sequence number `seq` to `out`.
+pub(crate) fn encode_sync_mark(out: &mut Vec<u8>, mark: &SyncMark) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    out.push(SYNC_MARK_TAG);
+    out.push(0);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&mark.seq.to_le_bytes());
+    out.extend_from_slice(&0u128.to_le_bytes());
+    out.extend_from_slice(&mark.synced_len.to_le_bytes());
+    out.extend_from_slice(&mark.written_at_ms.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let crc = crc32fast::hash(&out[start + OFF_TAG..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len() - start, SYNC_MARK_LEN);
+}
+
+/// What a valid entry of a segment is: a key record or a sync mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decoded<'a> {
+    Record(RecordRef<'a>),
+    SyncMark(SyncMark),
+}
+
+impl Decoded<'_> {
+    /// The sequence number, which every entry takes from the same counter.
+    pub(crate) fn seq(&self) -> u64 {
+        match self {
+            Decoded::Record(r) => r.seq,
+            Decoded::SyncMark(m) => m.seq,
+        }
+    }
+}
+
+/// Decodes the record or sync mark at the start of `buf`, returning it and
+/// its length.
 ///
 /// Lengths are bounded by the format maximums and by the bytes present before
 /// anything is sliced, and the checksum is verified.
-pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
+pub(crate) fn decode_any(buf: &[u8]) -> Result<(Decoded<'_>, usize), DecodeError> {
     let Header {
         tag,
         seq,
@@ -195,23 +275,48 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> 
     if crc32fast::hash(&buf[OFF_TAG..total]) != le_u32(buf, 0) {
         return Err(DecodeError::Invalid("record checksum mismatch"));
     }
+    let Some(tag) = tag else {
+        if le_u128(buf, OFF_FINGERPRINT) != 0 || le_u64(buf, OFF_TIME_B) != 0 {
+            return Err(DecodeError::Invalid(
+                "sync mark has non-zero reserved fields",
+            ));
+        }
+        let mark = SyncMark {
+            seq,
+            synced_len: le_u64(buf, OFF_GENERATION),
+            written_at_ms: le_u64(buf, OFF_TIME_A),
+        };
+        return Ok((Decoded::SyncMark(mark), total));
+    };
     let key_len = usize::from(u16::from_le_bytes([buf[OFF_KEY_LEN], buf[OFF_KEY_LEN + 1]]));
     let key_end = RECORD_HEADER_LEN + key_len;
     let rec = RecordRef {
         tag,
         seq,
-        fingerprint: u128::from_le_bytes(
-            buf[OFF_FINGERPRINT..OFF_GENERATION]
-                .try_into()
-                .expect("16 bytes"),
-        ),
+        fingerprint: le_u128(buf, OFF_FINGERPRINT),
         generation: le_u64(buf, OFF_GENERATION),
         time_a_ms: le_u64(buf, OFF_TIME_A),
         time_b_ms: le_u64(buf, OFF_TIME_B),
         key: &buf[RECORD_HEADER_LEN..key_end],
         value: &buf[key_end..total],
     };
-    Ok((rec, total))
+    Ok((Decoded::Record(rec), total))
+}
+
+/// Decodes the key record at the start of `buf`, returning it and its
+/// length; a sync mark there is `Invalid` (an index entry or a hint never
+/// points at one).
+pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> {
+    match decode_any(buf)? {
+        (Decoded::Record(rec), len) => Ok((rec, len)),
+        (Decoded::SyncMark(_), _) => Err(DecodeError::Invalid(
+            "a sync mark stands where a key record belongs",
+        )),
+    }
+}
+
+fn le_u128(b: &[u8], at: usize) -> u128 {
+    u128::from(le_u64(b, at)) | (u128::from(le_u64(b, at + 8)) << 64)
 }
 
 #[cfg(test)]
@@ -277,6 +382,32 @@ mod tests {
                     panic!("flip at {i} bit {bit} decoded as {r:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn sync_marks_round_trip_and_are_never_key_records() {
+        let mark = SyncMark {
+            seq: 9,
+            synced_len: 4096,
+            written_at_ms: 77,
+        };
+        let mut out = Vec::new();
+        encode_sync_mark(&mut out, &mark);
+        assert_eq!(out.len(), SYNC_MARK_LEN);
+        assert_eq!(
+            decode_any(&out),
+            Ok((Decoded::SyncMark(mark), SYNC_MARK_LEN))
+        );
+        assert!(matches!(decode(&out), Err(DecodeError::Invalid(_))));
+        assert_eq!(peek_header(&out).map(|h| (h.tag, h.seq)), Ok((None, 9)));
+        for cut in 0..out.len() {
+            assert_eq!(decode_any(&out[..cut]), Err(DecodeError::Truncated));
+        }
+        for i in 0..out.len() {
+            let mut d = out.clone();
+            d[i] ^= 0x40;
+            assert!(decode_any(&d).is_err(), "flip at {i}");
         }
     }
 

@@ -18,6 +18,8 @@ const _: () = assert!(OFF_CRC + 4 == SEGMENT_HEADER_LEN);
 
 /// Flag bit 0: the segment belongs to the claim stream.
 const FLAG_CLAIMS: u32 = 1;
+/// The first format version whose segments carry sync marks.
+pub(crate) const SYNC_MARKS_VERSION: u32 = 3;
 
 /// Which of the log's two write streams a segment belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +56,10 @@ pub(crate) struct SegmentHeader {
     pub first_seq: u64,
     /// The write stream (flag bit 0; version 1 segments are all `Main`).
     pub stream: Stream,
+    /// The format version the segment was written in. Sync marks exist
+    /// from version 3 on; a stream's last segment of an older version is
+    /// checked by the older rule (DESIGN.md §6).
+    pub version: u32,
 }
 
 /// Why a header did not decode.
@@ -79,10 +85,30 @@ impl HeaderError {
 }
 
 impl SegmentHeader {
+    /// The header of a new segment, in the version this build writes.
+    pub(crate) fn new(segment_id: u32, first_seq: u64, stream: Stream) -> SegmentHeader {
+        SegmentHeader {
+            segment_id,
+            first_seq,
+            stream,
+            version: FORMAT_VERSION,
+        }
+    }
+
+    /// Whether the segment's format has sync marks (version 3 on).
+    pub(crate) fn has_sync_marks(&self) -> bool {
+        self.version >= SYNC_MARKS_VERSION
+    }
+
     pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        debug_assert!(
+            (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.version)
+                && (self.version > 1 || self.stream == Stream::Main),
+            "a header this build can read back"
+        );
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[..OFF_VERSION].copy_from_slice(&SEGMENT_MAGIC);
-        b[OFF_VERSION..OFF_SEGMENT_ID].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[OFF_VERSION..OFF_SEGMENT_ID].copy_from_slice(&self.version.to_le_bytes());
         b[OFF_SEGMENT_ID..OFF_FIRST_SEQ].copy_from_slice(&self.segment_id.to_le_bytes());
         b[OFF_FIRST_SEQ..OFF_FLAGS].copy_from_slice(&self.first_seq.to_le_bytes());
         let flags = match self.stream {
@@ -123,6 +149,7 @@ impl SegmentHeader {
             } else {
                 Stream::Main
             },
+            version,
         })
     }
 }
@@ -159,11 +186,7 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let h = SegmentHeader {
-            segment_id: 7,
-            first_seq: 99,
-            stream: Stream::Main,
-        };
+        let h = SegmentHeader::new(7, 99, Stream::Main);
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         let c = SegmentHeader {
@@ -198,12 +221,7 @@ mod tests {
 
     #[test]
     fn versions_and_flags() {
-        let b = SegmentHeader {
-            segment_id: 3,
-            first_seq: 5,
-            stream: Stream::Main,
-        }
-        .encode();
+        let b = SegmentHeader::new(3, 5, Stream::Main).encode();
         let v1 = SegmentHeader::decode(&reseal(b, 1, 0)).expect("version 1 reads");
         assert_eq!(v1.stream, Stream::Main);
         assert_eq!(
@@ -215,9 +233,12 @@ mod tests {
             SegmentHeader::decode(&reseal(b, 2, 2)),
             Err(HeaderError::BadFlags)
         );
+        let v2 = SegmentHeader::decode(&reseal(b, 2, FLAG_CLAIMS)).expect("version 2 reads");
+        assert_eq!((v2.version, v2.stream), (2, Stream::Claims));
+        assert!(!v2.has_sync_marks() && SegmentHeader::decode(&b).unwrap().has_sync_marks());
         assert_eq!(
-            SegmentHeader::decode(&reseal(b, 3, 0)),
-            Err(HeaderError::Version(3))
+            SegmentHeader::decode(&reseal(b, 4, 0)),
+            Err(HeaderError::Version(4))
         );
         assert_eq!(
             SegmentHeader::decode(&reseal(b, 0, 0)),

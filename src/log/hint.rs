@@ -2,7 +2,7 @@
 
 use crate::error::{Result, io_context};
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader, hint_file_name};
-use crate::format::record::{self, RecordRef};
+use crate::format::record::{self, Decoded, RecordRef, SyncMark};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::index::key_hash;
 use crate::storage::{Storage, remove_if_exists};
@@ -23,15 +23,13 @@ pub(crate) fn build(id: u32, path: &Path, bytes: &[u8]) -> Result<Hint> {
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < bytes.len() {
         let offset = u32::try_from(pos).expect("segment offsets fit in u32");
-        let rec = super::decode_at(
-            path,
-            bytes,
-            super::Loc {
-                segment: id,
-                offset,
-            },
-        )?;
-        pos += builder.add(offset, &rec);
+        pos += match super::decode_any_at(path, bytes, offset)? {
+            (Decoded::Record(rec), _) => builder.add(offset, &rec),
+            (Decoded::SyncMark(mark), len) => {
+                builder.sync_mark(&mark);
+                len
+            }
+        };
     }
     Ok(builder.finish(id, bytes.len() as u64))
 }
@@ -69,6 +67,11 @@ impl<'a> Builder<'a> {
             len: u32::try_from(len).expect("records fit in a segment"),
         }));
         len
+    }
+
+    /// Notes a sync mark: not listed, but its sequence number counts.
+    pub(crate) fn sync_mark(&mut self, mark: &SyncMark) {
+        self.last_seq = self.last_seq.max(mark.seq);
     }
 
     /// The hint of segment `id`, `segment_len` bytes long.
@@ -222,13 +225,9 @@ mod tests {
 
     #[test]
     fn keeps_the_last_record_of_each_key_and_checks_itself() {
-        let mut seg = SegmentHeader {
-            segment_id: 3,
-            first_seq: 1,
-            stream: crate::format::segment::Stream::Main,
-        }
-        .encode()
-        .to_vec();
+        let mut seg = SegmentHeader::new(3, 1, crate::format::segment::Stream::Main)
+            .encode()
+            .to_vec();
         let rec = |tag, key: &'static [u8], value: &'static [u8], t| RecordFields {
             tag,
             key,

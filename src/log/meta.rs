@@ -27,6 +27,9 @@ pub(crate) struct SegMeta {
     /// Whether the segment's hint file is on disk, and its size.
     pub hinted: AtomicBool,
     pub hint_bytes: AtomicU64,
+    /// Bytes of the segment, from its start, that an fsync has made
+    /// durable: what the segment's next sync mark attests.
+    pub synced_len: AtomicU64,
 }
 
 impl SegMeta {
@@ -40,6 +43,7 @@ impl SegMeta {
             last_write_ms: AtomicU64::new(0),
             hinted: AtomicBool::new(false),
             hint_bytes: AtomicU64::new(0),
+            synced_len: AtomicU64::new(0),
         }
     }
 
@@ -50,6 +54,12 @@ impl SegMeta {
         self.max_drop_after_s.fetch_max(drop_after_s, Relaxed);
         self.first_write_ms.fetch_min(now_ms, Relaxed);
         self.last_write_ms.fetch_max(now_ms, Relaxed);
+    }
+
+    /// Accounts one sync mark: bytes that are dead from the start.
+    pub(crate) fn sync_mark(&self, len: usize) {
+        self.bytes.fetch_add(len as u64, Relaxed);
+        self.dead_bytes.fetch_add(len as u64, Relaxed);
     }
 
     /// Fraction of the record bytes still live (1.0 for an empty segment).

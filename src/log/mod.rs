@@ -96,6 +96,10 @@ pub(crate) struct Active {
     pub flushed: usize,
     /// Bytes were written to `file` since its last fsync.
     pub dirty: bool,
+    /// The durable length that a sync mark in this segment attests (or
+    /// that needs none, such as the header of a new segment). When the
+    /// segment's `meta.synced_len` passes it, the next append writes a mark.
+    pub marked_len: u64,
     pub meta: Arc<SegMeta>,
 }
 
@@ -190,10 +194,10 @@ pub(crate) struct Opened {
 
 /// The size of the claim stream's segments for a main segment size: a
 /// quarter of it, so a claim segment fills, seals and is deleted sooner,
-/// but never less than what the largest claim record needs.
+/// but never less than what the largest claim record and a sync mark need.
 pub(crate) fn claim_segment_size(segment_size: usize, max_key_len: usize) -> usize {
     (segment_size / 4)
-        .max(SEGMENT_HEADER_LEN + record::encoded_len(max_key_len, 0))
+        .max(SEGMENT_HEADER_LEN + record::SYNC_MARK_LEN + record::encoded_len(max_key_len, 0))
         .min(segment_size)
 }
 
@@ -275,7 +279,8 @@ impl Log {
         }
     }
 
-    /// Appends one record.
+    /// Appends one record, preceded by a sync mark if an fsync of the
+    /// stream's active segment completed since its last mark.
     pub(crate) fn append(&self, fields: &RecordFields<'_>, opts: AppendOpts) -> Result<Appended> {
         if self.commit.is_poisoned() {
             return Err(Error::Poisoned);
@@ -283,38 +288,35 @@ impl Log {
         let len = record::encoded_len(fields.key.len(), fields.value.len());
         let s = Stream::of(fields.tag) as usize;
         let mut w = self.writer.lock();
-        if w.active[s].buf.len() + len > self.segment_size[s] {
+        if w.active[s].buf.len() + len + pending_mark_len(&w.active[s], false)
+            > self.segment_size[s]
+        {
             self.rollover(&mut w, s)?;
         }
+        let w = &mut *w;
+        w.scratch.clear();
+        let mark = encode_pending_mark(
+            &mut w.active[s],
+            &mut w.scratch,
+            &mut w.next_seq,
+            opts.now_ms,
+            false,
+        );
         debug_assert!(
-            w.active[s].buf.len() + len <= self.segment_size[s],
-            "options bound a record to one segment"
+            w.active[s].buf.len() + mark + len <= self.segment_size[s],
+            "options bound a record and a mark to one segment"
         );
         let seq = w.next_seq;
         w.next_seq += 1;
-        let offset = w.active[s].buf.len();
+        let offset = w.active[s].buf.len() + mark;
         let mut fields = *fields;
         if opts.generation_from_seq {
             fields.generation = seq;
         }
-        let w = &mut *w;
-        w.scratch.clear();
         record::encode(&mut w.scratch, seq, &fields);
-        debug_assert_eq!(w.scratch.len(), len);
-        let active = &mut w.active[s];
-        let buf = &mut active.buf;
-        assert!(
-            buf.capacity() - offset >= len,
-            "the active buffer was reserved to the full segment size"
-        );
-        // SAFETY: the bytes go past `len`, into reserved capacity, through a
-        // raw pointer: no reference covers the published bytes that readers
-        // may be reading, and the buffer does not move.
-        unsafe {
-            std::ptr::copy_nonoverlapping(w.scratch.as_ptr(), buf.as_mut_ptr().add(offset), len);
-            buf.set_len(offset + len);
-        }
-        self.active_len[s].store(offset + len, Ordering::Release);
+        debug_assert_eq!(w.scratch.len(), mark + len);
+        self.publish(&mut w.active[s], s, &w.scratch);
+        let active = &w.active[s];
         active.meta.record(len, opts.drop_after_s, opts.now_ms);
         let loc = Loc {
             segment: active.id,
@@ -333,7 +335,7 @@ impl Log {
                 None => self.metas.add_dead(segment, dead),
             }
         }
-        self.counters.bytes_appended.add(len as u64);
+        self.counters.bytes_appended.add((mark + len) as u64);
         match self.durability {
             Durability::Periodic(_) => self.flush(w, s)?,
             Durability::None if unflushed >= NONE_FLUSH_BYTES => self.flush(w, s)?,
@@ -344,6 +346,57 @@ impl Log {
             seq,
             target: crate::commit::target(s, seq + 1),
         })
+    }
+
+    /// Copies `bytes` (whole records) past the end of stream `s`'s active
+    /// buffer and publishes the new end to readers.
+    fn publish(&self, active: &mut Active, s: usize, bytes: &[u8]) {
+        let buf = &mut active.buf;
+        let offset = buf.len();
+        assert!(
+            buf.capacity() - offset >= bytes.len(),
+            "the active buffer was reserved to the full segment size"
+        );
+        // SAFETY: the bytes go past `len`, into reserved capacity, through a
+        // raw pointer: no reference covers the published bytes that readers
+        // may be reading, and the buffer does not move.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                buf.as_mut_ptr().add(offset),
+                bytes.len(),
+            );
+            buf.set_len(offset + bytes.len());
+        }
+        self.active_len[s].store(offset + bytes.len(), Ordering::Release);
+    }
+
+    /// Makes everything appended so far durable, then writes a sync mark in
+    /// each active segment that lacks one for what is now durable, and
+    /// makes those marks durable too. A store closed this way has proof on
+    /// disk that every byte of its active segments was fsynced, so damage
+    /// anywhere in them is reported at the next open, never taken for a
+    /// torn tail.
+    pub(crate) fn close(&self, now_ms: u64) -> Result<()> {
+        self.sync()?;
+        {
+            let mut w = self.writer.lock();
+            let w = &mut *w;
+            for s in 0..2 {
+                let a = &mut w.active[s];
+                if a.buf.len() + pending_mark_len(a, true) > self.segment_size[s] {
+                    continue;
+                }
+                w.scratch.clear();
+                if encode_pending_mark(a, &mut w.scratch, &mut w.next_seq, now_ms, true) > 0 {
+                    self.publish(&mut w.active[s], s, &w.scratch);
+                    self.counters
+                        .bytes_appended
+                        .add(record::SYNC_MARK_LEN as u64);
+                }
+            }
+        }
+        self.sync()
     }
 
     /// Runs `f` on the record at `loc`, checking its checksum first.
@@ -540,7 +593,8 @@ impl Log {
             let mut w = self.writer.lock();
             let a = &mut w.active[s];
             flush_active(a)?;
-            let file = std::mem::take(&mut a.dirty).then(|| a.file.clone());
+            let file = std::mem::take(&mut a.dirty)
+                .then(|| (a.file.clone(), a.meta.clone(), a.flushed as u64));
             let end = w.next_seq;
             let other = &w.active[1 - s];
             let other_clean = !other.dirty && other.flushed == other.buf.len();
@@ -551,8 +605,10 @@ impl Log {
             }
             (file, ends)
         };
-        if let Some(file) = file {
+        if let Some((file, meta, flushed)) = file {
             file.sync_data()?;
+            // Only now, after the fsync returned: a mark attests this.
+            meta.synced_len.fetch_max(flushed, Ordering::Relaxed);
             self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(ends)
@@ -577,6 +633,10 @@ impl Log {
             .sync_data()
             .map_err(|e| self.fail("fsync", &path, e))?;
         sealing.dirty = false;
+        sealing
+            .meta
+            .synced_len
+            .fetch_max(sealing.flushed as u64, Ordering::Relaxed);
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let bytes = sealing.file.map().map_err(|e| self.fail("map", &path, e))?;
         let sealed_id = sealing.id;
@@ -629,6 +689,63 @@ impl Log {
     }
 }
 
+/// A sync mark is written once the durable length of its segment enters a
+/// new stride of this many bytes (a page) past the last mark's, so marks
+/// cost at most 60 bytes per 4 KiB made durable, and the durable data that
+/// no mark attests yet stays under a page plus the last fsync's bytes
+/// (DESIGN.md §3, §8).
+pub(crate) const SYNC_MARK_STRIDE: u64 = 4096;
+
+/// Whether a sync mark is owed in `a`: with `forced`, as soon as an fsync
+/// made more of it durable than its last mark attests; otherwise once that
+/// reaches a new stride.
+fn mark_owed(a: &Active, forced: bool) -> Option<u64> {
+    let synced_len = a.meta.synced_len.load(Ordering::Relaxed);
+    let owed = if forced {
+        synced_len > a.marked_len
+    } else {
+        synced_len / SYNC_MARK_STRIDE > a.marked_len / SYNC_MARK_STRIDE
+    };
+    owed.then_some(synced_len)
+}
+
+/// Bytes of the sync mark the next append to `a` writes first, if one is
+/// owed.
+fn pending_mark_len(a: &Active, forced: bool) -> usize {
+    mark_owed(a, forced).map_or(0, |_| record::SYNC_MARK_LEN)
+}
+
+/// Encodes the sync mark `a` is owed, if any, into `out`, taking its
+/// sequence number from `next_seq`; returns its length (0 for none).
+fn encode_pending_mark(
+    a: &mut Active,
+    out: &mut Vec<u8>,
+    next_seq: &mut u64,
+    now_ms: u64,
+    forced: bool,
+) -> usize {
+    let Some(synced_len) = mark_owed(a, forced) else {
+        return 0;
+    };
+    // An fsync covers only bytes that were written before it.
+    assert!(
+        synced_len <= a.flushed as u64,
+        "a segment is durable only as far as it was written"
+    );
+    record::encode_sync_mark(
+        out,
+        &record::SyncMark {
+            seq: *next_seq,
+            synced_len,
+            written_at_ms: now_ms,
+        },
+    );
+    *next_seq += 1;
+    a.marked_len = synced_len;
+    a.meta.sync_mark(record::SYNC_MARK_LEN);
+    record::SYNC_MARK_LEN
+}
+
 fn flush_active(a: &mut Active) -> std::io::Result<()> {
     if a.flushed < a.buf.len() {
         a.file.write_all_at(a.flushed as u64, &a.buf[a.flushed..])?;
@@ -653,12 +770,7 @@ pub(crate) fn create_segment(
     let file = storage
         .create(&path)
         .map_err(|e| io_context("create", &path, e))?;
-    let header = SegmentHeader {
-        segment_id: id,
-        first_seq,
-        stream,
-    }
-    .encode();
+    let header = SegmentHeader::new(id, first_seq, stream).encode();
     file.write_all_at(0, &header)
         .map_err(|e| io_context("write", &path, e))?;
     file.sync_data()
@@ -668,14 +780,39 @@ pub(crate) fn create_segment(
         .map_err(|e| io_context("fsync directory", dir, e))?;
     let mut buf = Vec::with_capacity(segment_size);
     buf.extend_from_slice(&header);
+    // The header is durable and needs no mark.
+    meta.synced_len
+        .fetch_max(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
     Ok(Active {
         id,
         path,
         file,
         flushed: buf.len(),
         dirty: false,
+        marked_len: SEGMENT_HEADER_LEN as u64,
         buf,
         meta,
+    })
+}
+
+/// The record or sync mark at `offset` of a segment whose every byte must
+/// check out; anything else is `Corrupt`.
+fn decode_any_at<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    offset: u32,
+) -> Result<(record::Decoded<'a>, usize)> {
+    let corrupt = |reason: &str| Error::Corrupt {
+        file: path.to_path_buf(),
+        offset: u64::from(offset),
+        reason: reason.into(),
+    };
+    let tail = bytes
+        .get(offset as usize..)
+        .ok_or_else(|| corrupt("record offset is past the end of the segment"))?;
+    record::decode_any(tail).map_err(|e| match e {
+        record::DecodeError::Truncated => corrupt("record is cut short"),
+        record::DecodeError::Invalid(why) => corrupt(why),
     })
 }
 

@@ -24,7 +24,7 @@ use super::{Active, Loc, Log, Metas, Opened, Sealed, SegMeta, Stream, create_seg
 use crate::error::{Error, Result, io_context};
 use crate::format::FORMAT_VERSION;
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry};
-use crate::format::record::{self, DecodeError, RecordRef, Tag};
+use crate::format::record::{self, DecodeError, Decoded, RecordRef, Tag};
 use crate::format::segment::{
     HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_file_name, segment_file_name,
 };
@@ -115,6 +115,12 @@ impl Tally {
         }
         self.min_drop_s = self.min_drop_s.min(applied.drop_after_s);
         self.max_drop_s = self.max_drop_s.max(applied.drop_after_s);
+    }
+
+    /// A sync mark's bytes: dead from the start.
+    fn add_sync_mark(&mut self) {
+        self.bytes += record::SYNC_MARK_LEN as u64;
+        self.dead += record::SYNC_MARK_LEN as u64;
     }
 
     fn merge(self, other: Tally) -> Tally {
@@ -459,14 +465,14 @@ where
 }
 
 /// A decoded segment header, or why it did not decode.
-type Decoded = std::result::Result<SegmentHeader, HeaderError>;
+type DecodedHeader = std::result::Result<SegmentHeader, HeaderError>;
 
 /// Opens segment `id` and decodes its header, reading those 32 bytes only.
 fn read_header(
     storage: &dyn Storage,
     dir: &Path,
     id: u32,
-) -> Result<(PathBuf, Arc<dyn StorageFile>, Decoded)> {
+) -> Result<(PathBuf, Arc<dyn StorageFile>, DecodedHeader)> {
     let path = dir.join(segment_file_name(id));
     let file = storage
         .open(&path)
@@ -665,7 +671,18 @@ where
         let mut tally = Tally::new();
         // A sealed segment's hint is gathered on the same pass.
         let mut hint = (!is_last).then(super::hint::Builder::default);
-        let end = scan(path, id, &bytes, is_last, next_seq, report, |loc, rec| {
+        let rules = (is_last, header.has_sync_marks());
+        let end = scan(path, id, &bytes, rules, next_seq, report, |loc, entry| {
+            let rec = match entry {
+                Decoded::Record(rec) => rec,
+                Decoded::SyncMark(mark) => {
+                    tally.add_sync_mark();
+                    if let Some(hint) = &mut hint {
+                        hint.sync_mark(mark);
+                    }
+                    return Ok(());
+                }
+            };
             let view = RecoveryView {
                 sealed,
                 current_id: id,
@@ -759,6 +776,9 @@ where
             file: f.file.clone(),
             flushed: bytes.len(),
             dirty: false,
+            // Open fsyncs the segment; the first append then writes a mark
+            // attesting everything recovered.
+            marked_len: SEGMENT_HEADER_LEN as u64,
             buf: bytes,
             meta: self.metas.get_or_insert(last_id),
         };
@@ -842,11 +862,33 @@ pub(crate) fn recover(
         .max()
         .unwrap_or(1);
     let mut next_id = ids.last().map_or(1, |id| id + 1);
+    let has_marks = |id: u32| replay.found[&id].header.has_sync_marks();
     // A stream with no segment yet (a new store, or one written by format
-    // version 1) gets its first, main before claims.
+    // version 1) gets its first, main before claims. A stream whose last
+    // segment predates sync marks (format version 1 or 2) goes on in a new
+    // segment: the old one is fsynced and sealed, so that a build that
+    // reads only older versions refuses the store (`IncompatibleFormat`)
+    // rather than meeting a mark it does not know.
     let mut start = |stream: Stream, found: Option<(Active, u64)>| -> Result<Active> {
-        if let Some((active, _)) = found {
-            return Ok(active);
+        match found {
+            Some((active, _)) if has_marks(active.id) => return Ok(active),
+            Some((old, _)) => {
+                old.file
+                    .sync_data()
+                    .map_err(|e| io_context("fsync", &old.path, e))?;
+                let bytes = old
+                    .file
+                    .map()
+                    .map_err(|e| io_context("map", &old.path, e))?;
+                sealed.insert(
+                    old.id,
+                    Sealed {
+                        path: old.path,
+                        bytes,
+                    },
+                );
+            }
+            None => {}
         }
         let id = next_id;
         next_id += 1;
@@ -863,11 +905,15 @@ pub(crate) fn recover(
     let active = [start(Stream::Main, main)?, start(Stream::Claims, claims)?];
     // What open found in the active files may be only in the page cache (a
     // process that died before its fsync). Answers given from now on rest on
-    // it, so it is made durable first.
+    // it, so it is made durable first; the first append to each then writes
+    // a sync mark attesting it.
     for a in &active {
         a.file
             .sync_data()
             .map_err(|e| io_context("fsync", &a.path, e))?;
+        a.meta
+            .synced_len
+            .fetch_max(a.buf.len() as u64, Ordering::Relaxed);
     }
     let log = Log::new(
         storage.clone(),
@@ -884,15 +930,15 @@ pub(crate) fn recover(
     Ok((log, report))
 }
 
-/// The header's `first_seq`, or `None` for a torn header on the last
-/// segment (with `is_last`: the newest segment of all).
+/// The segment's header, or `None` for a torn header on the last segment
+/// (with `is_last`: the newest segment of all).
 pub(super) fn check_header(
     path: &Path,
     id: u32,
     bytes: &[u8],
     is_last: bool,
     next_seq: u64,
-) -> Result<Option<u64>> {
+) -> Result<Option<SegmentHeader>> {
     match SegmentHeader::decode(bytes) {
         decoded
             if is_last
@@ -901,20 +947,20 @@ pub(super) fn check_header(
         {
             Ok(None)
         }
-        decoded => checked(path, id, decoded).map(|h| Some(h.first_seq)),
+        decoded => checked(path, id, decoded).map(Some),
     }
 }
 
 /// Whether a header failed to decode for a reason other than its version:
 /// damage, or a header never wholly written.
-fn is_damage(decoded: &Decoded) -> bool {
+fn is_damage(decoded: &DecodedHeader) -> bool {
     matches!(decoded, Err(e) if !matches!(e, HeaderError::Version(_)))
 }
 
 /// The header of segment `id` at `path`, or the error open reports for it:
 /// `IncompatibleFormat` for another version, `Corrupt` for damage or a
 /// header naming another segment.
-fn checked(path: &Path, id: u32, decoded: Decoded) -> Result<SegmentHeader> {
+fn checked(path: &Path, id: u32, decoded: DecodedHeader) -> Result<SegmentHeader> {
     let corrupt = |offset: u64, reason: String| Error::Corrupt {
         file: path.to_path_buf(),
         offset,
@@ -938,17 +984,22 @@ fn checked(path: &Path, id: u32, decoded: Decoded) -> Result<SegmentHeader> {
     }
 }
 
-/// Decodes every record of one segment, returning the length of its valid
-/// prefix. A bad record is a torn tail only in its stream's last segment and only if no
-/// valid record follows it.
+/// Decodes every record and sync mark of one segment, returning the length
+/// of its valid prefix (DESIGN.md §6).
+///
+/// A bad record in a sealed segment is `Corrupt`: rollover fsynced all of
+/// it. In a stream's last segment it is a torn tail, cut here, unless the
+/// segment proves that the bad bytes were fsynced: a valid sync mark after
+/// them attesting a durable length past them (format version 3), or, in an
+/// older segment without marks, any valid record after them.
 pub(super) fn scan<'b>(
     path: &Path,
     id: u32,
     bytes: &'b [u8],
-    is_last: bool,
+    (is_last, marks): (bool, bool),
     next_seq: &mut u64,
     report: &mut RecoveryReport,
-    mut apply: impl FnMut(Loc, &RecordRef<'b>) -> Result<()>,
+    mut apply: impl FnMut(Loc, &Decoded<'b>) -> Result<()>,
 ) -> Result<usize> {
     let corrupt = |offset: usize, reason: String| Error::Corrupt {
         file: PathBuf::from(path),
@@ -959,26 +1010,44 @@ pub(super) fn scan<'b>(
     while pos < bytes.len() {
         let offset =
             u32::try_from(pos).map_err(|_| corrupt(pos, "segment is larger than 4 GiB".into()))?;
-        match record::decode(&bytes[pos..]) {
-            Ok((rec, len)) => {
-                if rec.seq < *next_seq {
+        match record::decode_any(&bytes[pos..]) {
+            Ok((entry, len)) => {
+                let seq = entry.seq();
+                if seq < *next_seq {
                     return Err(corrupt(
                         pos,
                         format!(
-                            "sequence number {} goes backwards (expected at least {})",
-                            rec.seq, next_seq
+                            "sequence number {seq} goes backwards (expected at least {next_seq})"
                         ),
                     ));
                 }
-                *next_seq = rec.seq + 1;
+                if let Decoded::SyncMark(mark) = &entry {
+                    if !marks {
+                        return Err(corrupt(
+                            pos,
+                            "a sync mark in a segment of a format version without them".into(),
+                        ));
+                    }
+                    if mark.synced_len > pos as u64 {
+                        return Err(corrupt(
+                            pos,
+                            format!(
+                                "sync mark attests {} durable bytes, past its own position",
+                                mark.synced_len
+                            ),
+                        ));
+                    }
+                } else {
+                    report.records += 1;
+                }
+                *next_seq = seq + 1;
                 apply(
                     Loc {
                         segment: id,
                         offset,
                     },
-                    &rec,
+                    &entry,
                 )?;
-                report.records += 1;
                 pos += len;
             }
             Err(err) => {
@@ -989,21 +1058,47 @@ pub(super) fn scan<'b>(
                 if !is_last {
                     return Err(corrupt(pos, format!("{reason} in a sealed segment")));
                 }
-                if let Some(valid) = first_valid_record(bytes, pos + 1, *next_seq) {
-                    return Err(corrupt(
-                        pos,
-                        format!("{reason}, and a valid record follows at byte {valid}"),
-                    ));
-                }
-                return Ok(pos);
+                return match durable_past(bytes, pos, *next_seq, marks) {
+                    Some(proof) => Err(corrupt(pos, format!("{reason}, {proof}"))),
+                    None => Ok(pos),
+                };
             }
         }
     }
     Ok(pos)
 }
 
+/// Why the bad bytes at `bad` of a stream's last segment lie in data that
+/// was fsynced, if the segment proves it; `None` means they lie beyond
+/// every durable length the segment attests: a torn tail.
+///
+/// With sync marks (format version 3): the proof is a valid mark after
+/// `bad` (with a sequence number of at least `min_seq`, so it was written
+/// after the records before `bad`) whose synced length passes `bad`. A mark
+/// is written only after the fsync it attests returned, so its claim holds
+/// even when the mark itself was never fsynced. Without marks (versions 1
+/// and 2): any valid record after `bad`, the older, stricter rule.
+pub(super) fn durable_past(bytes: &[u8], bad: usize, min_seq: u64, marks: bool) -> Option<String> {
+    let mut from = bad + 1;
+    while let Some(at) = first_valid_record(bytes, from, min_seq) {
+        let (entry, len) = record::decode_any(&bytes[at..]).ok()?;
+        match entry {
+            _ if !marks => return Some(format!("and a valid record follows at byte {at}")),
+            Decoded::SyncMark(m) if m.synced_len > bad as u64 && m.synced_len <= at as u64 => {
+                return Some(format!(
+                    "inside the first {} bytes that the sync mark at byte {at} attests were \
+                     fsynced: damage to durable data, not a torn write",
+                    m.synced_len
+                ));
+            }
+            _ => from = at + len,
+        }
+    }
+    None
+}
+
 /// Offset of the first position at or after `from` where a valid record
-/// decodes, if any. A record that belongs after the damage has a sequence
+/// or sync mark decodes, if any. A record that belongs after the damage has a sequence
 /// number of at least `min_seq`. There is no upper bound: the other stream's
 /// records take sequence numbers too, so a stream's numbers can jump by any
 /// amount. The header's cheap checks (tag, flags, lengths that fit) run
@@ -1011,6 +1106,6 @@ pub(super) fn scan<'b>(
 pub(super) fn first_valid_record(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
     (from..bytes.len()).find(|&p| {
         record::peek_header(&bytes[p..]).is_ok_and(|h| h.seq >= min_seq)
-            && record::decode(&bytes[p..]).is_ok()
+            && record::decode_any(&bytes[p..]).is_ok()
     })
 }

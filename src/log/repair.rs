@@ -3,12 +3,12 @@
 use super::Loc;
 use super::Stream;
 use super::recovery::{
-    RecoveryReport, check_header, first_valid_record, last_of_stream, read_streams, scan,
-    segment_ids,
+    RecoveryReport, check_header, durable_past, first_valid_record, last_of_stream, read_streams,
+    scan, segment_ids,
 };
 use crate::error::{Error, Result, io_context};
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintHeader, hint_file_name};
-use crate::format::record::{self, DecodeError, RecordRef};
+use crate::format::record::{self, Decoded};
 use crate::format::segment::{HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::storage::{Storage, read_all, remove_if_exists};
 use std::io;
@@ -25,9 +25,13 @@ pub struct VerifyReport {
     pub records: u64,
     /// Bytes of segment files read.
     pub bytes: u64,
-    /// Bytes of torn tail at the end of each stream's last segment (a crash mid-write,
-    /// not damage); the next open cuts them.
+    /// Bytes of torn tail at the end of each stream's last segment: writes
+    /// that were never fsynced, cut short or partly lost by a crash, not
+    /// damage (DESIGN.md §6). The next open cuts them.
     pub torn_tail_bytes: u64,
+    /// Sync marks found: each attests how much of its segment an fsync had
+    /// made durable.
+    pub sync_marks: u64,
     /// Hint files that matched their segment byte for byte.
     pub hints: u64,
     /// Hint files that fail their own checks or describe another segment.
@@ -58,7 +62,12 @@ pub struct RepairReport {
     pub segments: u64,
     /// Records kept, in every file.
     pub records_kept: u64,
-    /// The files that were rewritten; empty if the store was sound.
+    /// Bytes of torn tails cut from the end of streams: writes that were
+    /// never fsynced (DESIGN.md §6), so no acknowledged record was among
+    /// them. Open would have cut them too.
+    pub torn_tail_bytes: u64,
+    /// The files that were rewritten to skip damage; empty if nothing but
+    /// torn tails was found.
     pub repaired: Vec<RepairedFile>,
 }
 
@@ -66,6 +75,13 @@ impl RepairReport {
     /// Records skipped in all repaired files.
     pub fn records_skipped(&self) -> u64 {
         self.repaired.iter().map(|f| f.records_skipped).sum()
+    }
+
+    /// Whether every record that was fsynced survived: nothing was skipped
+    /// but torn tails (never fsynced) and rewritten segment headers. When
+    /// this is false, the records in [`RepairedFile::skipped`] are lost.
+    pub fn salvaged_everything(&self) -> bool {
+        self.records_skipped() == 0
     }
 
     /// Bytes skipped in all repaired files.
@@ -86,11 +102,16 @@ pub struct RepairedFile {
     pub file: PathBuf,
     /// The untouched copy of the damaged file.
     pub backup: PathBuf,
-    /// Byte ranges of the damaged file that were not kept.
+    /// Byte ranges of the damaged file that were not kept: damage to data
+    /// that had been fsynced, and the torn tail if there was one.
     pub skipped: Vec<Range<u64>>,
+    /// Bytes of the torn tail cut from the end of the file (the last range
+    /// of `skipped`), zero if it had none.
+    pub torn_tail_bytes: u64,
     /// Records kept from this file.
     pub records_kept: u64,
-    /// Records lost in the skipped ranges: those whose headers could still be
+    /// Records lost in the skipped ranges of damage (not the torn tail, and
+    /// not a damaged segment header): those whose headers could still be
     /// walked, and at least one per range.
     pub records_skipped: u64,
     /// Whether the segment header was damaged and written anew.
@@ -110,10 +131,10 @@ pub(crate) fn verify(storage: &dyn Storage, dir: &Path) -> Result<VerifyReport> 
     )
 }
 
-/// Called with each record a [`walk`] decodes: its file, where it starts,
-/// the record. `Break` ends the walk early (it then returns what it found
+/// Called with each record and sync mark a [`walk`] decodes: its file,
+/// where it starts, the entry. `Break` ends the walk early (it then returns what it found
 /// so far).
-pub(crate) type OnRecord<'f> = dyn FnMut(&Path, Loc, &RecordRef<'_>) -> ControlFlow<()> + 'f;
+pub(crate) type OnRecord<'f> = dyn FnMut(&Path, Loc, &Decoded<'_>) -> ControlFlow<()> + 'f;
 
 /// Called as a [`walk`] advances: bytes checked so far, bytes to check in all.
 pub(crate) type OnProgress<'f> = dyn FnMut(u64, u64) + 'f;
@@ -157,28 +178,31 @@ pub(crate) fn walk(
         report.segments += 1;
         report.bytes += bytes.len() as u64;
         total = total.max(done + bytes.len() as u64);
-        let Some(first_seq) = check_header(&path, id, &bytes, is_last, *next_seq)? else {
+        let Some(header) = check_header(&path, id, &bytes, is_last, *next_seq)? else {
             report.torn_tail_bytes += bytes.len() as u64;
             done += bytes.len() as u64;
             on_progress(done, total);
             continue;
         };
-        *next_seq = (*next_seq).max(first_seq);
+        *next_seq = (*next_seq).max(header.first_seq);
         let mut reported = done;
         let scanned_to = scan(
             &path,
             id,
             &bytes,
-            is_last,
+            (is_last, header.has_sync_marks()),
             next_seq,
             &mut scanned,
-            |loc, rec| {
+            |loc, entry| {
                 let at = done + u64::from(loc.offset);
                 if at >= reported + PROGRESS_STEP {
                     reported = at;
                     on_progress(at, total);
                 }
-                match on_record(&path, loc, rec) {
+                if let Decoded::SyncMark(_) = entry {
+                    report.sync_marks += 1;
+                }
+                match on_record(&path, loc, entry) {
                     ControlFlow::Continue(()) => Ok(()),
                     ControlFlow::Break(()) => {
                         stopped = true;
@@ -310,20 +334,27 @@ fn read_if_exists(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>>
 }
 
 /// Rewrites every damaged segment with the records that check out, keeping
-/// a copy of the damaged file beside it.
+/// a copy of the damaged file beside it, and cuts each stream's torn tail,
+/// so that every stream is again a prefix of what was written.
 pub(crate) fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
     remove_leftovers(storage, dir)?;
     let ids = segment_ids(storage, dir)?;
+    let lasts = last_of_stream(&read_streams(storage, dir, &ids)?);
     let mut report = RepairReport::default();
     // Sequence numbers grow within each stream.
     let mut next_seqs = [1u64; 2];
-    for &id in &ids {
+    for (&id, &is_last) in ids.iter().zip(&lasts) {
         let path = dir.join(segment_file_name(id));
         let bytes = read_segment(storage, &path)?;
         report.segments += 1;
-        let salvage = salvage(&path, id, &bytes, &mut next_seqs)?;
+        let salvage = salvage(&path, id, &bytes, &mut next_seqs, is_last)?;
         report.records_kept += salvage.records_kept;
+        let torn = salvage.torn.clone().map_or(0, |r| r.len());
+        report.torn_tail_bytes += torn as u64;
         if salvage.skipped.is_empty() && !salvage.header_rewritten {
+            if torn > 0 {
+                cut_torn_tail(storage, &path, salvage.contents.len())?;
+            }
             continue;
         }
         let backup = write_backup(storage, dir, &path, &bytes)?;
@@ -337,18 +368,31 @@ pub(crate) fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> 
             skipped: salvage
                 .skipped
                 .iter()
+                .chain(&salvage.torn)
                 .map(|r| r.start as u64..r.end as u64)
                 .collect(),
+            torn_tail_bytes: torn as u64,
             records_kept: salvage.records_kept,
             records_skipped: salvage
                 .skipped
                 .iter()
+                .filter(|r| r.start >= SEGMENT_HEADER_LEN)
                 .map(|r| records_in(&bytes[r.clone()]))
                 .sum(),
             header_rewritten: salvage.header_rewritten,
         });
     }
     Ok(report)
+}
+
+/// Cuts a stream's torn tail where open would: truncate, then fsync.
+fn cut_torn_tail(storage: &dyn Storage, path: &Path, len: usize) -> Result<()> {
+    let file = storage
+        .open(path)
+        .map_err(|e| io_context("open", path, e))?;
+    file.set_len(len as u64)
+        .map_err(|e| io_context("truncate", path, e))?;
+    file.sync_data().map_err(|e| io_context("fsync", path, e))
 }
 
 fn read_segment(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
@@ -360,16 +404,30 @@ fn read_segment(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
 
 struct Salvage {
     contents: Vec<u8>,
+    /// Damaged ranges skipped (a damaged header's included).
     skipped: Vec<Range<usize>>,
+    /// The torn tail cut from a stream's last segment.
+    torn: Option<Range<usize>>,
     records_kept: u64,
     header_rewritten: bool,
 }
 
 /// Walks a segment keeping every record whose checksum holds and whose
 /// sequence number continues its stream, skipping from each bad byte to the
-/// next record that checks out. A header that does not decode is rewritten;
-/// its stream is then the one the records call for.
-fn salvage(path: &Path, id: u32, bytes: &[u8], next_seqs: &mut [u64; 2]) -> Result<Salvage> {
+/// next record that checks out, except that in a stream's last segment bad
+/// bytes that the segment does not prove durable are a torn tail: they and
+/// everything after them are cut, as open would (DESIGN.md §6). A header
+/// that does not decode is rewritten; its stream is then the one the
+/// records call for, and the torn-tail rule is the older one (any valid
+/// record after the bad bytes proves them durable), as the segment's
+/// version is unknown.
+fn salvage(
+    path: &Path,
+    id: u32,
+    bytes: &[u8],
+    next_seqs: &mut [u64; 2],
+    is_last: bool,
+) -> Result<Salvage> {
     let header = match SegmentHeader::decode(bytes) {
         Ok(h) if h.segment_id == id => Some(h),
         Err(HeaderError::Version(found)) => {
@@ -384,35 +442,47 @@ fn salvage(path: &Path, id: u32, bytes: &[u8], next_seqs: &mut [u64; 2]) -> Resu
     let mut skipped = Vec::new();
     let pos_after_header = SEGMENT_HEADER_LEN.min(bytes.len());
     let stream = header.map_or_else(|| stream_of_records(bytes), |h| h.stream);
+    let marks = header.is_some_and(|h| h.has_sync_marks());
     let next_seq = &mut next_seqs[stream as usize];
-    let contents = match header {
+    let mut contents = match header {
         Some(h) => {
             *next_seq = (*next_seq).max(h.first_seq);
             h.encode().to_vec()
         }
         None => {
             skipped.push(0..pos_after_header);
-            SegmentHeader {
-                segment_id: id,
-                first_seq: *next_seq,
-                stream,
-            }
-            .encode()
-            .to_vec()
+            SegmentHeader::new(id, *next_seq, stream).encode().to_vec()
         }
     };
-    let mut contents = contents;
     let mut pos = pos_after_header;
     let mut records_kept = 0;
+    let mut torn = None;
     while pos < bytes.len() {
-        match record::decode(&bytes[pos..]) {
-            Ok((rec, len)) if rec.seq >= *next_seq => {
-                contents.extend_from_slice(&bytes[pos..pos + len]);
-                *next_seq = rec.seq + 1;
-                records_kept += 1;
+        match record::decode_any(&bytes[pos..]) {
+            Ok((entry, len)) if entry.seq() >= *next_seq => {
+                match entry {
+                    Decoded::Record(_) => {
+                        contents.extend_from_slice(&bytes[pos..pos + len]);
+                        records_kept += 1;
+                    }
+                    // A mark's durable length moves with the bytes skipped
+                    // before it; the repaired file is fsynced whole.
+                    Decoded::SyncMark(mark) => record::encode_sync_mark(
+                        &mut contents,
+                        &record::SyncMark {
+                            synced_len: shifted(mark.synced_len, &skipped),
+                            ..mark
+                        },
+                    ),
+                }
+                *next_seq = entry.seq() + 1;
                 pos += len;
             }
-            Ok(_) | Err(DecodeError::Truncated | DecodeError::Invalid(_)) => {
+            _ if is_last && durable_past(bytes, pos, *next_seq, marks).is_none() => {
+                torn = Some(pos..bytes.len());
+                break;
+            }
+            _ => {
                 let resume = first_valid_record(bytes, pos + 1, *next_seq).unwrap_or(bytes.len());
                 skipped.push(pos..resume);
                 pos = resume;
@@ -423,9 +493,22 @@ fn salvage(path: &Path, id: u32, bytes: &[u8], next_seqs: &mut [u64; 2]) -> Resu
     Ok(Salvage {
         contents,
         skipped,
+        torn,
         records_kept,
         header_rewritten: header.is_none(),
     })
+}
+
+/// Where byte `offset` of a damaged file lands once the `skipped` ranges
+/// before it are left out (an offset inside a skipped range lands at its
+/// start).
+fn shifted(offset: u64, skipped: &[Range<usize>]) -> u64 {
+    let removed: u64 = skipped
+        .iter()
+        .filter(|r| r.start as u64 >= SEGMENT_HEADER_LEN as u64 && (r.start as u64) < offset)
+        .map(|r| (r.end as u64).min(offset) - r.start as u64)
+        .sum();
+    offset - removed
 }
 
 /// The stream of a segment whose header is lost: the claim stream if every
@@ -434,11 +517,14 @@ fn stream_of_records(bytes: &[u8]) -> Stream {
     let mut pos = SEGMENT_HEADER_LEN.min(bytes.len());
     let mut claims = false;
     while let Some(at) = first_valid_record(bytes, pos, 0) {
-        let (rec, len) = record::decode(&bytes[at..]).expect("first_valid_record decoded it");
-        if rec.tag != record::Tag::Claim {
-            return Stream::Main;
+        let Ok((entry, len)) = record::decode_any(&bytes[at..]) else {
+            break;
+        };
+        match entry {
+            Decoded::Record(rec) if rec.tag != record::Tag::Claim => return Stream::Main,
+            Decoded::Record(_) => claims = true,
+            Decoded::SyncMark(_) => {}
         }
-        claims = true;
         pos = at + len;
     }
     if claims { Stream::Claims } else { Stream::Main }

@@ -5,9 +5,11 @@
 //! [`FsStorage`] is the real backend and the default; [`SimStorage`] is a
 //! simulated disk that loses power and fails operations on request, for tests.
 
+mod fate;
 mod fs;
 mod sim;
 
+pub use fate::{PAGE_BYTES, PageFate, SECTOR_BYTES, UnsyncedPage};
 pub use fs::FsStorage;
 pub use sim::{PendingFate, SimOp, SimStorage};
 

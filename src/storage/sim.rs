@@ -5,13 +5,15 @@
 //! Writes and length changes go to the live image and are remembered as
 //! pending until `sync_data`; directory changes (create, rename, remove) are
 //! pending until `sync_dir`. [`SimStorage::power_loss`] then builds the disk a
-//! reboot would find: every pending write is kept, dropped, torn or garbled,
-//! a prefix of the pending directory changes survives, chosen by a seed.
+//! reboot would find: every page of every pending write is kept, lost,
+//! zeroed, garbled or torn by sectors on its own (`storage::fate`), and a
+//! prefix of the pending directory changes survives, chosen by a seed.
 //!
 //! It can also crash the "machine" after the Nth mutating operation
 //! ([`SimStorage::crash_after`]) and fail chosen operations with an error
 //! such as `EIO` or `ENOSPC` ([`SimStorage::fail`]).
 
+use super::fate::{PageFate, SplitMix, UnsyncedPage, apply_page, pages, write_into};
 use super::{DirLock, SealedBytes, Storage, StorageFile};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,12 +43,21 @@ pub enum SimOp {
 /// What [`SimStorage::power_loss`] does to each write that was not fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingFate {
-    /// Choose keep, drop, tear or garble for each write from the seed.
+    /// Choose the fate of each page of each write from the seed
+    /// ([`PageFate`]), and whether unsynced file growth survives.
     Random,
     /// Keep every pending write (like a process kill: the page cache survives).
     KeepAll,
     /// Drop every pending write.
     DropAll,
+}
+
+/// What a power loss does to unsynced length changes (truncation, growth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lengths {
+    Kept,
+    Lost,
+    Random,
 }
 
 #[derive(Debug, Clone)]
@@ -175,49 +186,105 @@ impl SimStorage {
 
     /// Cuts the power and reboots: the disk becomes what survived, decided by
     /// `seed` and `fate`. Open handles become invalid and locks are released.
+    ///
+    /// With [`PendingFate::Random`], a prefix of the unsynced directory
+    /// changes survives, and every page (4 KiB) of every unsynced write
+    /// meets its own fate ([`PageFate`]): kept, lost, zeroed, garbled, or
+    /// torn sector by sector, so a later page can survive an earlier one.
+    /// Growth of a file that was never fsynced may also be lost.
     pub fn power_loss(&self, seed: u64, fate: PendingFate) {
-        let mut s = self.state.lock();
         let mut rng = SplitMix(seed);
-
-        let mut dir = s.durable_dir.clone();
-        let keep = match fate {
-            PendingFate::KeepAll => s.pending_dir.len(),
-            PendingFate::DropAll => 0,
-            PendingFate::Random => rng.below(s.pending_dir.len() as u64 + 1) as usize,
+        let mut decide = |_: &UnsyncedPage<'_>, rng: &mut SplitMix| match fate {
+            PendingFate::KeepAll => PageFate::Kept,
+            PendingFate::DropAll => PageFate::Lost,
+            PendingFate::Random => rng.page_fate(),
         };
+        let dir_ops = |pending: usize, rng: &mut SplitMix| match fate {
+            PendingFate::KeepAll => pending,
+            PendingFate::DropAll => 0,
+            PendingFate::Random => rng.below(pending as u64 + 1) as usize,
+        };
+        let lengths = match fate {
+            PendingFate::KeepAll => Lengths::Kept,
+            PendingFate::DropAll => Lengths::Lost,
+            PendingFate::Random => Lengths::Random,
+        };
+        self.reboot(&mut rng, dir_ops, &mut decide, lengths);
+    }
+
+    /// Cuts the power and reboots with the fate of every page of every
+    /// unsynced write chosen by `decide`; unsynced directory changes and
+    /// length changes survive, and `seed` drives garbling and torn sectors.
+    /// For tests that need one exact state, such as an earlier page lost
+    /// and a later one kept.
+    pub fn power_loss_with(
+        &self,
+        seed: u64,
+        mut decide: impl FnMut(&UnsyncedPage<'_>) -> PageFate,
+    ) {
+        let mut rng = SplitMix(seed);
+        self.reboot(
+            &mut rng,
+            |pending, _| pending,
+            &mut |page, _| decide(page),
+            Lengths::Kept,
+        );
+    }
+
+    fn reboot(
+        &self,
+        rng: &mut SplitMix,
+        dir_ops: impl FnOnce(usize, &mut SplitMix) -> usize,
+        decide: &mut dyn FnMut(&UnsyncedPage<'_>, &mut SplitMix) -> PageFate,
+        lengths: Lengths,
+    ) {
+        let mut s = self.state.lock();
+        let mut dir = s.durable_dir.clone();
+        let keep = dir_ops(s.pending_dir.len(), rng);
         for op in s.pending_dir[..keep].iter().cloned() {
             apply_dir_op(&mut dir, op);
         }
 
-        let reachable: BTreeSet<u64> = dir.values().copied().collect();
         let mut files = BTreeMap::new();
-        for ino in reachable {
+        for (path, &ino) in &dir {
+            if files.contains_key(&ino) {
+                continue;
+            }
             let Some(f) = s.files.get(&ino) else { continue };
             let mut data = f.durable.clone();
+            let mut write = 0;
             for op in &f.pending {
-                let choice = match fate {
-                    PendingFate::KeepAll => 0,
-                    PendingFate::DropAll => 1,
-                    PendingFate::Random => rng.below(4),
-                };
-                match (op, choice) {
-                    (_, 1) => {}
-                    (FileOp::SetLen(len), _) => data.resize(*len as usize, 0),
-                    (FileOp::Write { offset, data: w }, 0) => write_into(&mut data, *offset, w),
-                    (FileOp::Write { offset, data: w }, 2) => {
-                        let cut = rng.below(w.len() as u64 + 1) as usize;
-                        write_into(&mut data, *offset, &w[..cut]);
-                    }
-                    (FileOp::Write { offset, data: w }, _) => {
-                        let mut garbled = w.clone();
-                        for b in garbled.iter_mut() {
-                            if rng.below(4) == 0 {
-                                *b = rng.next() as u8;
-                            }
+                match op {
+                    FileOp::SetLen(len) => {
+                        let kept = match lengths {
+                            Lengths::Kept => true,
+                            Lengths::Lost => false,
+                            Lengths::Random => rng.below(4) != 0,
+                        };
+                        if kept {
+                            data.resize(*len as usize, 0);
                         }
-                        write_into(&mut data, *offset, &garbled);
+                    }
+                    FileOp::Write { offset, data: w } => {
+                        for (page, (at, start, end)) in pages(*offset, w.len()).enumerate() {
+                            let unsynced = UnsyncedPage {
+                                path,
+                                write,
+                                page,
+                                offset: at,
+                                len: end - start,
+                            };
+                            let fate = decide(&unsynced, rng);
+                            apply_page(&mut data, at, &w[start..end], fate, rng);
+                        }
+                        write += 1;
                     }
                 }
+            }
+            // The size of a file that grew without an fsync may not have
+            // reached the disk either.
+            if lengths == Lengths::Random && data.len() > f.durable.len() && rng.below(8) == 0 {
+                data.truncate(f.durable.len());
             }
             files.insert(
                 ino,
@@ -304,14 +371,6 @@ fn apply_dir_op(dir: &mut BTreeMap<PathBuf, u64>, op: DirOp) {
             }
         }
     }
-}
-
-fn write_into(data: &mut Vec<u8>, offset: u64, w: &[u8]) {
-    let offset = offset as usize;
-    if data.len() < offset + w.len() {
-        data.resize(offset + w.len(), 0);
-    }
-    data[offset..offset + w.len()].copy_from_slice(w);
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -502,23 +561,6 @@ impl StorageFile for SimHandle {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so a seed names a crash.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +588,31 @@ mod tests {
         f.sync_data().unwrap();
         sim.power_loss(1, PendingFate::DropAll);
         assert!(sim.read_file(&dir.join("a")).is_none());
+    }
+
+    #[test]
+    fn a_later_page_can_survive_an_earlier_one() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/d");
+        let f = sim.create(&dir.join("a")).unwrap();
+        sim.sync_dir(dir).unwrap();
+        f.write_all_at(0, &[1; 100]).unwrap();
+        f.sync_data().unwrap();
+        f.write_all_at(100, &[2; 8000]).unwrap();
+        sim.power_loss_with(1, |p| {
+            assert_eq!((p.path, p.write), (dir.join("a").as_path(), 0));
+            if p.page == 0 {
+                assert_eq!((p.offset, p.len), (100, 3996));
+                PageFate::Lost
+            } else {
+                PageFate::Kept
+            }
+        });
+        let data = sim.read_file(&dir.join("a")).unwrap();
+        assert_eq!(data.len(), 8100);
+        assert!(data[..100].iter().all(|&b| b == 1), "synced bytes stay");
+        assert!(data[100..4096].iter().all(|&b| b == 0), "lost page");
+        assert!(data[4096..].iter().all(|&b| b == 2), "later pages kept");
     }
 
     #[test]

@@ -189,6 +189,8 @@ pub const RECORD_HEADER_LEN: usize = 60;
 pub const SEGMENT_MAGIC: &[u8; 8] = b"IDEMKVSG";
 pub const OFF_VERSION: usize = 8;
 pub const OFF_HEADER_CRC: usize = 28;
+/// The tag byte of a sync mark (a record header without key or value).
+pub const SYNC_MARK_TAG: u8 = 6;
 
 /// Files in `dir` named `*.{ext}`, sorted by name.
 fn paths_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -318,6 +320,33 @@ pub fn walk(bytes: &[u8]) -> Vec<RawRecord> {
         pos += len;
     }
     out
+}
+
+/// Whether `r` is a sync mark rather than a key record.
+pub fn is_sync_mark(bytes: &[u8], r: &RawRecord) -> bool {
+    bytes[r.start + 4] == SYNC_MARK_TAG
+}
+
+/// Removes the sync marks that closing a store appends to the end of each
+/// stream's last segment, leaving the files as a process killed right after
+/// its last write would have: the tests that damage a tail by hand model a
+/// crash, not damage to a cleanly closed store.
+pub fn strip_close_marks(dir: &Path) {
+    for claims in [false, true] {
+        let Some(last) = stream_paths(dir, claims).pop() else {
+            continue;
+        };
+        let mut bytes = fs::read(&last).unwrap();
+        let records = walk(&bytes);
+        let keep = records
+            .iter()
+            .rev()
+            .take_while(|r| is_sync_mark(&bytes, r))
+            .last()
+            .map_or(bytes.len(), |r| r.start);
+        bytes.truncate(keep);
+        fs::write(&last, &bytes).unwrap();
+    }
 }
 
 /// `(start, len)` of every record of an undamaged segment, checked by [`walk`].
