@@ -1,40 +1,21 @@
 //! `idemkv`: look into, check and compact an idemkv store directory that no
 //! process has open. Run `idemkv --help` for the commands and exit codes.
 
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
 use idemkv::inspect::{self, Escaped, Hex, UnixMs};
 use idemkv::{Error, Options, Record, Store};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const USAGE: &str = "\
-usage: idemkv <command> [options] DIR [KEY]
-
-Look into an idemkv store directory that no process has open.
-
-commands:
-  stats DIR        counters and sizes, after opening the store
-  get DIR KEY      the record of KEY (its response, if completed)
-  dump DIR         every record of every segment in log order, one a line,
-                   read from the files without opening the store
-  verify DIR       check every checksum of every segment and hint file
-  repair DIR       salvage a store that open refuses as corrupt: copy each
-                   damaged segment to NAME.damaged, rewrite it with every
-                   record that checks out, cut torn tails, print what was lost
-  compact DIR      run one compaction pass and print what it did
-
-options:
-  --retention DURATION   the retention the store's owner is configured with
-                         (default 24h): how long an abandoned claim stays
-                         after its lease. For stats, get and compact.
-                         DURATION is a number with ms, s, m, h or d.
-  -h, --help             this text
-  -V, --version          the version
-
+/// Exit statuses, listed in `--help`.
+const EXIT_STATUS: &str = "\
 exit status:
   0   done
   1   get: the key has no record (never written, expired, released, removed)
@@ -43,8 +24,76 @@ exit status:
   4   any other error (I/O, permissions)
   5   repair: done, but records that had been fsynced could not be salvaged
   64  bad usage
-  66  DIR does not exist or holds no store
-";
+  66  DIR does not exist or holds no store";
+
+/// Look into an idemkv store directory that no process has open.
+#[derive(Debug, Parser)]
+#[command(
+    name = "idemkv",
+    version,
+    about = "Look into an idemkv store directory that no process has open.",
+    help_template = "{about}\n\nusage: {usage}\n\n{all-args}{after-help}",
+    after_help = EXIT_STATUS,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options of the commands that open the store.
+#[derive(Debug, clap::Args)]
+struct OpenArgs {
+    /// The store directory.
+    dir: PathBuf,
+    /// The retention the store's owner is configured with (default 24h):
+    /// how long an abandoned claim stays after its lease. A number with a
+    /// unit: 500ms, 90s, 15m, 24h, 7d.
+    #[arg(long, value_parser = parse_duration)]
+    retention: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Counters and sizes, after opening the store.
+    Stats(OpenArgs),
+    /// The record of KEY (its response, if completed).
+    Get {
+        #[command(flatten)]
+        open: OpenArgs,
+        /// The key, as bytes (after `--` if it starts with `-`).
+        key: OsString,
+    },
+    /// Every record of every segment in log order, one a line, read from
+    /// the files without opening the store.
+    Dump {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// Check every checksum of every segment and hint file.
+    Verify {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// Salvage a store that open refuses as corrupt: copy each damaged
+    /// segment to NAME.damaged, rewrite it with every record that checks
+    /// out, cut torn tails, print what was lost.
+    Repair {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// Run one compaction pass and print what it did.
+    Compact(OpenArgs),
+}
+
+impl Command {
+    fn dir(&self) -> &Path {
+        match self {
+            Command::Stats(open) | Command::Compact(open) | Command::Get { open, .. } => &open.dir,
+            Command::Dump { dir } | Command::Verify { dir } | Command::Repair { dir } => dir,
+        }
+    }
+}
 
 const EXIT_ABSENT: u8 = 1;
 const EXIT_CORRUPT: u8 = 2;
@@ -61,13 +110,6 @@ struct Failure {
 }
 
 impl Failure {
-    fn usage(why: impl Into<String>) -> Failure {
-        Failure {
-            code: EXIT_USAGE,
-            message: format!("{}\n\n{USAGE}", why.into()),
-        }
-    }
-
     /// The exit code an engine error maps to.
     fn store(dir: &Path, e: &Error) -> Failure {
         let code = match e {
@@ -89,50 +131,27 @@ impl Failure {
     }
 }
 
-enum Command {
-    Stats,
-    Get(Vec<u8>),
-    Dump,
-    Verify,
-    Repair,
-    Compact,
-}
-
-struct Args {
-    command: Command,
-    dir: PathBuf,
-    retention: Option<Duration>,
-}
-
-enum Parsed {
-    Run(Args),
-    Help,
-    Version,
-}
-
 fn main() -> ExitCode {
-    let parsed = match parse(std::env::args_os().skip(1).collect()) {
-        Ok(p) => p,
-        Err(f) => return report(f),
-    };
-    let args = match parsed {
-        Parsed::Help => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_USAGE,
+            };
+            // Help and version go to stdout, usage errors to stderr.
+            let _ = e.print();
+            return ExitCode::from(code);
         }
-        Parsed::Version => {
-            println!("idemkv {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Run(args) => args,
     };
-    let result = check_dir(&args.dir).and_then(|()| match &args.command {
-        Command::Stats => stats(&args),
-        Command::Get(key) => get(&args, key),
-        Command::Dump => dump(&args.dir),
-        Command::Verify => verify(&args.dir),
-        Command::Repair => repair(&args.dir),
-        Command::Compact => compact(&args),
+    let command = &cli.command;
+    let result = check_dir(command.dir()).and_then(|()| match command {
+        Command::Stats(open) => stats(open),
+        Command::Get { open, key } => get(open, key.as_bytes()),
+        Command::Dump { dir } => dump(dir),
+        Command::Verify { dir } => verify(dir),
+        Command::Repair { dir } => repair(dir),
+        Command::Compact(open) => compact(open),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,95 +165,13 @@ fn report(f: Failure) -> ExitCode {
     ExitCode::from(f.code)
 }
 
-fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
-    let mut positional = Vec::new();
-    let mut retention = None;
-    let mut options_done = false;
-    let mut it = argv.into_iter();
-    while let Some(arg) = it.next() {
-        let Some(text) = arg.to_str().filter(|_| !options_done) else {
-            positional.push(arg);
-            continue;
-        };
-        match text {
-            "-h" | "--help" | "help" if positional.is_empty() => return Ok(Parsed::Help),
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "-V" | "--version" => return Ok(Parsed::Version),
-            "--" => options_done = true,
-            "--retention" => {
-                let value = it
-                    .next()
-                    .ok_or_else(|| Failure::usage("--retention needs a value"))?;
-                retention = Some(parse_duration(&value.to_string_lossy())?);
-            }
-            _ if text.starts_with("--retention=") => {
-                retention = Some(parse_duration(&text["--retention=".len()..])?);
-            }
-            _ if text.starts_with('-') && text.len() > 1 => {
-                return Err(Failure::usage(format!("unknown option {text}")));
-            }
-            _ => positional.push(arg),
-        }
+/// A positive duration with a unit: `500ms`, `90s`, `15m`, `24h`, `7d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("the duration must be positive".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e}: use a number with ms, s, m, h or d")),
     }
-    let mut positional = positional.into_iter();
-    let Some(name) = positional.next() else {
-        return Err(Failure::usage("no command given"));
-    };
-    let name = name.to_string_lossy().into_owned();
-    let dir = positional
-        .next()
-        .map(PathBuf::from)
-        .ok_or_else(|| Failure::usage(format!("{name} needs a store directory")))?;
-    let command = match name.as_str() {
-        "stats" => Command::Stats,
-        "get" => {
-            let key = positional
-                .next()
-                .ok_or_else(|| Failure::usage("get needs a key"))?;
-            Command::Get(key.as_bytes().to_vec())
-        }
-        "dump" => Command::Dump,
-        "verify" => Command::Verify,
-        "repair" => Command::Repair,
-        "compact" => Command::Compact,
-        other => return Err(Failure::usage(format!("unknown command {other:?}"))),
-    };
-    if let Some(extra) = positional.next() {
-        return Err(Failure::usage(format!(
-            "unexpected argument {:?} after the {name} command's arguments",
-            extra.to_string_lossy()
-        )));
-    }
-    if retention.is_some() && matches!(command, Command::Dump | Command::Verify | Command::Repair) {
-        return Err(Failure::usage(format!("{name} takes no --retention")));
-    }
-    Ok(Parsed::Run(Args {
-        command,
-        dir,
-        retention,
-    }))
-}
-
-/// `90s`, `15m`, `24h`, `7d`, `500ms`.
-fn parse_duration(text: &str) -> Result<Duration, Failure> {
-    let bad = || {
-        Failure::usage(format!(
-            "bad duration {text:?}: use a number with ms, s, m, h or d"
-        ))
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let ms_per = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    let ms = n.checked_mul(ms_per).filter(|&ms| ms > 0).ok_or_else(bad)?;
-    Ok(Duration::from_millis(ms))
 }
 
 /// Refuses a directory that is missing or holds no segment file, before
@@ -261,7 +198,7 @@ fn check_dir(dir: &Path) -> Result<(), Failure> {
 
 /// Opens the store for a look: no background compaction, keys as long as
 /// the format allows.
-fn open(args: &Args) -> Result<Store, Failure> {
+fn open(args: &OpenArgs) -> Result<Store, Failure> {
     let mut options = Options::new()
         .background_compaction(false)
         .max_key_len(usize::from(u16::MAX));
@@ -273,7 +210,7 @@ fn open(args: &Args) -> Result<Store, Failure> {
         .map_err(|e| Failure::store(&args.dir, &e))
 }
 
-fn stats(args: &Args) -> Result<(), Failure> {
+fn stats(args: &OpenArgs) -> Result<(), Failure> {
     let store = open(args)?;
     let stats = store.stats();
     let files = inspect::segment_files(&args.dir).map_err(|e| Failure::store(&args.dir, &e))?;
@@ -295,7 +232,7 @@ fn stats(args: &Args) -> Result<(), Failure> {
     write_stdout(&text)
 }
 
-fn get(args: &Args, key: &[u8]) -> Result<(), Failure> {
+fn get(args: &OpenArgs, key: &[u8]) -> Result<(), Failure> {
     let store = open(args)?;
     let record = store.get(key).map_err(|e| Failure::store(&args.dir, &e))?;
     drop(store);
@@ -462,9 +399,12 @@ fn repair(dir: &Path) -> Result<(), Failure> {
 }
 
 fn verify(dir: &Path) -> Result<(), Failure> {
-    let mut bar = ProgressBar::new(io::stderr().is_terminal());
-    let result = inspect::verify(dir, |done, total| bar.update(done, total));
-    bar.clear();
+    let bar = progress_bar();
+    let result = inspect::verify(dir, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
     let report = result.map_err(|e| Failure::store(dir, &e))?;
     let mut text = format!(
         "checked {} segment files ({}), {} records, {} hint files",
@@ -503,7 +443,7 @@ fn verify(dir: &Path) -> Result<(), Failure> {
     })
 }
 
-fn compact(args: &Args) -> Result<(), Failure> {
+fn compact(args: &OpenArgs) -> Result<(), Failure> {
     let store = open(args)?;
     let before = store.stats();
     let report = store.compact().map_err(|e| Failure::store(&args.dir, &e))?;
@@ -591,70 +531,24 @@ fn human(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// A progress bar on stderr, drawn only on a terminal and only once a check
-/// has run long enough to be worth watching.
-struct ProgressBar {
-    enabled: bool,
-    start: Instant,
-    last_draw: Option<Instant>,
-}
-
-impl ProgressBar {
-    const DELAY: Duration = Duration::from_millis(300);
-    const EVERY: Duration = Duration::from_millis(100);
-    const WIDTH: usize = 30;
-
-    fn new(enabled: bool) -> ProgressBar {
-        ProgressBar {
-            enabled,
-            start: Instant::now(),
-            last_draw: None,
-        }
+/// A progress bar for `verify` on stderr; indicatif draws it only on a
+/// terminal, at most ten times a second.
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+    if let Ok(style) = ProgressStyle::with_template(
+        "verifying [{bar:30}] {percent:>3}%  {binary_bytes} of {binary_total_bytes}  {eta}",
+    ) {
+        bar.set_style(style.progress_chars("#>."));
     }
-
-    fn update(&mut self, done: u64, total: u64) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if now.duration_since(self.start) < Self::DELAY
-            || self
-                .last_draw
-                .is_some_and(|at| now.duration_since(at) < Self::EVERY)
-        {
-            return;
-        }
-        self.last_draw = Some(now);
-        let fraction = if total == 0 {
-            1.0
-        } else {
-            (done as f64 / total as f64).min(1.0)
-        };
-        let filled = (fraction * Self::WIDTH as f64) as usize;
-        let _ = write!(
-            io::stderr().lock(),
-            "\rverifying [{}{}] {:>3.0}%  {} of {}  ",
-            "#".repeat(filled),
-            ".".repeat(Self::WIDTH - filled),
-            fraction * 100.0,
-            human(done),
-            human(total)
-        );
-    }
-
-    fn clear(&mut self) {
-        if self.last_draw.take().is_some() {
-            let _ = write!(io::stderr().lock(), "\r{:80}\r", "");
-        }
-    }
+    bar
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<OsString> {
-        list.iter().map(OsString::from).collect()
+    fn parse(list: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("idemkv").chain(list.iter().copied()))
     }
 
     #[test]
@@ -668,20 +562,27 @@ mod tests {
             parse_duration("250ms").ok(),
             Some(Duration::from_millis(250))
         );
-        for bad in ["", "h", "10", "10x", "0s", "-5s", "1.5h"] {
+        // humantime takes fractions too.
+        assert_eq!(parse_duration("1.5h").ok(), Some(Duration::from_secs(5400)));
+        for bad in ["", "h", "10", "10x", "0s", "-5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn arguments_parse_or_explain() {
-        let Ok(Parsed::Run(a)) = parse(args(&["get", "--retention", "1h", "/d", "--", "-k"]))
+        let Ok(Cli {
+            command: Command::Get { open, key },
+        }) = parse(&["get", "--retention", "1h", "/d", "--", "-k"])
         else {
             panic!("a key after -- is a key");
         };
-        assert!(matches!(a.command, Command::Get(ref k) if k == b"-k"));
-        assert_eq!(a.retention, Some(Duration::from_secs(3600)));
-        assert!(matches!(parse(args(&["--help"])), Ok(Parsed::Help)));
+        assert_eq!(key, "-k");
+        assert_eq!(open.retention, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse(&["--help"]).map(drop).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        );
         for bad in [
             &[][..],
             &["stats"],
@@ -690,10 +591,14 @@ mod tests {
             &["stats", "/d", "extra"],
             &["dump", "--retention", "1h", "/d"],
             &["stats", "--bogus", "/d"],
+            &["repair"],
         ] {
-            match parse(args(bad)) {
-                Err(f) => assert_eq!(f.code, EXIT_USAGE, "{bad:?}"),
-                Ok(_) => panic!("{bad:?} parsed"),
+            match parse(bad) {
+                Err(e) => assert!(
+                    !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion),
+                    "{bad:?}"
+                ),
+                Ok(cli) => panic!("{bad:?} parsed as {cli:?}"),
             }
         }
     }
