@@ -759,7 +759,7 @@ where
             file: f.file.clone(),
             flushed: bytes.len(),
             dirty: false,
-            buf: bytes,
+            buf: bytes.into(),
             meta: self.metas.get_or_insert(last_id),
         };
         Ok(Some((active, next_seq)))
