@@ -12,9 +12,9 @@
 //! cheap as a one-file cycle.
 
 use crate::error::{Error, Result};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 /// A durability target: every record of `stream` (0 or 1) below sequence
 /// number `end`, in one `u64` so futures and queues carry it as a number.
@@ -151,7 +151,7 @@ impl GroupCommit {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(idemkv_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

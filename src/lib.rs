@@ -59,6 +59,8 @@ pub mod inspect;
 pub mod internals;
 mod key;
 mod log;
+#[cfg(all(test, idemkv_loom))]
+mod models;
 mod observe;
 mod options;
 mod outcome;
@@ -66,6 +68,7 @@ mod stats;
 pub mod storage;
 mod store;
 mod stripes;
+mod sync;
 mod wait;
 mod waiting;
 

@@ -21,15 +21,15 @@
 
 use crate::error::{Error, Result};
 use crate::log::Log;
-use parking_lot::{Condvar, Mutex};
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
 use std::time::Instant;
 
 /// Number of lock shards of the key-waiter map.
@@ -164,7 +164,7 @@ impl Wake for ThreadWaker {
 
 /// A waker that unparks the calling thread.
 pub(crate) fn thread_waker() -> Waker {
-    Waker::from(Arc::new(ThreadWaker(std::thread::current())))
+    Waker::from(Arc::new(ThreadWaker(thread::current())))
 }
 
 /// Blocks the calling thread until `interest` fires or `deadline` passes.
@@ -178,7 +178,7 @@ pub(crate) fn park_until(interest: &Interest, deadline: Instant) -> bool {
         if now >= deadline {
             return false;
         }
-        std::thread::park_timeout(deadline - now);
+        thread::park_timeout(deadline - now);
     }
 }
 

@@ -1,7 +1,8 @@
 //! `claim_wait`: a caller that meets a key in progress waits for the owner
 //! instead of answering 409, and wakes for every way the claim can end.
 
-use idemkv::{Claim, Durability, Fingerprint, Options, Store};
+use idemkv::{Claim, Clock, Durability, Fingerprint, ManualClock, Options, Store};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -141,21 +142,40 @@ fn timeout_answers_in_progress_with_the_lease_end() {
     ));
 }
 
+/// The waiter sleeps through the original lease end when the owner extends
+/// its lease. The clock is a manual one and no sleep depends on real time:
+/// the only looks the waiter takes after it first sleeps are those the
+/// owner's writes trigger, so the outcome does not depend on how fast the
+/// machine runs.
 #[test]
 fn extended_lease_keeps_the_waiter_waiting() {
-    let (_dir, store) = store(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let store = Options::new()
+        .lease(LONG)
+        .clock(clock.clone())
+        .background_compaction(false)
+        .open(dir.path())
+        .unwrap();
     let fp = Fingerprint::of(b"z");
     let ticket = acquire(&store, "k", fp);
-    let w = spawn_waiter(&store, "k", fp, Duration::from_millis(1_500));
+    let w = spawn_waiter(&store, "k", fp, LONG);
     until_waiting(&store, 1);
+    // The original lease passes while the waiter sleeps (its own retry is a
+    // minute of real time away), then the late owner extends its lease:
+    // that write wakes the waiter, which must find the extended lease and
+    // sleep again rather than take the key over.
+    clock.advance(LONG + Duration::from_secs(1));
     let until = store.extend_lease(&ticket, LONG).unwrap();
-    match w.join().unwrap() {
-        Claim::InProgress {
-            lease_expires_at_ms,
-        } => assert_eq!(lease_expires_at_ms, until),
-        other => panic!("the extended lease outlasts the timeout, got {other:?}"),
-    }
+    assert_eq!(until, clock.now_ms() + 60_000);
+    until_waiting(&store, 2);
+    assert_eq!(store.stats().takeovers, 0, "the extended lease holds");
     store.complete(ticket, b"done").unwrap();
+    match w.join().unwrap() {
+        Claim::Replay(done) => assert_eq!(done.response(), b"done"),
+        other => panic!("the waiter waited for the owner, got {other:?}"),
+    }
+    assert_eq!(store.stats().takeovers, 0);
 }
 
 #[test]

@@ -8,8 +8,7 @@
 //! same line.
 
 use crate::stripes::{Padded, STRIPES, stripe};
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::cell::UnsafeCell;
+use crate::sync::{CellMut, CellRef, RwLock, RwLockReadGuard, RwLockWriteGuard, UnsafeCell};
 use std::ops::{Deref, DerefMut};
 
 pub(crate) struct BrLock<T> {
@@ -37,10 +36,10 @@ impl<T> BrLock<T> {
     pub(crate) fn read(&self) -> BrReadGuard<'_, T> {
         let guard = self.stripes[stripe()].0.read();
         // SAFETY: a stripe is read-locked, so no writer holds every stripe.
-        let data = unsafe { &*self.data.get() };
+        let data = unsafe { self.data.borrow() };
         BrReadGuard {
-            _guard: guard,
             data,
+            _guard: guard,
         }
     }
 
@@ -49,45 +48,46 @@ impl<T> BrLock<T> {
         let guards = self.stripes.each_ref().map(|s| s.0.write());
         // SAFETY: every stripe is write-locked, so no reader or other writer
         // can reach the data until the guards drop.
-        let data = unsafe { &mut *self.data.get() };
+        let data = unsafe { self.data.borrow_mut() };
         BrWriteGuard {
-            _guards: guards,
             data,
+            _guards: guards,
         }
     }
 }
 
+// Field order: the borrow ends before the lock is released.
 pub(crate) struct BrReadGuard<'a, T> {
+    data: CellRef<'a, T>,
     _guard: RwLockReadGuard<'a, ()>,
-    data: &'a T,
 }
 
 impl<T> Deref for BrReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        self.data
+        Deref::deref(&self.data)
     }
 }
 
 pub(crate) struct BrWriteGuard<'a, T> {
+    data: CellMut<'a, T>,
     _guards: [RwLockWriteGuard<'a, ()>; STRIPES],
-    data: &'a mut T,
 }
 
 impl<T> Deref for BrWriteGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        self.data
+        Deref::deref(&self.data)
     }
 }
 
 impl<T> DerefMut for BrWriteGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.data
+        DerefMut::deref_mut(&mut self.data)
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(idemkv_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

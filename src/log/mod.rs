@@ -20,7 +20,8 @@
 //! Lock order: an index shard, then `writer`, then `segments` or the group
 //! commit's leader lock. Nothing takes them in another order.
 
-mod brlock;
+pub(crate) mod active;
+pub(crate) mod brlock;
 pub(crate) mod hint;
 mod meta;
 mod recovery;
@@ -38,12 +39,13 @@ pub(crate) use crate::format::segment::Stream;
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::options::Durability;
 use crate::storage::{SealedBytes, Storage, StorageFile, remove_if_exists};
+use active::{BufView, PublishedBuf};
 use brlock::BrLock;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// In `Durability::None`, unflushed bytes are handed to the OS once this many
 /// accumulate, so a crash loses a bounded amount.
@@ -90,8 +92,8 @@ pub(crate) struct Active {
     pub id: u32,
     pub path: PathBuf,
     pub file: Arc<dyn StorageFile>,
-    /// Every byte of the segment, header included.
-    pub buf: Vec<u8>,
+    /// Every byte of the segment, header included, published to readers.
+    pub buf: PublishedBuf,
     /// How many bytes of `buf` have been written to `file`.
     pub flushed: usize,
     /// Bytes were written to `file` since its last fsync.
@@ -124,30 +126,23 @@ struct Segments {
     active: [ActiveView; 2],
 }
 
-/// The active segment as readers see it: its id, path and the start of its
-/// buffer. The buffer is allocated once at its full segment size, so appends
-/// never move it, and it is freed only after rollover has swapped this view
-/// to the next segment under the segment table's write lock.
+/// The active segment as readers see it: its id, path and a view of its
+/// buffer (`active.rs`). The buffer is allocated once at its full segment
+/// size, so appends never move it, and it is freed only after rollover has
+/// swapped this view to the next segment under the segment table's write
+/// lock.
 struct ActiveView {
     id: u32,
     path: PathBuf,
-    start: *const u8,
+    buf: BufView,
 }
-
-// SAFETY: `start` points into a buffer owned by the log's writer; it is
-// read through only below `active_len`, bytes that no thread writes again,
-// and only while the segment table is read-locked (see `ActiveView`).
-unsafe impl Send for ActiveView {}
-// SAFETY: as above; shared access only reads.
-unsafe impl Sync for ActiveView {}
 
 impl ActiveView {
     fn of(active: &Active) -> ActiveView {
         ActiveView {
             id: active.id,
             path: active.path.clone(),
-            // `as_ptr` creates no reference to the buffer's contents.
-            start: active.buf.as_ptr(),
+            buf: active.buf.view(),
         }
     }
 }
@@ -177,8 +172,6 @@ pub(crate) struct Log {
     segment_size: [usize; 2],
     writer: Mutex<Writer>,
     segments: BrLock<Segments>,
-    /// Bytes of each active buffer published to readers.
-    active_len: [AtomicUsize; 2],
     commit: GroupCommit,
     pub(crate) counters: LogCounters,
     pub(crate) metas: Arc<Metas>,
@@ -240,7 +233,7 @@ impl Log {
                 !sealed.contains_key(&a.id),
                 "an active segment is not also sealed"
             );
-            a.buf.reserve(size.saturating_sub(a.buf.len()));
+            a.buf.reserve_total(size);
         }
         assert_ne!(
             active[0].id, active[1].id,
@@ -255,7 +248,6 @@ impl Log {
             + 1;
         let counters = LogCounters::default();
         let view = active.each_ref().map(ActiveView::of);
-        let active_len = active.each_ref().map(|a| AtomicUsize::new(a.buf.len()));
         Log {
             storage,
             dir,
@@ -271,7 +263,6 @@ impl Log {
                 sealed,
                 active: view,
             }),
-            active_len,
             // Everything recovery found is on disk.
             commit: GroupCommit::new(next_seq),
             counters,
@@ -315,8 +306,8 @@ impl Log {
         }
         record::encode(&mut w.scratch, seq, &fields);
         debug_assert_eq!(w.scratch.len(), mark + len);
-        self.publish(&mut w.active[s], s, &w.scratch);
-        let active = &w.active[s];
+        let active = &mut w.active[s];
+        active.buf.append(&w.scratch);
         active.meta.record(len, opts.drop_after_s, opts.now_ms);
         let loc = Loc {
             segment: active.id,
@@ -348,29 +339,6 @@ impl Log {
         })
     }
 
-    /// Copies `bytes` (whole records) past the end of stream `s`'s active
-    /// buffer and publishes the new end to readers.
-    fn publish(&self, active: &mut Active, s: usize, bytes: &[u8]) {
-        let buf = &mut active.buf;
-        let offset = buf.len();
-        assert!(
-            buf.capacity() - offset >= bytes.len(),
-            "the active buffer was reserved to the full segment size"
-        );
-        // SAFETY: the bytes go past `len`, into reserved capacity, through a
-        // raw pointer: no reference covers the published bytes that readers
-        // may be reading, and the buffer does not move.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                buf.as_mut_ptr().add(offset),
-                bytes.len(),
-            );
-            buf.set_len(offset + bytes.len());
-        }
-        self.active_len[s].store(offset + bytes.len(), Ordering::Release);
-    }
-
     /// Makes everything appended so far durable, then writes a sync mark in
     /// each active segment that lacks one for what is now durable, and
     /// makes those marks durable too. A store closed this way has proof on
@@ -389,7 +357,7 @@ impl Log {
                 }
                 w.scratch.clear();
                 if encode_pending_mark(a, &mut w.scratch, &mut w.next_seq, now_ms, true) > 0 {
-                    self.publish(&mut w.active[s], s, &w.scratch);
+                    a.buf.append(&w.scratch);
                     self.counters
                         .bytes_appended
                         .add(record::SYNC_MARK_LEN as u64);
@@ -402,14 +370,11 @@ impl Log {
     /// Runs `f` on the record at `loc`, checking its checksum first.
     pub(crate) fn read<R>(&self, loc: Loc, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
         let segments = self.segments.read();
-        for (active, len) in segments.active.iter().zip(&self.active_len) {
+        for active in &segments.active {
             if loc.segment == active.id {
-                let len = len.load(Ordering::Acquire);
-                // SAFETY: the first `len` bytes of the active buffer were
-                // written before `active_len` was released and are never
-                // written again; the buffer stays allocated and in place
-                // while the segment table is read-locked (see `ActiveView`).
-                let bytes = unsafe { std::slice::from_raw_parts(active.start, len) };
+                // SAFETY: the buffer stays allocated and in place while the
+                // segment table is read-locked (see `ActiveView`).
+                let bytes = unsafe { active.buf.published() };
                 return decode_at(&active.path, bytes, loc).map(f);
             }
         }
@@ -666,13 +631,13 @@ impl Log {
         w.next_id = id + 1;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
         crate::observe::event!(debug, sealed = sealed_id, next = id, "segment rolled over");
-        {
-            // Readers move to the next buffer before the old one is freed.
-            let mut segments = self.segments.write();
-            segments.active[s] = ActiveView::of(&next);
-            self.active_len[s].store(next.buf.len(), Ordering::Release);
-        }
-        w.active[s] = next;
+        // Readers move to the next buffer before the old one is freed.
+        active::hand_over(
+            &self.segments,
+            |segments, next| segments.active[s] = ActiveView::of(next),
+            &mut w.active[s],
+            next,
+        );
         Ok(())
     }
 
@@ -778,8 +743,8 @@ pub(crate) fn create_segment(
     storage
         .sync_dir(dir)
         .map_err(|e| io_context("fsync directory", dir, e))?;
-    let mut buf = Vec::with_capacity(segment_size);
-    buf.extend_from_slice(&header);
+    let mut buf = PublishedBuf::with_capacity(segment_size);
+    buf.append(&header);
     // The header is durable and needs no mark.
     meta.synced_len
         .fetch_max(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);

@@ -779,7 +779,7 @@ where
             // Open fsyncs the segment; the first append then writes a mark
             // attesting everything recovered.
             marked_len: SEGMENT_HEADER_LEN as u64,
-            buf: bytes,
+            buf: bytes.into(),
             meta: self.metas.get_or_insert(last_id),
         };
         Ok(Some((active, next_seq)))
