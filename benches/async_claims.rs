@@ -1,23 +1,75 @@
-//! Durable claims per second through the async API at 1,000 and 10,000
+//! Claims per second through the async API at 1,000 and 10,000
 //! concurrent tasks on a 2-worker tokio runtime, beside the same workload
-//! through the blocking API on 64 threads.
+//! through the blocking API on 64 threads; and the same pairs through the
+//! `Backend` trait beside the direct async methods.
 //!
 //! Each task (or thread) loops: claim a fresh key, complete it with a
-//! 130-byte response, both under `Durability::Immediate`, so each pair
-//! waits for two durable writes. Printed per row: claims per second (one
-//! claim per pair), claim latency p50/p99/p99.9, fsyncs, and writes per
-//! fsync.
+//! 130-byte response. The first three rows run under `Durability::Immediate`,
+//! so each pair waits for two durable writes. Printed per row: claims per
+//! second (one claim per pair), claim latency p50/p99/p99.9, fsyncs, and
+//! writes per fsync.
+//!
+//! The `trait` rows compare `Backend::claim` + `Backend::complete` on a
+//! `Store` with `claim_async` + `complete_with_retention_async` (the same
+//! 24 h retention), durable at 1,000 tasks and with `Durability::None` at
+//! 1,000 tasks and in one task, where the per-call cost shows most.
 //!
 //! Run: `cargo bench --bench async_claims`. `IDEMKV_SECONDS` sets the
 //! seconds per row (default 5), `IDEMKV_REPS` the repetitions (default 3;
-//! the median is printed with the spread).
+//! the median is printed with the spread), `IDEMKV_ROWS` runs only the rows
+//! whose name contains it (e.g. `IDEMKV_ROWS=trait`).
 
-use idemkv::{Claim, Fingerprint, Store};
+use idemkv::{Backend, Claim, Durability, Fingerprint, Options, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const RESPONSE_LEN: usize = 130;
+/// The retention of every completed record (the store's default).
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How the async rows call the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// `claim_async` + `complete_with_retention_async`.
+    Direct,
+    /// `Backend::claim` + `Backend::complete`.
+    Trait,
+}
+
+/// One pair through the direct async methods; returns the claim's latency.
+async fn pair_direct(store: &Store, k: &str, response: &[u8]) -> u64 {
+    let t0 = Instant::now();
+    let claim = store
+        .claim_async(k, Fingerprint::of(k.as_bytes()))
+        .await
+        .unwrap();
+    let took = t0.elapsed().as_nanos() as u64;
+    match claim {
+        Claim::Acquired(t) => store
+            .complete_with_retention_async(t, response, RETENTION)
+            .await
+            .unwrap(),
+        other => panic!("fresh keys are acquired, got {other:?}"),
+    }
+    took
+}
+
+/// One pair through the `Backend` trait, generic as a caller of the trait
+/// is; returns the claim's latency.
+async fn pair_trait<B: Backend>(backend: &B, k: &str, response: &[u8]) -> u64 {
+    let t0 = Instant::now();
+    let claim = backend
+        .claim(k.as_bytes(), Fingerprint::of(k.as_bytes()))
+        .await
+        .unwrap();
+    let took = t0.elapsed().as_nanos() as u64;
+    match claim {
+        Claim::Acquired(t) => backend.complete(t, response, RETENTION).await.unwrap(),
+        other => panic!("fresh keys are acquired, got {other:?}"),
+    }
+    took
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -101,9 +153,12 @@ fn blocking_row(threads: usize, seconds: f64) -> Row {
     }
 }
 
-fn async_row(tasks: usize, seconds: f64) -> Row {
+fn async_row(tasks: usize, seconds: f64, durability: Durability, via: Via) -> Row {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Options::new()
+        .durability(durability)
+        .open(dir.path())
+        .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
@@ -112,6 +167,11 @@ fn async_row(tasks: usize, seconds: f64) -> Row {
     let stop = Arc::new(AtomicBool::new(false));
     let fsyncs_before = store.stats().fsyncs;
     let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    // Without fsyncs to wait for, every future is ready at once, so a task
+    // would never give its worker back: such tasks yield every 64 pairs, and
+    // watch the deadline themselves.
+    let yields = durability != Durability::Immediate;
     let latencies_ns: Vec<u64> = rt.block_on(async {
         let handles: Vec<_> = (0..tasks)
             .map(|w| {
@@ -120,19 +180,16 @@ fn async_row(tasks: usize, seconds: f64) -> Row {
                     let response = [b'r'; RESPONSE_LEN];
                     let mut lat = Vec::new();
                     let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                         let k = key(w, n);
-                        let t0 = Instant::now();
-                        let claim = store
-                            .claim_async(&k, Fingerprint::of(k.as_bytes()))
-                            .await
-                            .unwrap();
-                        lat.push(t0.elapsed().as_nanos() as u64);
-                        match claim {
-                            Claim::Acquired(t) => store.complete_async(t, response).await.unwrap(),
-                            other => panic!("fresh keys are acquired, got {other:?}"),
-                        }
+                        lat.push(match via {
+                            Via::Direct => pair_direct(&store, &k, &response).await,
+                            Via::Trait => pair_trait(&store, &k, &response).await,
+                        });
                         n += 1;
+                        if yields && n % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
                     }
                     lat
                 })
@@ -159,22 +216,72 @@ fn main() {
     let seconds = env_or("IDEMKV_SECONDS", 5) as f64;
     let reps = env_or("IDEMKV_REPS", 3).max(1);
     type Runner = Box<dyn Fn() -> Row>;
-    let rows: Vec<(&str, Runner)> = vec![
+    let async_rows = [
         (
             "async, 1,000 tasks, 2 workers",
-            Box::new(move || async_row(1_000, seconds)),
+            1_000,
+            Durability::Immediate,
+            Via::Direct,
         ),
         (
             "async, 10,000 tasks, 2 workers",
-            Box::new(move || async_row(10_000, seconds)),
+            10_000,
+            Durability::Immediate,
+            Via::Direct,
         ),
         (
-            "blocking, 64 threads",
-            Box::new(move || blocking_row(64, seconds)),
+            "trait: direct, 1,000 tasks, durable",
+            1_000,
+            Durability::Immediate,
+            Via::Direct,
+        ),
+        (
+            "trait: Backend, 1,000 tasks, durable",
+            1_000,
+            Durability::Immediate,
+            Via::Trait,
+        ),
+        (
+            "trait: direct, 1,000 tasks, none",
+            1_000,
+            Durability::None,
+            Via::Direct,
+        ),
+        (
+            "trait: Backend, 1,000 tasks, none",
+            1_000,
+            Durability::None,
+            Via::Trait,
+        ),
+        (
+            "trait: direct, 1 task, none",
+            1,
+            Durability::None,
+            Via::Direct,
+        ),
+        (
+            "trait: Backend, 1 task, none",
+            1,
+            Durability::None,
+            Via::Trait,
         ),
     ];
+    let mut rows: Vec<(&str, Runner)> = async_rows
+        .into_iter()
+        .map(|(name, tasks, durability, via)| {
+            let run: Runner = Box::new(move || async_row(tasks, seconds, durability, via));
+            (name, run)
+        })
+        .collect();
+    rows.push((
+        "blocking, 64 threads",
+        Box::new(move || blocking_row(64, seconds)),
+    ));
+    if let Ok(only) = std::env::var("IDEMKV_ROWS") {
+        rows.retain(|(name, _)| name.contains(&only));
+    }
     println!(
-        "durable claim+complete pairs (Durability::Immediate), {seconds} s per run, {reps} reps, rows alternated"
+        "claim+complete pairs (durable unless the row says none), {seconds} s per run, {reps} reps, rows alternated"
     );
     let mut results: Vec<Vec<Row>> = rows.iter().map(|_| Vec::new()).collect();
     for _ in 0..reps {

@@ -69,6 +69,36 @@ pub enum Error {
     Poisoned,
     /// An option is out of range; the message says which and why.
     InvalidOptions(String),
+    /// A remote [`Backend`](crate::Backend) could not be reached: the
+    /// connection was refused or dropped before the request was sent, no
+    /// primary is known, or the backend refused the call as unavailable.
+    /// The backend received nothing, so nothing was recorded. Backends
+    /// report a call that may have reached the server as [`Error::TimedOut`]
+    /// instead. Never returned by the embedded [`Store`](crate::Store).
+    Unreachable {
+        /// What failed, from the backend's client.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A remote [`Backend`](crate::Backend) did not answer in time. The call
+    /// may or may not have taken effect: a claim may hold the key until its
+    /// lease ends, a complete may or may not be stored. Never returned by
+    /// the embedded [`Store`](crate::Store).
+    TimedOut {
+        /// How long the caller waited for the answer.
+        after: std::time::Duration,
+    },
+    /// A remote [`Backend`](crate::Backend) applied a write but could not
+    /// confirm it is as durable as configured: fewer copies than required
+    /// acknowledged it (for example a replica `WAIT` that timed out), so a
+    /// failover may undo it. The write is not acknowledged: a claim that
+    /// answers this is not `Acquired`, and the side effect must not start.
+    /// Never returned by the embedded [`Store`](crate::Store).
+    NotDurable {
+        /// Copies that confirmed the write (the primary's own not counted).
+        acknowledged: u32,
+        /// Copies the backend is configured to require.
+        required: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -123,6 +153,32 @@ impl fmt::Display for Error {
                  drop every handle and open the directory again",
             ),
             Error::InvalidOptions(why) => write!(f, "invalid options: {why}"),
+            Error::Unreachable { source } => write!(
+                f,
+                "the idempotency backend could not be reached ({source}); nothing was recorded: \
+                 do not run the side effect, answer 503 with Retry-After, and check the \
+                 backend's address, network and health"
+            ),
+            Error::TimedOut { after } => write!(
+                f,
+                "the idempotency backend did not answer within {} ms, so the call may or may \
+                 not have taken effect: do not run the side effect or report its result, \
+                 answer 503 with Retry-After (a claim that did land stays in progress until \
+                 its lease ends, then a retry takes it over); check the backend's load and \
+                 the timeout",
+                after.as_millis()
+            ),
+            Error::NotDurable {
+                acknowledged,
+                required,
+            } => write!(
+                f,
+                "the idempotency backend applied the write but only {acknowledged} of \
+                 {required} required replicas confirmed it, so a failover may undo it; it is \
+                 not acknowledged: do not start the side effect (answer 503 with Retry-After), \
+                 and after a complete expect the key to become claimable again once its lease \
+                 ends; check replica health and replication lag"
+            ),
         }
     }
 }
@@ -131,6 +187,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Unreachable { source } => Some(&**source),
             _ => None,
         }
     }

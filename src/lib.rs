@@ -45,11 +45,20 @@
 //!   dies after the side effect but before `complete` is durable, the key
 //!   stays in progress until its lease ends, and then a retry runs again.
 //!
+//! ## Other backends
+//! [`Backend`] is the same contract as an async trait, implemented by
+//! [`Store`] and by any backend that keeps the records elsewhere (a shared
+//! engine such as Redis, for several instances). With the `contract-tests`
+//! feature, `idemkv::contract` is the test suite every backend must pass.
+//!
 //! See `DESIGN.md` for the on-disk format and the crash cases.
 
+mod backend;
 mod clock;
 mod commit;
 mod compaction;
+#[cfg(feature = "contract-tests")]
+pub mod contract;
 mod error;
 mod fingerprint;
 mod format;
@@ -72,6 +81,7 @@ mod sync;
 mod wait;
 mod waiting;
 
+pub use backend::{Backend, BackendTicket, RemoteTicket};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compaction::CompactionReport;
 pub use error::{Error, Result};

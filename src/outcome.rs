@@ -4,11 +4,16 @@ use crate::fingerprint::Fingerprint;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The answer to [`Store::claim`](crate::Store::claim): exactly one of four.
+///
+/// `T` is the ticket type of the backend that answered: [`Ticket`] for the
+/// embedded [`Store`](crate::Store) (the default, so `Claim` alone means
+/// `Claim<Ticket>`), [`Backend::Ticket`](crate::Backend::Ticket) for a
+/// backend used through the [`Backend`](crate::Backend) trait.
 #[derive(Debug)]
 #[must_use = "a claim says whether to run the side effect; ignoring it defeats the store"]
-pub enum Claim {
+pub enum Claim<T = Ticket> {
     /// You own the key: do the work, then `complete` or `release` the ticket.
-    Acquired(Ticket),
+    Acquired(T),
     /// The key was completed earlier: answer with this stored response.
     Replay(Completed),
     /// Another caller owns the key and its lease runs until this time.
@@ -83,6 +88,23 @@ pub struct Completed {
 }
 
 impl Completed {
+    /// A completed record as a backend read it: for backends other than the
+    /// embedded store, which build their answers from what their server
+    /// returned. `expires_at_ms` is when the record stops being replayed.
+    pub fn new(
+        response: Vec<u8>,
+        fingerprint: Fingerprint,
+        completed_at_ms: u64,
+        expires_at_ms: u64,
+    ) -> Completed {
+        Completed {
+            response,
+            fingerprint,
+            completed_at_ms,
+            expires_at_ms,
+        }
+    }
+
     /// The response, byte for byte as passed to `complete`.
     pub fn response(&self) -> &[u8] {
         &self.response

@@ -790,7 +790,7 @@ impl Engine {
         Ok(((), self.needs(app.target)))
     }
 
-    fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<Pending<u64>> {
+    pub(crate) fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<Pending<u64>> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
         let (entry, len) = self.owned_claim(&mut shard, ticket, now_ms)?;
@@ -816,7 +816,7 @@ impl Engine {
         Ok((lease_until, self.needs(app.target)))
     }
 
-    fn get(&self, key: &[u8]) -> Result<Pending<Option<Record>>> {
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Pending<Option<Record>>> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
@@ -845,7 +845,7 @@ impl Engine {
         Ok((Some(record), self.needs_read(loc, cur.seq)))
     }
 
-    fn remove(&self, key: &[u8]) -> Result<Pending<bool>> {
+    pub(crate) fn remove(&self, key: &[u8]) -> Result<Pending<bool>> {
         self.check_key(key)?;
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
