@@ -68,11 +68,9 @@
 //! [`Error::TimedOut`]: crate::Error::TimedOut
 //! [`Error::NotDurable`]: crate::Error::NotDurable
 
-use crate::clock::duration_ms;
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::outcome::{Claim, Record, Seen, Ticket};
-use crate::store::Store;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -290,75 +288,5 @@ impl BackendTicket for RemoteTicket {
 
     fn lease_expires_at_ms(&self) -> u64 {
         self.lease_expires_at_ms.load(Ordering::Relaxed)
-    }
-}
-
-/// The embedded store behind the trait: each method is the matching async
-/// method of [`Store`] (`claim_async`, `claim_wait_async`,
-/// `complete_with_retention_async`, ...), so a call through the trait costs
-/// what the direct call does. Durability is the store's
-/// [`Durability`](crate::Durability): under the default `Immediate` every
-/// answer resolves once it is fsynced.
-impl Backend for Store {
-    type Ticket = Ticket;
-
-    fn claim(
-        &self,
-        key: &[u8],
-        fingerprint: Fingerprint,
-    ) -> impl Future<Output = Result<Claim>> + Send {
-        self.claim_async(key, fingerprint)
-    }
-
-    fn claim_wait(
-        &self,
-        key: &[u8],
-        fingerprint: Fingerprint,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Claim>> + Send {
-        self.claim_wait_async(key, fingerprint, timeout)
-    }
-
-    fn complete(
-        &self,
-        ticket: Ticket,
-        response: &[u8],
-        retention: Duration,
-    ) -> impl Future<Output = Result<()>> + Send {
-        self.complete_with_retention_async(ticket, response, retention)
-    }
-
-    fn release(&self, ticket: Ticket) -> impl Future<Output = Result<()>> + Send {
-        self.release_async(ticket)
-    }
-
-    fn extend_lease(
-        &self,
-        ticket: &Ticket,
-        by: Duration,
-    ) -> impl Future<Output = Result<u64>> + Send {
-        let e = self.engine();
-        async move {
-            e.settle_async(e.extend_lease(ticket, duration_ms(by))?)
-                .await
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> impl Future<Output = Result<Option<Record>>> + Send {
-        let e = self.engine();
-        async move { e.settle_async(e.get(key)?).await }
-    }
-
-    fn remove(&self, key: &[u8]) -> impl Future<Output = Result<bool>> + Send {
-        let e = self.engine();
-        async move { e.settle_async(e.remove(key)?).await }
-    }
-
-    fn mark_seen(&self, key: &[u8], retain: Duration) -> impl Future<Output = Result<Seen>> + Send {
-        self.mark_seen_async(key, retain)
-    }
-
-    fn max_response_len(&self) -> usize {
-        Store::max_response_len(self)
     }
 }

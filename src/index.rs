@@ -21,7 +21,7 @@
 //! full: at most 16 / 0.425 = 38 bytes per entry.
 
 use crate::error::Result;
-use crate::log::Loc;
+use crate::loc::{Loc, MAX_SEGMENT_ID};
 use crate::stripes::Padded;
 use parking_lot::{Mutex, MutexGuard};
 
@@ -30,9 +30,6 @@ pub(crate) const SHARDS: usize = 64;
 /// Shard selection uses hash bits 32.., so the 32 bits an entry keeps are
 /// independent of the shard.
 const SHARD_SHIFT: u32 = 32;
-/// Segment ids must fit the 30 bits an entry gives them; id 0 marks an
-/// empty slot and is never a segment's.
-pub(crate) const MAX_SEGMENT_ID: u32 = (1 << 30) - 1;
 
 /// The smallest table a shard allocates.
 const MIN_SLOTS: usize = 8;
@@ -168,11 +165,6 @@ impl Index {
 /// The shard that owns `hash`.
 pub(crate) fn shard_of(hash: u64) -> usize {
     (hash >> SHARD_SHIFT) as usize & (SHARDS - 1)
-}
-
-/// The hash a key is indexed by.
-pub(crate) fn key_hash(key: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key)
 }
 
 /// One shard's table (see the module comment).
@@ -450,14 +442,10 @@ impl Shard {
     }
 }
 
-/// A unix-ms time as the unix second at or after it, saturating.
-pub(crate) fn ceil_s(ms: u64) -> u32 {
-    u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::key_hash;
 
     /// Where a test entry's record is: `offset` of segment 1.
     fn at(offset: u32) -> Loc {
@@ -728,14 +716,5 @@ mod tests {
             let e = Entry::new(u64::MAX, loc, state, 5);
             assert_eq!((e.loc(), e.state(), e.drop_after_s), (loc, state, 5));
         }
-    }
-
-    #[test]
-    fn seconds_round_up() {
-        assert_eq!(
-            (ceil_s(0), ceil_s(1), ceil_s(1000), ceil_s(1001)),
-            (0, 1, 1, 2)
-        );
-        assert_eq!(ceil_s(u64::MAX), u32::MAX);
     }
 }

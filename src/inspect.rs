@@ -36,8 +36,8 @@ use crate::fingerprint::Fingerprint;
 use crate::format::hint::hint_file_name;
 use crate::format::record::{Decoded, SYNC_MARK_LEN, Tag, encoded_len};
 use crate::format::segment::{parse_segment_file_name, segment_file_name};
-use crate::log::VerifyReport;
 use crate::options::lock_dir;
+use crate::reports::VerifyReport;
 use crate::storage::{FsStorage, Storage};
 use std::fmt;
 use std::io;
@@ -249,7 +249,7 @@ pub fn dump(
     let dir = dir.as_ref();
     let storage = FsStorage;
     let _lock = lock_store_dir(&storage, dir)?;
-    crate::log::walk(
+    crate::maintenance::walk(
         &storage,
         dir,
         &mut |path, loc, rec| each(&DumpedRecord::new(path, loc.segment, loc.offset, rec)),
@@ -269,7 +269,7 @@ pub fn verify(dir: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Resu
     let dir = dir.as_ref();
     let storage = FsStorage;
     let _lock = lock_store_dir(&storage, dir)?;
-    crate::log::walk(
+    crate::maintenance::walk(
         &storage,
         dir,
         &mut |_, _, _| ControlFlow::Continue(()),

@@ -2,10 +2,11 @@
 //! (`benches/components.rs`) only. Not part of the API: hidden from the
 //! docs and free to change in any release.
 
-use crate::commit::GroupCommit;
+use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::format::record::{self, RecordFields, Tag};
 use crate::index::{Entry, Index, State};
-use crate::log::Loc;
+use crate::loc::Loc;
+use crate::log::commit::GroupCommit;
 
 /// Encodes a completed record (header, CRC, key, value) at the end of `out`.
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, key: &[u8], value: &[u8], fingerprint: u128) {
@@ -78,14 +79,18 @@ impl BenchGroupCommit {
     /// made durable.
     pub fn wait(&self, target: u64, sync: impl Fn() -> std::io::Result<u64>) {
         self.0
-            .wait(crate::commit::target(0, target), |_| {
-                sync().map(|end| [end, 0])
-            })
+            .wait(
+                DurableTarget {
+                    stream: Stream::Main,
+                    end: target,
+                },
+                |_| sync().map(|end| PerStream([end, 0])),
+            )
             .expect("the bench's sync does not fail");
     }
 }
 
 /// The XXH3 hash the index keys on.
 pub fn key_hash(key: &[u8]) -> u64 {
-    crate::index::key_hash(key)
+    crate::key::key_hash(key)
 }

@@ -1,4 +1,5 @@
-//! Building keys from parts without ambiguity.
+//! Keys: building them from parts without ambiguity, and the hash the
+//! index and hint files place them by.
 
 /// Builds one store key from its parts (tenant, route, client key, ...),
 /// each written as its decimal length, a `:`, then its bytes.
@@ -54,6 +55,11 @@ pub fn split_scoped_key(mut key: &[u8]) -> Option<Vec<&[u8]>> {
         key = &rest[len..];
     }
     Some(parts)
+}
+
+/// The hash a key is indexed by.
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key)
 }
 
 #[cfg(test)]

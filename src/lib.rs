@@ -55,10 +55,10 @@
 
 mod backend;
 mod clock;
-mod commit;
-mod compaction;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
+mod durability;
+mod engine;
 mod error;
 mod fingerprint;
 mod format;
@@ -67,39 +67,33 @@ pub mod inspect;
 #[doc(hidden)]
 pub mod internals;
 mod key;
+mod loc;
 mod log;
+mod maintenance;
 #[cfg(all(test, idemkv_loom))]
 mod models;
+mod notify;
 mod observe;
 mod options;
 mod outcome;
+mod reports;
+mod retention;
 mod stats;
 pub mod storage;
 mod store;
 mod stripes;
 mod sync;
-mod wait;
-mod waiting;
 
 pub use backend::{Backend, BackendTicket, RemoteTicket};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use compaction::CompactionReport;
+pub use durability::Durability;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use format::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 pub use key::{scoped_key, split_scoped_key};
-pub use log::{DamagedHint, RepairReport, RepairedFile, VerifyReport};
-pub use options::{Durability, MAX_NAMESPACES, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
+pub use maintenance::{repair, verify};
+pub use options::{MAX_NAMESPACES, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use outcome::{Claim, Completed, Record, Seen, Ticket};
+pub use reports::{CompactionReport, DamagedHint, RepairReport, RepairedFile, VerifyReport};
 pub use stats::{NamespaceStats, Stats};
 pub use store::Store;
-
-/// Checks every segment of the closed store in `dir`; see [`Options::verify`].
-pub fn verify(dir: impl AsRef<std::path::Path>) -> Result<VerifyReport> {
-    Options::new().verify(dir)
-}
-
-/// Salvages a damaged, closed store in `dir`; see [`Options::repair`].
-pub fn repair(dir: impl AsRef<std::path::Path>) -> Result<RepairReport> {
-    Options::new().repair(dir)
-}

@@ -1,36 +1,15 @@
 //! Settings for opening a store.
 
 use crate::clock::{Clock, SystemClock};
+use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::format::record::{MAX_KEY_LEN, MAX_VALUE_LEN, SYNC_MARK_LEN, encoded_len};
 use crate::format::segment::SEGMENT_HEADER_LEN;
-use crate::log::{RepairReport, VerifyReport};
 use crate::storage::{FsStorage, Storage};
-use crate::store::Store;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// When a write is acknowledged, relative to reaching the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// The default. `claim` (when it acquires), `complete`, `release`,
-    /// `extend_lease`, `remove` and `mark_seen` return only after their record
-    /// is fsynced; answers read from a record (`Replay`, `InProgress`,
-    /// `Mismatch`) are given only once that record is durable. Concurrent
-    /// callers share fsyncs (group commit). Survives power loss.
-    #[default]
-    Immediate,
-    /// Acknowledged once the record is handed to the operating system, and
-    /// fsynced by a background thread at least this often. Survives a crash
-    /// of the process; power loss can lose up to the interval's writes.
-    Periodic(Duration),
-    /// Acknowledged once the record is in the engine's buffer; written out
-    /// when 1 MiB accumulates, and fsynced on `sync`, segment rollover and
-    /// when the last handle drops. A crash can lose recent writes.
-    None,
-}
 
 /// Builder for a [`Store`]: `Options::new().lease(..).open(dir)`.
 #[derive(Clone)]
@@ -207,33 +186,6 @@ impl Options {
     pub fn metrics_interval(mut self, every: Option<Duration>) -> Self {
         self.metrics_interval = every;
         self
-    }
-
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
-        self.validate()?;
-        Store::open_with(dir.as_ref(), self)
-    }
-
-    /// Checks every segment of the closed store in `dir`: headers,
-    /// checksums and sequence numbers. Changes nothing. `Locked` if a
-    /// `Store` has the directory open; `Corrupt` names the first damage.
-    pub fn verify(&self, dir: impl AsRef<Path>) -> Result<VerifyReport> {
-        let dir = dir.as_ref();
-        let _lock = lock_dir(&*self.storage, dir)?;
-        crate::log::verify(&*self.storage, dir)
-    }
-
-    /// Salvages a damaged store in `dir` (closed; `Locked` otherwise): each
-    /// segment with damage is copied to `NAME.damaged`, then rewritten with
-    /// every record whose checksum holds and whose sequence number continues
-    /// the log. The report names each skipped byte range. What is skipped is
-    /// lost (a completed key may become absent or in progress again), so keep
-    /// the copies until the damage is understood.
-    pub fn repair(&self, dir: impl AsRef<Path>) -> Result<RepairReport> {
-        let dir = dir.as_ref();
-        let _lock = lock_dir(&*self.storage, dir)?;
-        crate::log::repair(&*self.storage, dir)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -70,7 +70,7 @@ fn check_layout(name: &str, total: usize, encoded: &[u8], field_bytes: impl Fn(&
 }
 
 fn example_segment_header() -> [u8; SEGMENT_HEADER_LEN] {
-    SegmentHeader::new(3, 1000, super::segment::Stream::Claims).encode()
+    SegmentHeader::new(3, 1000, crate::durability::Stream::Claims).encode()
 }
 
 fn example_record() -> Vec<u8> {

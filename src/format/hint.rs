@@ -7,8 +7,8 @@
 //! that is missing, fails a check, or describes another length of segment is
 //! ignored and rebuilt from the segment.
 
+use super::bytes::{le_u32, le_u64};
 use super::record::Tag;
-use super::segment::{le_u32, le_u64};
 
 /// First eight bytes of every hint file.
 pub(crate) const HINT_MAGIC: [u8; 8] = *b"IDEMKVHT";
@@ -32,6 +32,11 @@ const OFF_ENTRIES_CRC: usize = 52;
 const OFF_RECORDS: usize = 56;
 const OFF_CRC: usize = 60;
 const _: () = assert!(OFF_CRC + 4 == HINT_HEADER_LEN);
+
+/// The header's checksum fields, `entries_crc` and `crc`: bytes that differ
+/// whenever anything they cover does.
+pub(crate) const CHECKSUM_FIELDS: [std::ops::Range<usize>; 2] =
+    [OFF_ENTRIES_CRC..OFF_ENTRIES_CRC + 4, OFF_CRC..OFF_CRC + 4];
 
 /// Bits of `tag_time` below the tag.
 const TAG_SHIFT: u32 = 56;

@@ -11,7 +11,8 @@
 //! Recovery uses marks to tell a torn, never-synced tail from damage to
 //! data that was fsynced (DESIGN.md §6).
 
-use super::segment::{le_u32, le_u64};
+use super::bytes::{le_u32, le_u64, le_u128};
+use crate::durability::Stream;
 
 /// Bytes before the key in every record.
 pub(crate) const RECORD_HEADER_LEN: usize = 60;
@@ -50,6 +51,17 @@ pub(crate) enum Tag {
     Remove = 4,
     /// The key was marked seen (one-shot dedup).
     Seen = 5,
+}
+
+impl Tag {
+    /// The write stream a record of this tag is appended to: claims to
+    /// their own, everything else to the main stream (DESIGN.md §3a).
+    pub(crate) fn stream(self) -> Stream {
+        match self {
+            Tag::Claim => Stream::Claims,
+            _ => Stream::Main,
+        }
+    }
 }
 
 impl TryFrom<u8> for Tag {
@@ -313,10 +325,6 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), DecodeError> 
             "a sync mark stands where a key record belongs",
         )),
     }
-}
-
-fn le_u128(b: &[u8], at: usize) -> u128 {
-    u128::from(le_u64(b, at)) | (u128::from(le_u64(b, at + 8)) << 64)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Segment file header and naming.
 
+use super::bytes::{le_u32, le_u64};
 use super::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+use crate::durability::Stream;
 
 /// First eight bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"IDEMKVSG";
@@ -20,31 +22,6 @@ const _: () = assert!(OFF_CRC + 4 == SEGMENT_HEADER_LEN);
 const FLAG_CLAIMS: u32 = 1;
 /// The first format version whose segments carry sync marks.
 pub(crate) const SYNC_MARKS_VERSION: u32 = 3;
-
-/// Which of the log's two write streams a segment belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Stream {
-    /// Every record but claims: completes, seen marks, tombstones.
-    Main = 0,
-    /// `Claim` records only. They are superseded within a lease, so these
-    /// segments die young and are deleted without copying.
-    Claims = 1,
-}
-
-const _: () = assert!(Stream::Main as usize == 0 && Stream::Claims as usize == 1);
-
-impl Stream {
-    /// Both streams, each at its index (`Stream as usize`).
-    pub(crate) const ALL: [Stream; 2] = [Stream::Main, Stream::Claims];
-
-    /// The stream a record of `tag` is appended to.
-    pub(crate) fn of(tag: super::record::Tag) -> Stream {
-        match tag {
-            super::record::Tag::Claim => Stream::Claims,
-            _ => Stream::Main,
-        }
-    }
-}
 
 /// The decoded header of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,18 +143,6 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u32> {
         return None;
     }
     stem.parse().ok()
-}
-
-pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]

@@ -86,3 +86,47 @@ pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     file.read_exact_at(0, &mut buf)?;
     Ok(buf)
 }
+
+/// Creates `path` (which must not exist) holding `bytes`, and fsyncs it.
+/// Its directory entry is durable only after the directory's next fsync.
+pub(crate) fn write_new_durably(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+) -> crate::error::Result<()> {
+    use crate::error::io_context;
+    let file = storage
+        .create(path)
+        .map_err(|e| io_context("create", path, e))?;
+    file.write_all_at(0, bytes)
+        .map_err(|e| io_context("write", path, e))?;
+    file.sync_data().map_err(|e| io_context("fsync", path, e))
+}
+
+/// Replaces `path` in `dir` with `bytes`, so that after a crash the file is
+/// either the old one or the new one, whole:
+/// 1. remove a `tmp` left by an interrupted replace;
+/// 2. write `tmp` and **fsync it**;
+/// 3. **fsync the directory**, so `tmp` and every file created before it
+///    (a repair's backup copy) are durable before anything is replaced;
+/// 4. rename `tmp` over `path`; **fsync the directory**.
+pub(crate) fn replace_durably(
+    storage: &dyn Storage,
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> crate::error::Result<()> {
+    use crate::error::io_context;
+    remove_if_exists(storage, tmp).map_err(|e| io_context("remove", tmp, e))?;
+    write_new_durably(storage, tmp, bytes)?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| io_context("fsync directory", dir, e))?;
+    storage
+        .rename(tmp, path)
+        .map_err(|e| io_context("rename", tmp, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| io_context("fsync directory", dir, e))
+}

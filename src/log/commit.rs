@@ -3,49 +3,33 @@
 //! The log has two write streams, each with its own active file. For each
 //! stream, `durable` is the sequence number below which every record of the
 //! stream is on disk. A caller that needs its record durable calls
-//! [`GroupCommit::wait`] with a [`target`]: the record's stream and the
-//! sequence number just past it. If no sync is running it becomes the
+//! [`GroupCommit::wait`] with a [`DurableTarget`]: the record's stream and
+//! the sequence number just past it. If no sync is running it becomes the
 //! leader, writes out its stream's buffer and fsyncs that one file; callers
 //! that arrive while a sync runs sleep until it ends, and the next leader
 //! covers all of them. One fsync per cycle, whichever stream: when both
 //! streams have waiters, cycles alternate between the two files, each as
 //! cheap as a one-file cycle.
 
+use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result};
 use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard};
 use std::io;
 use std::sync::atomic::Ordering;
-
-/// A durability target: every record of `stream` (0 or 1) below sequence
-/// number `end`, in one `u64` so futures and queues carry it as a number.
-pub(crate) fn target(stream: usize, end: u64) -> u64 {
-    debug_assert!(stream < 2 && end < 1 << 63);
-    (end << 1) | stream as u64
-}
-
-/// The stream and end of a [`target`].
-fn split(target: u64) -> (usize, u64) {
-    ((target & 1) as usize, target >> 1)
-}
-
-/// The stream of a [`target`].
-pub(crate) fn target_stream(target: u64) -> usize {
-    split(target).0
-}
 
 /// Who syncs: whether a leader is at work, and how many callers wait on each
 /// stream.
 #[derive(Default)]
 struct Leader {
     busy: bool,
-    waiting: [usize; 2],
+    waiting: PerStream<usize>,
 }
 
 pub(crate) struct GroupCommit {
     leader: Mutex<Leader>,
     done: Condvar,
     /// Per stream: every record below this sequence number is durable.
-    durable: [AtomicU64; 2],
+    durable: PerStream<AtomicU64>,
     poisoned: AtomicBool,
 }
 
@@ -56,22 +40,21 @@ impl GroupCommit {
         GroupCommit {
             leader: Mutex::new(Leader::default()),
             done: Condvar::new(),
-            durable: [AtomicU64::new(durable), AtomicU64::new(durable)],
+            durable: PerStream::from_fn(|_| AtomicU64::new(durable)),
             poisoned: AtomicBool::new(false),
         }
     }
 
     /// Whether `target` is durable.
-    pub(crate) fn is_durable(&self, target: u64) -> bool {
-        let (stream, end) = split(target);
-        self.durable[stream].load(Ordering::Acquire) >= end
+    pub(crate) fn is_durable(&self, target: DurableTarget) -> bool {
+        self.durable[target.stream].load(Ordering::Acquire) >= target.end
     }
 
-    /// Records that every record of stream `s` below `ends[s]` is durable
-    /// (0 changes nothing).
-    fn advance(&self, ends: [u64; 2]) {
-        for (d, end) in self.durable.iter().zip(ends) {
-            d.fetch_max(end, Ordering::AcqRel);
+    /// Records that every record of each stream below its end in `ends` is
+    /// durable (0 changes nothing).
+    fn advance(&self, ends: PerStream<u64>) {
+        for (stream, &end) in ends.iter() {
+            self.durable[stream].fetch_max(end, Ordering::AcqRel);
         }
     }
 
@@ -98,8 +81,8 @@ impl GroupCommit {
     /// the other stream then have the next one.
     pub(crate) fn wait(
         &self,
-        target: u64,
-        sync: impl Fn(usize) -> io::Result<[u64; 2]>,
+        target: DurableTarget,
+        sync: impl Fn(Stream) -> io::Result<PerStream<u64>>,
     ) -> Result<()> {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
@@ -107,7 +90,7 @@ impl GroupCommit {
         if self.is_durable(target) {
             return Ok(());
         }
-        let (stream, _) = split(target);
+        let stream = target.stream;
         let mut leader = self.leader.lock();
         leader.waiting[stream] += 1;
         let outcome = loop {
@@ -122,7 +105,7 @@ impl GroupCommit {
                 continue;
             }
             leader.busy = true;
-            let other = 1 - stream;
+            let other = stream.other();
             let pick = if leader.waiting[other] > leader.waiting[stream] {
                 other
             } else {
@@ -155,6 +138,10 @@ impl GroupCommit {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    fn t(stream: Stream, end: u64) -> DurableTarget {
+        DurableTarget { stream, end }
+    }
     use std::sync::atomic::AtomicUsize;
 
     #[test]
@@ -168,14 +155,14 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..200 {
                         let end = appended.fetch_add(1, Ordering::SeqCst) + 1;
-                        gc.wait(target(0, end), |s| {
-                            assert_eq!(s, 0);
+                        gc.wait(t(Stream::Main, end), |s| {
+                            assert_eq!(s, Stream::Main);
                             syncs.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(std::time::Duration::from_micros(200));
-                            Ok([appended.load(Ordering::SeqCst), 0])
+                            Ok(PerStream([appended.load(Ordering::SeqCst), 0]))
                         })
                         .unwrap();
-                        assert!(gc.is_durable(target(0, end)));
+                        assert!(gc.is_durable(t(Stream::Main, end)));
                     }
                 })
             })
@@ -184,10 +171,10 @@ mod tests {
             t.join().unwrap();
         }
         assert!(syncs.load(Ordering::SeqCst) <= 1600);
-        assert!(gc.is_durable(target(0, 1600)));
-        assert!(!gc.is_durable(target(0, 1601)));
+        assert!(gc.is_durable(t(Stream::Main, 1600)));
+        assert!(!gc.is_durable(t(Stream::Main, 1601)));
         assert!(
-            !gc.is_durable(target(1, 1)),
+            !gc.is_durable(t(Stream::Claims, 1)),
             "the other stream never synced"
         );
     }
@@ -195,30 +182,31 @@ mod tests {
     #[test]
     fn a_sync_covers_only_the_streams_it_reports() {
         let gc = GroupCommit::new(10);
-        assert!(gc.is_durable(target(1, 10)) && !gc.is_durable(target(1, 11)));
-        gc.wait(target(1, 20), |s| {
-            assert_eq!(s, 1, "the waiter's stream is synced");
-            Ok([0, 25])
+        assert!(gc.is_durable(t(Stream::Claims, 10)) && !gc.is_durable(t(Stream::Claims, 11)));
+        gc.wait(t(Stream::Claims, 20), |s| {
+            assert_eq!(s, Stream::Claims, "the waiter's stream is synced");
+            Ok(PerStream([0, 25]))
         })
         .unwrap();
-        assert!(gc.is_durable(target(1, 25)));
-        assert!(!gc.is_durable(target(0, 11)));
+        assert!(gc.is_durable(t(Stream::Claims, 25)));
+        assert!(!gc.is_durable(t(Stream::Main, 11)));
         // A sync that finds the other stream clean reports both.
-        gc.wait(target(0, 11), |_| Ok([30, 30])).unwrap();
-        assert!(gc.is_durable(target(0, 30)) && gc.is_durable(target(1, 30)));
+        gc.wait(t(Stream::Main, 11), |_| Ok(PerStream([30, 30])))
+            .unwrap();
+        assert!(gc.is_durable(t(Stream::Main, 30)) && gc.is_durable(t(Stream::Claims, 30)));
     }
 
     #[test]
     fn failed_sync_poisons_everyone() {
         let gc = GroupCommit::new(0);
         let err = gc
-            .wait(target(0, 5), |_| Err(io::Error::other("disk gone")))
+            .wait(t(Stream::Main, 5), |_| Err(io::Error::other("disk gone")))
             .unwrap_err();
         assert!(matches!(err, Error::Io(_)));
         assert!(matches!(
-            gc.wait(target(0, 5), |_| Ok([5, 5])),
+            gc.wait(t(Stream::Main, 5), |_| Ok(PerStream([5, 5]))),
             Err(Error::Poisoned)
         ));
-        assert!(!gc.is_durable(target(0, 1)));
+        assert!(!gc.is_durable(t(Stream::Main, 1)));
     }
 }

@@ -1,11 +1,11 @@
 //! Building, writing and reading hint files (format in `format::hint`).
 
-use crate::error::{Result, io_context};
+use crate::error::Result;
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader, hint_file_name};
 use crate::format::record::{self, Decoded, RecordRef, SyncMark};
 use crate::format::segment::SEGMENT_HEADER_LEN;
-use crate::index::key_hash;
-use crate::storage::{Storage, remove_if_exists};
+use crate::key::key_hash;
+use crate::storage::{Storage, replace_durably};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -23,7 +23,7 @@ pub(crate) fn build(id: u32, path: &Path, bytes: &[u8]) -> Result<Hint> {
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < bytes.len() {
         let offset = u32::try_from(pos).expect("segment offsets fit in u32");
-        pos += match super::decode_any_at(path, bytes, offset)? {
+        pos += match crate::log::decode_any_at(path, bytes, offset)? {
             (Decoded::Record(rec), _) => builder.add(offset, &rec),
             (Decoded::SyncMark(mark), len) => {
                 builder.sync_mark(&mark);
@@ -113,26 +113,15 @@ impl Hint {
     }
 }
 
-/// Writes a hint durably: a temporary file, fsync, rename, directory fsync.
+/// Writes a hint durably: a temporary file, fsync, rename, directory fsync
+/// (`storage::replace_durably`).
 /// Returns the file's size.
 pub(crate) fn write(storage: &dyn Storage, dir: &Path, hint: &Hint) -> Result<u64> {
     let name = hint_file_name(hint.header.segment_id);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
-    remove_if_exists(storage, &tmp).map_err(|e| io_context("remove", &tmp, e))?;
     let bytes = hint.encode();
-    let file = storage
-        .create(&tmp)
-        .map_err(|e| io_context("create", &tmp, e))?;
-    file.write_all_at(0, &bytes)
-        .map_err(|e| io_context("write", &tmp, e))?;
-    file.sync_data().map_err(|e| io_context("fsync", &tmp, e))?;
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| io_context("rename", &tmp, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| io_context("fsync directory", dir, e))?;
+    replace_durably(storage, dir, &tmp, &path, &bytes)?;
     Ok(bytes.len() as u64)
 }
 
@@ -225,7 +214,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_record_of_each_key_and_checks_itself() {
-        let mut seg = SegmentHeader::new(3, 1, crate::format::segment::Stream::Main)
+        let mut seg = SegmentHeader::new(3, 1, crate::durability::Stream::Main)
             .encode()
             .to_vec();
         let rec = |tag, key: &'static [u8], value: &'static [u8], t| RecordFields {

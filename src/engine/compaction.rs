@@ -23,27 +23,12 @@
 
 use crate::error::Result;
 use crate::format::record::RecordFields;
-use crate::index::{Entry, Shard};
-use crate::log::{AppendOpts, SegmentRecord};
-use crate::store::{Engine, gone};
+use crate::index::{Entry, Index, Shard};
+use crate::log::{AppendOpts, Log, SegmentRecord};
+use crate::reports::CompactionReport;
+use crate::retention::gone;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// What a compaction pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CompactionReport {
-    /// Segments deleted whole, without copying anything.
-    pub segments_dropped: u64,
-    /// Segments whose live records were copied forward before deletion.
-    pub segments_rewritten: u64,
-    /// Bytes of segment files deleted.
-    pub bytes_reclaimed: u64,
-    /// Bytes of records copied forward.
-    pub bytes_copied: u64,
-    /// Index entries evicted because they expired.
-    pub entries_evicted: u64,
-}
 
 /// Compaction settings and running totals.
 #[derive(Debug)]
@@ -82,23 +67,41 @@ impl Compaction {
     }
 }
 
-impl Engine {
-    /// Runs one compaction pass; see the module docs.
-    pub(crate) fn compact(&self) -> Result<CompactionReport> {
-        let _one_at_a_time = self.compaction.running.lock();
-        let now_ms = self.clock.now_ms();
-        let mut report = CompactionReport::default();
-        let outcome = self.compact_pass(now_ms, &mut report);
-        self.compaction.add(&report);
-        match &outcome {
-            Ok(()) if report == CompactionReport::default() => {}
-            Ok(()) => crate::observe::event!(info, report = ?report, "compaction pass"),
-            Err(_e) => crate::observe::event!(error, error = %_e, "compaction failed"),
-        }
-        outcome.map(|()| report)
+/// Runs one compaction pass over `log` and `index` at `now_ms`; see the
+/// module docs. One pass at a time.
+pub(crate) fn compact(
+    log: &Log,
+    index: &Index,
+    compaction: &Compaction,
+    now_ms: u64,
+) -> Result<CompactionReport> {
+    let _one_at_a_time = compaction.running.lock();
+    let mut report = CompactionReport::default();
+    let pass = Pass {
+        log,
+        index,
+        threshold: compaction.threshold,
+    };
+    let outcome = pass.run(now_ms, &mut report);
+    compaction.add(&report);
+    match &outcome {
+        Ok(()) if report == CompactionReport::default() => {}
+        Ok(()) => crate::observe::event!(info, report = ?report, "compaction pass"),
+        Err(_e) => crate::observe::event!(error, error = %_e, "compaction failed"),
     }
+    outcome.map(|()| report)
+}
 
-    fn compact_pass(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
+/// What one pass works on.
+struct Pass<'a> {
+    log: &'a Log,
+    index: &'a Index,
+    /// Rewrite a segment whose live fraction falls below this.
+    threshold: f64,
+}
+
+impl Pass<'_> {
+    fn run(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
         // Whether this pass made everything appended so far durable.
         let mut synced = false;
         for id in self.log.sealed_ids() {
@@ -110,7 +113,7 @@ impl Engine {
                 self.drop_segment(id, &records, now_ms, report)?;
                 continue;
             }
-            let sparse = meta.live_fraction() < self.compaction.threshold;
+            let sparse = meta.live_fraction() < self.threshold;
             // Something in it expired since the last walk (the walk moves
             // `min_drop_after_s` to the earliest live entry).
             let expiring = gone(meta.min_drop_after_s.load(Relaxed), now_ms);
@@ -138,7 +141,7 @@ impl Engine {
                 }
                 report.bytes_reclaimed += self.log.remove_sealed(id)?;
                 report.segments_dropped += 1;
-            } else if meta.live_fraction() < self.compaction.threshold
+            } else if meta.live_fraction() < self.threshold
                 && stays_for_ms > 2 * meta.span_ms() + 2 * 1000
             {
                 self.rewrite(id, &records, now_ms, report)?;

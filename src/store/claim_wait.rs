@@ -2,12 +2,13 @@
 //! ones, but a caller waits for another owner or for durability without
 //! holding a thread (async) or without polling (blocking).
 
+use super::Store;
+use crate::engine::{Engine, Pending};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
-use crate::index::key_hash;
-use crate::outcome::{Claim, Seen, Ticket};
-use crate::store::{Engine, Pending, Store};
-use crate::wait::{Fired, park_until, thread_waker};
+use crate::key::key_hash;
+use crate::notify::key_waiters::{park_until, thread_waker};
+use crate::outcome::Claim;
 use std::time::{Duration, Instant};
 
 /// When the caller should try again: the owner's lease end, as an instant
@@ -21,16 +22,16 @@ fn retry_at(engine: &Engine, lease_expires_at_ms: u64, deadline: Instant) -> Ins
 }
 
 /// One waiting claim: the key, and when the caller stops waiting.
-struct Wait<'a> {
-    engine: &'a Engine,
+pub(super) struct Wait<'a> {
+    pub(super) engine: &'a Engine,
     key: &'a [u8],
-    hash: u64,
+    pub(super) hash: u64,
     fingerprint: Fingerprint,
     deadline: Instant,
 }
 
 /// What one look at the key decided.
-enum Attempt {
+pub(super) enum Attempt {
     /// Not in progress, or out of time: give this answer.
     Answer(Pending<Claim>),
     /// In progress: sleep until woken or `retry`. If nothing woke the caller
@@ -42,7 +43,7 @@ enum Attempt {
 }
 
 impl<'a> Wait<'a> {
-    fn new(
+    pub(super) fn new(
         engine: &'a Engine,
         key: &'a [u8],
         fingerprint: Fingerprint,
@@ -63,7 +64,7 @@ impl<'a> Wait<'a> {
     }
 
     /// Claims once; the caller has registered its interest first.
-    fn attempt(&self) -> Result<Attempt> {
+    pub(super) fn attempt(&self) -> Result<Attempt> {
         let e = self.engine;
         let (claim, needed) = e.claim(self.key, self.fingerprint)?;
         Ok(match claim {
@@ -81,7 +82,7 @@ impl<'a> Wait<'a> {
     }
 
     /// Whether a sleep that nobody cut short, until `retry`, ends the wait.
-    fn timed_out(&self, fired: bool, retry: Instant) -> bool {
+    pub(super) fn timed_out(&self, fired: bool, retry: Instant) -> bool {
         !fired && retry >= self.deadline
     }
 }
@@ -141,94 +142,6 @@ impl Store {
             };
             drop(registration);
             return wait.engine.settle(answer);
-        }
-    }
-
-    /// [`claim`](Store::claim) for async callers. The future is `Send`,
-    /// needs no particular runtime, and resolves once the answer is durable
-    /// (under `Durability::Immediate`); the fsync runs on the store's own
-    /// thread, shared by every caller waiting at the time, so no executor
-    /// thread blocks on the disk.
-    pub async fn claim_async(
-        &self,
-        key: impl AsRef<[u8]>,
-        fingerprint: Fingerprint,
-    ) -> Result<Claim> {
-        let e = self.engine();
-        e.settle_async(e.claim(key.as_ref(), fingerprint)?).await
-    }
-
-    /// [`complete`](Store::complete) for async callers; resolves once the
-    /// response is durable. See [`claim_async`](Store::claim_async).
-    pub async fn complete_async(&self, ticket: Ticket, response: impl AsRef<[u8]>) -> Result<()> {
-        let e = self.engine();
-        e.settle_async(e.complete(ticket, response.as_ref(), e.retention_ms)?)
-            .await
-    }
-
-    /// [`complete_with_retention`](Store::complete_with_retention) for async
-    /// callers.
-    pub async fn complete_with_retention_async(
-        &self,
-        ticket: Ticket,
-        response: impl AsRef<[u8]>,
-        retention: Duration,
-    ) -> Result<()> {
-        let e = self.engine();
-        let retention_ms = crate::clock::duration_ms(retention);
-        e.settle_async(e.complete(ticket, response.as_ref(), retention_ms)?)
-            .await
-    }
-
-    /// [`release`](Store::release) for async callers; resolves once the
-    /// release is durable.
-    pub async fn release_async(&self, ticket: Ticket) -> Result<()> {
-        let e = self.engine();
-        e.settle_async(e.release(ticket)?).await
-    }
-
-    /// [`mark_seen`](Store::mark_seen) for async callers; resolves once the
-    /// answer is durable.
-    pub async fn mark_seen_async(&self, key: impl AsRef<[u8]>, retain: Duration) -> Result<Seen> {
-        let e = self.engine();
-        let retain_ms = crate::clock::duration_ms(retain);
-        e.settle_async(e.mark_seen(key.as_ref(), retain_ms)?).await
-    }
-
-    /// [`claim_wait`](Store::claim_wait) for async callers: the task sleeps,
-    /// holding no thread, until the owner's write wakes it, its lease
-    /// passes, or `timeout` does. Deadlines are kept by the store's own
-    /// thread, so no runtime timer is needed.
-    pub async fn claim_wait_async(
-        &self,
-        key: impl AsRef<[u8]>,
-        fingerprint: Fingerprint,
-        timeout: Duration,
-    ) -> Result<Claim> {
-        let wait = Wait::new(self.engine(), key.as_ref(), fingerprint, timeout)?;
-        loop {
-            let registration = wait
-                .engine
-                .waiters
-                .register(wait.hash, std::task::Waker::noop().clone());
-            let answer = match wait.attempt()? {
-                Attempt::Answer(answer) => answer,
-                Attempt::Sleep { retry, in_progress } => {
-                    let fired = Fired {
-                        interest: registration.interest(),
-                        service: &wait.engine.service,
-                        deadline: retry,
-                        timer_set: false,
-                    }
-                    .await;
-                    if !wait.timed_out(fired, retry) {
-                        continue;
-                    }
-                    in_progress
-                }
-            };
-            drop(registration);
-            return wait.engine.settle_async(answer).await;
         }
     }
 }
