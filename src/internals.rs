@@ -16,8 +16,8 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, key: &[u8], value: &[u8], fing
         value,
         fingerprint,
         generation: seq,
-        time_a_ms: 1,
-        time_b_ms: 2,
+        since_ms: 1,
+        until_ms: 2,
     };
     record::encode(out, seq, &fields);
 }
@@ -77,6 +77,10 @@ impl Default for BenchGroupCommit {
 impl BenchGroupCommit {
     /// Returns once `target` is durable; `sync` returns the position it
     /// made durable.
+    #[expect(
+        clippy::expect_used,
+        reason = "bench support: a failed sync ends the bench"
+    )]
     pub fn wait(&self, target: u64, sync: impl Fn() -> std::io::Result<u64>) {
         self.0
             .wait(
@@ -93,4 +97,20 @@ impl BenchGroupCommit {
 /// The XXH3 hash the index keys on.
 pub fn key_hash(key: &[u8]) -> u64 {
     crate::key::key_hash(key)
+}
+
+/// The segment table's reader-striped lock, over a number.
+pub struct BenchBrLock(crate::log::brlock::BrLock<u64>);
+
+impl Default for BenchBrLock {
+    fn default() -> Self {
+        BenchBrLock(crate::log::brlock::BrLock::new(7))
+    }
+}
+
+impl BenchBrLock {
+    /// Read-locks, reads the number, unlocks.
+    pub fn read(&self) -> u64 {
+        *self.0.read()
+    }
 }

@@ -53,6 +53,10 @@
 //!
 //! See `DESIGN.md` for the on-disk format and the crash cases.
 
+// Outside tests, an error or an `#[expect(.., reason = "...")]` saying why
+// it cannot fail (clippy.toml allows them in unit tests).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 mod backend;
 mod clock;
 #[cfg(feature = "contract-tests")]

@@ -26,7 +26,17 @@ impl Loc {
     }
 }
 
+/// A length or an offset within one segment, as the `u32` the index, hint
+/// files and records keep it in.
+#[expect(
+    clippy::expect_used,
+    reason = "segments are at most MAX_SEGMENT_SIZE (u32::MAX) bytes, which options validate"
+)]
+pub(crate) fn seg_u32(n: usize) -> u32 {
+    u32::try_from(n).expect("a segment holds at most u32::MAX bytes")
+}
+
 pub(crate) fn lpos(segment: u32, offset: usize) -> u64 {
-    let offset = u32::try_from(offset).expect("segment offsets fit in u32 (segment_size bound)");
+    let offset = seg_u32(offset);
     (u64::from(segment) << 32) | u64::from(offset)
 }

@@ -15,10 +15,10 @@ pub(crate) fn gone(drop_after_s: u32, now_ms: u64) -> bool {
 /// When a record alone stops mattering: an in-progress claim one retention
 /// period after its lease, a completed or seen record at its expiry, a
 /// tombstone at once (it matters only through what it shadows).
-pub(crate) fn own_drop_after_ms(tag: Tag, time_b_ms: u64, retention_ms: u64) -> u64 {
+pub(crate) fn own_drop_after_ms(tag: Tag, until_ms: u64, retention_ms: u64) -> u64 {
     match tag {
-        Tag::Claim => time_b_ms.saturating_add(retention_ms),
-        Tag::Complete | Tag::Seen => time_b_ms,
+        Tag::Claim => until_ms.saturating_add(retention_ms),
+        Tag::Complete | Tag::Seen => until_ms,
         Tag::Release | Tag::Remove => 0,
     }
 }
@@ -26,8 +26,8 @@ pub(crate) fn own_drop_after_ms(tag: Tag, time_b_ms: u64, retention_ms: u64) -> 
 /// The drop-after second of a new record's entry: the later of its own end
 /// and that of the entry it replaces, so it keeps shadowing whatever the
 /// older records of its key shadowed.
-pub(crate) fn drop_after_s(tag: Tag, time_b_ms: u64, retention_ms: u64, prior_drop_s: u32) -> u32 {
-    ceil_s(own_drop_after_ms(tag, time_b_ms, retention_ms)).max(prior_drop_s)
+pub(crate) fn drop_after_s(tag: Tag, until_ms: u64, retention_ms: u64, prior_drop_s: u32) -> u32 {
+    ceil_s(own_drop_after_ms(tag, until_ms, retention_ms)).max(prior_drop_s)
 }
 
 /// A unix-ms time as the unix second at or after it, saturating.

@@ -15,6 +15,11 @@
 //! (`std`'s API); the wrappers under `loom` give them `parking_lot`'s shape
 //! (`Condvar::wait(&mut guard)`, `MutexGuard::unlocked`).
 
+#![allow(
+    unsafe_code,
+    reason = "the loom shim wraps cells whose access loom tracks"
+)]
+
 #[cfg(not(idemkv_loom))]
 pub(crate) use parking_lot::{
     Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,

@@ -3,6 +3,11 @@
 //! (`Replay`). Counted by a global allocator, per thread, so the store's
 //! background threads do not blur the count.
 
+#![allow(
+    unsafe_code,
+    reason = "a counting global allocator forwards to the system one"
+)]
+
 use idemkv::{Claim, Durability, Fingerprint, Options, Seen, Store};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -288,3 +288,42 @@ fn in_progress_record_expires_across_reopen() {
         Claim::Acquired(_)
     ));
 }
+
+#[test]
+fn a_retention_of_millions_of_years_survives_reopens_from_hint_files() {
+    // Expiry times past what a hint entry's 56 bits hold (about year
+    // 2,285,000) are saturated in the hint, not wrapped to an early time
+    // that would drop the record at the next open.
+    let (dir, clock) = dir_and_clock();
+    let open_small = || {
+        common::small_segments(common::options(&clock))
+            .background_compaction(false)
+            .open(dir.path())
+            .unwrap()
+    };
+    let store = open_small();
+    for (key, retention) in [
+        ("forever", Duration::MAX),
+        ("wraps", Duration::from_millis(1 << 56)),
+    ] {
+        let t = acquire(&store, key);
+        store
+            .complete_with_retention(t, b"kept", retention)
+            .unwrap();
+    }
+    // Roll the log over so both records sit in a sealed segment.
+    for i in 0..40 {
+        let t = acquire(&store, format!("filler-{i}"));
+        store.complete(t, &[b'f'; 200]).unwrap();
+    }
+    assert!(store.stats().segments > 3);
+    // Compaction deletes the claim segments (every claim was completed) and
+    // writes the hints, so a reopen knows the records from their hints alone.
+    store.compact().unwrap();
+    drop(store);
+    let store = open_small();
+    assert!(store.stats().segments_opened_from_hints > 0);
+    for key in ["forever", "wraps"] {
+        assert_replays(&store, key, b"kept");
+    }
+}

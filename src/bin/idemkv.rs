@@ -1,6 +1,8 @@
 //! `idemkv`: look into, check and compact an idemkv store directory that no
 //! process has open. Run `idemkv --help` for the commands and exit codes.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use idemkv::inspect::{self, Escaped, Hex, UnixMs};

@@ -81,6 +81,12 @@
 //! itself at least three [`SHORT`]s of margin. `claim_wait` timeouts are
 //! real time for every backend.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test suite: a step that fails is a failed test"
+)]
+
 mod claims;
 mod expiry;
 mod leases;

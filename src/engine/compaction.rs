@@ -191,6 +191,10 @@ impl Pass<'_> {
 
     /// Copies every live record of a segment to its stream's active segment, makes
     /// the copies durable, then deletes the segment.
+    #[expect(
+        clippy::expect_used,
+        reason = "each entry is moved under the shard lock it was found under"
+    )]
     fn rewrite(
         &self,
         id: u32,
@@ -252,8 +256,8 @@ struct OwnedRecord {
     value: Vec<u8>,
     fingerprint: u128,
     generation: u64,
-    time_a_ms: u64,
-    time_b_ms: u64,
+    since_ms: u64,
+    until_ms: u64,
 }
 
 impl OwnedRecord {
@@ -264,8 +268,8 @@ impl OwnedRecord {
             value: r.value.to_vec(),
             fingerprint: r.fingerprint,
             generation: r.generation,
-            time_a_ms: r.time_a_ms,
-            time_b_ms: r.time_b_ms,
+            since_ms: r.since_ms,
+            until_ms: r.until_ms,
         }
     }
 
@@ -276,8 +280,8 @@ impl OwnedRecord {
             value: &self.value,
             fingerprint: self.fingerprint,
             generation: self.generation,
-            time_a_ms: self.time_a_ms,
-            time_b_ms: self.time_b_ms,
+            since_ms: self.since_ms,
+            until_ms: self.until_ms,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, RecordRef, Tag, encoded_len};
 use crate::index::{Entry, Index, Shard, State};
-use crate::loc::Loc;
+use crate::loc::{Loc, seg_u32};
 use crate::log::{AppendOpts, Appended, Log, RecoveryReport};
 use crate::notify::key_waiters::KeyWaiters;
 use crate::notify::service::Service;
@@ -67,8 +67,8 @@ struct Current {
     seq: u64,
     fingerprint: u128,
     generation: u64,
-    time_a_ms: u64,
-    time_b_ms: u64,
+    since_ms: u64,
+    until_ms: u64,
     /// Encoded length of the record.
     len: u32,
 }
@@ -76,14 +76,13 @@ struct Current {
 impl Current {
     fn of(r: &RecordRef<'_>) -> Current {
         Current {
-            len: u32::try_from(encoded_len(r.key.len(), r.value.len()))
-                .expect("records fit a segment"),
+            len: seg_u32(encoded_len(r.key.len(), r.value.len())),
             tag: r.tag,
             seq: r.seq,
             fingerprint: r.fingerprint,
             generation: r.generation,
-            time_a_ms: r.time_a_ms,
-            time_b_ms: r.time_b_ms,
+            since_ms: r.since_ms,
+            until_ms: r.until_ms,
         }
     }
 
@@ -91,15 +90,15 @@ impl Current {
     /// lease ended stays present (it can be taken over) until a further
     /// retention period has passed.
     fn is_live(&self, now_ms: u64, retention_ms: u64) -> bool {
-        now_ms < own_drop_after_ms(self.tag, self.time_b_ms, retention_ms)
+        now_ms < own_drop_after_ms(self.tag, self.until_ms, retention_ms)
     }
 }
 fn completed_from(r: RecordRef<'_>) -> Completed {
     Completed {
         response: r.value.to_vec(),
         fingerprint: Fingerprint::from_u128(r.fingerprint),
-        completed_at_ms: r.time_a_ms,
-        expires_at_ms: r.time_b_ms,
+        completed_at_ms: r.since_ms,
+        expires_at_ms: r.until_ms,
     }
 }
 impl Engine {
@@ -138,6 +137,9 @@ impl Engine {
     pub(crate) fn settle<T>(&self, (answer, needed): Pending<T>) -> Result<T> {
         if let Some(target) = needed {
             self.log.wait_durable(target)?;
+            // Invariant (§9): under `Immediate` no answer rests on a record
+            // that is not durable.
+            debug_assert!(self.log.is_durable(target));
         }
         Ok(answer)
     }
@@ -167,6 +169,10 @@ impl Engine {
     }
 
     /// The key's index entry and what its latest record says.
+    #[expect(
+        clippy::expect_used,
+        reason = "find returns an entry only after the matcher, which reads its record, said yes"
+    )]
     fn lookup<'s>(
         &self,
         shard: &'s mut Shard,
@@ -183,7 +189,15 @@ impl Engine {
                 hit
             })
         })?;
-        Ok(found.map(|e| (e, current.expect("a matched entry's record was read"))))
+        let found = found.map(|e| (e, current.expect("a matched entry's record was read")));
+        // Invariant (§9): an entry's state is what its record's tag says.
+        debug_assert!(
+            found
+                .as_ref()
+                .is_none_or(|(e, cur)| e.state() == state_of(cur.tag)),
+            "an index entry's state matches its record"
+        );
+        Ok(found)
     }
 
     /// Appends a record for the key whose current entry is `prior` (with
@@ -205,10 +219,13 @@ impl Engine {
     ) -> Result<(Entry, Appended)> {
         let drop_after_s = drop_after_s(
             fields.tag,
-            fields.time_b_ms,
+            fields.until_ms,
             self.retention_ms,
             prior.map_or(0, |(e, _)| e.drop_after_s),
         );
+        // Invariant (§9): an entry keeps shadowing what the one it replaces
+        // shadowed, so its drop-after second never falls.
+        debug_assert!(prior.is_none_or(|(e, _)| drop_after_s >= e.drop_after_s));
         let app = self.log.append(
             fields,
             AppendOpts {
@@ -233,7 +250,7 @@ fn tombstone(tag: Tag, key: &[u8], generation: u64, now_ms: u64) -> RecordFields
         value: &[],
         fingerprint: 0,
         generation,
-        time_a_ms: now_ms,
-        time_b_ms: 0,
+        since_ms: now_ms,
+        until_ms: 0,
     }
 }

@@ -10,7 +10,7 @@ use crate::fingerprint::Fingerprint;
 use crate::format::record::{RecordFields, Tag, encoded_len};
 use crate::index::{Entry, Shard, State};
 use crate::key::key_hash;
-use crate::loc::Loc;
+use crate::loc::{Loc, seg_u32};
 use crate::outcome::{Claim, Record, Seen, Ticket};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,8 +31,8 @@ impl Engine {
             value: &[],
             fingerprint: fingerprint.as_u128(),
             generation: 0,
-            time_a_ms: now_ms,
-            time_b_ms: lease_until,
+            since_ms: now_ms,
+            until_ms: lease_until,
         };
         let (entry, app) = self.write(hash, &fields, true, prior, now_ms)?;
         let ticket = Ticket {
@@ -61,7 +61,7 @@ impl Engine {
         let found = self.lookup(&mut shard, hash, key)?;
         let takeover = match &found {
             Some((entry, cur)) if cur.is_live(now_ms, self.retention_ms) => {
-                let lease_passed = cur.tag == Tag::Claim && now_ms >= cur.time_b_ms;
+                let lease_passed = cur.tag == Tag::Claim && now_ms >= cur.until_ms;
                 let mismatch = cur.tag == Tag::Seen || cur.fingerprint != fingerprint.as_u128();
                 if mismatch || !lease_passed {
                     let loc = entry.loc();
@@ -75,7 +75,7 @@ impl Engine {
                     } else {
                         self.counters.in_progress.inc();
                         let busy = Claim::InProgress {
-                            lease_expires_at_ms: cur.time_b_ms,
+                            lease_expires_at_ms: cur.until_ms,
                         };
                         (busy, ns.map(|n| &n.in_progress))
                     };
@@ -128,10 +128,20 @@ impl Engine {
         // the shard lock, so they agree with each other here.
         let at = Loc::from_lpos(ticket.lpos.load(Ordering::Relaxed));
         let lease_end = ticket.lease_expires_at_ms.load(Ordering::Relaxed);
-        let claim_len = encoded_len(ticket.key.len(), 0) as u32;
+        let claim_len = seg_u32(encoded_len(ticket.key.len(), 0));
         if now_ms < lease_end.saturating_add(self.retention_ms)
             && let Some(pos) = shard.position_at(ticket.hash, at)
         {
+            // Invariant (DESIGN.md §9): the record a ticket's entry points
+            // at is the ticket's own claim, of its generation.
+            debug_assert!(
+                self.log
+                    .read(at, |r| r.tag == Tag::Claim
+                        && r.generation == ticket.generation
+                        && r.key == &ticket.key[..])
+                    .unwrap_or(false),
+                "a ticket's entry points at its own claim"
+            );
             return Ok((shard.entry_mut(pos), claim_len));
         }
         let owned = self
@@ -172,8 +182,8 @@ impl Engine {
             value: response,
             fingerprint: ticket.fingerprint.as_u128(),
             generation: ticket.generation,
-            time_a_ms: now_ms,
-            time_b_ms: expires_at_ms,
+            since_ms: now_ms,
+            until_ms: expires_at_ms,
         };
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
@@ -205,8 +215,8 @@ impl Engine {
             value: &[],
             fingerprint: ticket.fingerprint.as_u128(),
             generation: ticket.generation,
-            time_a_ms: ticket.claimed_at_ms,
-            time_b_ms: lease_until,
+            since_ms: ticket.claimed_at_ms,
+            until_ms: lease_until,
         };
         let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
         *entry = new;
@@ -236,12 +246,12 @@ impl Engine {
             Tag::Complete => Record::Completed(self.log.read(loc, completed_from)?),
             Tag::Claim => Record::InProgress {
                 fingerprint: Fingerprint::from_u128(cur.fingerprint),
-                claimed_at_ms: cur.time_a_ms,
-                lease_expires_at_ms: cur.time_b_ms,
+                claimed_at_ms: cur.since_ms,
+                lease_expires_at_ms: cur.until_ms,
             },
             Tag::Seen => Record::Seen {
-                seen_at_ms: cur.time_a_ms,
-                expires_at_ms: cur.time_b_ms,
+                seen_at_ms: cur.since_ms,
+                expires_at_ms: cur.until_ms,
             },
             Tag::Release | Tag::Remove => unreachable!("a tombstone is never live"),
         };
@@ -292,8 +302,8 @@ impl Engine {
             value: &[],
             fingerprint: 0,
             generation: 0,
-            time_a_ms: now_ms,
-            time_b_ms: expires_at_ms,
+            since_ms: now_ms,
+            until_ms: expires_at_ms,
         };
         let app = match found {
             Some((slot, cur)) => {

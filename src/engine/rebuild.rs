@@ -6,6 +6,7 @@ use super::state_of;
 use crate::error::Result;
 use crate::format::record::Tag;
 use crate::index::{Entry, Index};
+use crate::loc::seg_u32;
 use crate::log::{Applied, Metas, Recovered, RecoveryView};
 use crate::retention::{ceil_s, drop_after_s, gone, own_drop_after_ms};
 
@@ -65,7 +66,7 @@ pub(crate) fn apply_recovered(
                 None => view.record(r.loc)?.seq,
             };
             if seq < view.record(p.loc())?.seq {
-                let own = ceil_s(own_drop_after_ms(r.tag, r.time_b_ms, retention_ms));
+                let own = ceil_s(own_drop_after_ms(r.tag, r.until_ms, retention_ms));
                 if let crate::index::Slot::Occupied(mut o) = slot {
                     let e = o.get_mut();
                     e.drop_after_s = e.drop_after_s.max(own);
@@ -79,14 +80,11 @@ pub(crate) fn apply_recovered(
     }
     if let Some(p) = &prior {
         let prior_len = view.record_len(p.loc())?;
-        metas.add_dead(
-            p.loc().segment,
-            u32::try_from(prior_len).expect("records fit a segment"),
-        );
+        metas.add_dead(p.loc().segment, seg_u32(prior_len));
     }
     let drop_after_s = drop_after_s(
         r.tag,
-        r.time_b_ms,
+        r.until_ms,
         retention_ms,
         prior.map_or(0, |p| p.drop_after_s),
     );

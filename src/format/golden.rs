@@ -84,8 +84,8 @@ fn example_record() -> Vec<u8> {
             value: b"ok",
             fingerprint: 0x1122_3344_5566_7788_99aa_bbcc_ddee_ff00,
             generation: 5,
-            time_a_ms: 1_700_000_000_000,
-            time_b_ms: 1_700_086_400_000,
+            since_ms: 1_700_000_000_000,
+            until_ms: 1_700_086_400_000,
         },
     );
     out
@@ -123,7 +123,7 @@ fn example_hint_entry() -> Vec<u8> {
     HintEntry {
         hash: 0x0123_4567_89ab_cdef,
         tag: Tag::Complete,
-        time_b_ms: 1_700_086_400_000,
+        until_ms: 1_700_086_400_000,
         offset: 32,
         len: 244,
     }
@@ -195,8 +195,8 @@ fn record_header_table_matches_encoder() {
                 .to_le_bytes()
                 .to_vec(),
             "generation" => 5u64.to_le_bytes().to_vec(),
-            "time_a_ms" => 1_700_000_000_000u64.to_le_bytes().to_vec(),
-            "time_b_ms" => 1_700_086_400_000u64.to_le_bytes().to_vec(),
+            "since_ms" => 1_700_000_000_000u64.to_le_bytes().to_vec(),
+            "until_ms" => 1_700_086_400_000u64.to_le_bytes().to_vec(),
             other => panic!("unknown record field `{other}` in DESIGN.md"),
         },
     );

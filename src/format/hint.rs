@@ -40,6 +40,9 @@ pub(crate) const CHECKSUM_FIELDS: [std::ops::Range<usize>; 2] =
 
 /// Bits of `tag_time` below the tag.
 const TAG_SHIFT: u32 = 56;
+/// The latest `until_ms` a hint entry holds (about year 2,285,000); later
+/// ones are saturated to it.
+pub(crate) const MAX_HINT_UNTIL_MS: u64 = (1 << TAG_SHIFT) - 1;
 
 /// A hint file's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +50,7 @@ pub(crate) struct HintHeader {
     pub segment_id: u32,
     /// Length of the segment file the hint describes.
     pub segment_len: u64,
-    /// Earliest and latest `time_a_ms` of the segment's records: its write span.
+    /// Earliest and latest `since_ms` of the segment's records: its write span.
     pub first_ms: u64,
     pub last_ms: u64,
     /// Highest sequence number in the segment, so sequence numbers keep
@@ -66,8 +69,8 @@ pub(crate) struct HintEntry {
     /// XXH3-64 of the record's key.
     pub hash: u64,
     pub tag: Tag,
-    /// The record's `time_b_ms` (lease end or expiry).
-    pub time_b_ms: u64,
+    /// The record's `until_ms` (lease end or expiry).
+    pub until_ms: u64,
     pub offset: u32,
     /// Encoded length of the record.
     pub len: u32,
@@ -111,10 +114,12 @@ impl HintHeader {
 }
 
 impl HintEntry {
+    /// Appends the entry's 24 bytes. An `until_ms` past what 56 bits hold
+    /// (a retention of millions of years, or `Duration::MAX`) is saturated,
+    /// never wrapped: the entry still expires after every real time.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
-        debug_assert!(self.time_b_ms < 1 << TAG_SHIFT);
-        let tag_time =
-            (u64::from(self.tag as u8) << TAG_SHIFT) | (self.time_b_ms & ((1 << TAG_SHIFT) - 1));
+        let until_ms = self.until_ms.min(MAX_HINT_UNTIL_MS);
+        let tag_time = (u64::from(self.tag as u8) << TAG_SHIFT) | until_ms;
         out.extend_from_slice(&self.hash.to_le_bytes());
         out.extend_from_slice(&tag_time.to_le_bytes());
         out.extend_from_slice(&self.offset.to_le_bytes());
@@ -129,7 +134,7 @@ impl HintEntry {
         Some(HintEntry {
             hash: le_u64(b, 0),
             tag,
-            time_b_ms: tag_time & ((1 << TAG_SHIFT) - 1),
+            until_ms: tag_time & ((1 << TAG_SHIFT) - 1),
             offset: le_u32(b, 16),
             len: le_u32(b, 20),
         })
@@ -166,7 +171,7 @@ mod tests {
         let e = HintEntry {
             hash: u64::MAX,
             tag: Tag::Complete,
-            time_b_ms: 1_700_000_000_000,
+            until_ms: 1_700_000_000_000,
             offset: 32,
             len: 200,
         };
@@ -174,5 +179,23 @@ mod tests {
         e.encode_into(&mut out);
         assert_eq!(out.len(), HINT_ENTRY_LEN);
         assert_eq!(HintEntry::decode(&out), Some(e));
+    }
+
+    #[test]
+    fn a_far_future_expiry_saturates_instead_of_wrapping() {
+        for until_ms in [MAX_HINT_UNTIL_MS + 5, u64::MAX, MAX_HINT_UNTIL_MS, 7] {
+            let mut out = Vec::new();
+            HintEntry {
+                hash: 9,
+                tag: Tag::Complete,
+                until_ms,
+                offset: 32,
+                len: 100,
+            }
+            .encode_into(&mut out);
+            let back = HintEntry::decode(&out).unwrap();
+            assert_eq!(back.tag, Tag::Complete, "{until_ms}");
+            assert_eq!(back.until_ms, until_ms.min(MAX_HINT_UNTIL_MS), "{until_ms}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! DESIGN.md draws every byte of both; the golden test in this module checks
 //! the encoders against those tables so the document cannot drift.
 
-mod bytes;
+pub(crate) mod bytes;
 pub(crate) mod hint;
 pub(crate) mod record;
 pub(crate) mod segment;

@@ -28,9 +28,9 @@ const OFF_VALUE_LEN: usize = 8;
 const OFF_SEQ: usize = 12;
 const OFF_FINGERPRINT: usize = 20;
 const OFF_GENERATION: usize = 36;
-const OFF_TIME_A: usize = 44;
-const OFF_TIME_B: usize = 52;
-const _: () = assert!(OFF_TIME_B + 8 == RECORD_HEADER_LEN);
+const OFF_SINCE: usize = 44;
+const OFF_UNTIL: usize = 52;
+const _: () = assert!(OFF_UNTIL + 8 == RECORD_HEADER_LEN);
 
 /// Tag byte of a sync mark. Not a [`Tag`]: a mark says nothing about a key.
 pub(crate) const SYNC_MARK_TAG: u8 = 6;
@@ -89,9 +89,9 @@ pub(crate) struct RecordFields<'a> {
     pub generation: u64,
     /// `claimed_at_ms` (Claim), `completed_at_ms` (Complete, Seen), or the
     /// time of the release/removal.
-    pub time_a_ms: u64,
+    pub since_ms: u64,
     /// `lease_expires_at_ms` (Claim), `expires_at_ms` (Complete, Seen), 0 otherwise.
-    pub time_b_ms: u64,
+    pub until_ms: u64,
 }
 
 /// A decoded record borrowing its key and value from the segment bytes.
@@ -101,8 +101,8 @@ pub(crate) struct RecordRef<'a> {
     pub seq: u64,
     pub fingerprint: u128,
     pub generation: u64,
-    pub time_a_ms: u64,
-    pub time_b_ms: u64,
+    pub since_ms: u64,
+    pub until_ms: u64,
     pub key: &'a [u8],
     pub value: &'a [u8],
 }
@@ -126,8 +126,14 @@ pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, rec: &RecordFields<'_>) {
     debug_assert!(!rec.key.is_empty() && rec.key.len() <= MAX_KEY_LEN);
     debug_assert!(rec.value.len() <= MAX_VALUE_LEN);
     debug_assert!(rec.tag == Tag::Complete || rec.value.is_empty());
-    let key_len = u16::try_from(rec.key.len()).expect("key length bounded by MAX_KEY_LEN");
-    let value_len = u32::try_from(rec.value.len()).expect("value length bounded by MAX_VALUE_LEN");
+    // Callers bound both (options, `complete`); a longer one would encode a
+    // record that decodes as another, so this is checked in every build.
+    assert!(
+        rec.key.len() <= MAX_KEY_LEN && rec.value.len() <= MAX_VALUE_LEN,
+        "a record's key and value fit their length fields"
+    );
+    let key_len = u16::try_from(rec.key.len()).unwrap_or(u16::MAX);
+    let value_len = u32::try_from(rec.value.len()).unwrap_or(u32::MAX);
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
     out.push(rec.tag as u8);
@@ -137,8 +143,8 @@ pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, rec: &RecordFields<'_>) {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&rec.fingerprint.to_le_bytes());
     out.extend_from_slice(&rec.generation.to_le_bytes());
-    out.extend_from_slice(&rec.time_a_ms.to_le_bytes());
-    out.extend_from_slice(&rec.time_b_ms.to_le_bytes());
+    out.extend_from_slice(&rec.since_ms.to_le_bytes());
+    out.extend_from_slice(&rec.until_ms.to_le_bytes());
     out.extend_from_slice(rec.key);
     out.extend_from_slice(rec.value);
     let crc = crc32fast::hash(&out[start + OFF_TAG..]);
@@ -288,7 +294,7 @@ pub(crate) fn decode_any(buf: &[u8]) -> Result<(Decoded<'_>, usize), DecodeError
         return Err(DecodeError::Invalid("record checksum mismatch"));
     }
     let Some(tag) = tag else {
-        if le_u128(buf, OFF_FINGERPRINT) != 0 || le_u64(buf, OFF_TIME_B) != 0 {
+        if le_u128(buf, OFF_FINGERPRINT) != 0 || le_u64(buf, OFF_UNTIL) != 0 {
             return Err(DecodeError::Invalid(
                 "sync mark has non-zero reserved fields",
             ));
@@ -296,7 +302,7 @@ pub(crate) fn decode_any(buf: &[u8]) -> Result<(Decoded<'_>, usize), DecodeError
         let mark = SyncMark {
             seq,
             synced_len: le_u64(buf, OFF_GENERATION),
-            written_at_ms: le_u64(buf, OFF_TIME_A),
+            written_at_ms: le_u64(buf, OFF_SINCE),
         };
         return Ok((Decoded::SyncMark(mark), total));
     };
@@ -307,8 +313,8 @@ pub(crate) fn decode_any(buf: &[u8]) -> Result<(Decoded<'_>, usize), DecodeError
         seq,
         fingerprint: le_u128(buf, OFF_FINGERPRINT),
         generation: le_u64(buf, OFF_GENERATION),
-        time_a_ms: le_u64(buf, OFF_TIME_A),
-        time_b_ms: le_u64(buf, OFF_TIME_B),
+        since_ms: le_u64(buf, OFF_SINCE),
+        until_ms: le_u64(buf, OFF_UNTIL),
         key: &buf[RECORD_HEADER_LEN..key_end],
         value: &buf[key_end..total],
     };
@@ -342,8 +348,8 @@ mod tests {
             value,
             fingerprint: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
             generation: 5,
-            time_a_ms: 1_000,
-            time_b_ms: 2_000,
+            since_ms: 1_000,
+            until_ms: 2_000,
         }
     }
 
@@ -357,7 +363,7 @@ mod tests {
             (r.tag, r.seq, r.generation, r.key, r.value),
             (Tag::Complete, 42, 5, &b"key"[..], &b"response"[..])
         );
-        assert_eq!((r.time_a_ms, r.time_b_ms), (1_000, 2_000));
+        assert_eq!((r.since_ms, r.until_ms), (1_000, 2_000));
     }
 
     #[test]

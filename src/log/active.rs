@@ -18,6 +18,11 @@
 //! `src/models/` report a read that is not ordered after the write of the
 //! byte it reads, or a buffer freed while a reader may still read it.
 
+#![allow(
+    unsafe_code,
+    reason = "the active buffer is written through a raw pointer past what readers may read (DESIGN.md §5, read path)"
+)]
+
 use super::brlock::BrLock;
 use crate::sync::AtomicUsize;
 use std::ops::Deref;

@@ -8,7 +8,7 @@ use crate::durability::{Durability, DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result, io_context};
 use crate::format::record::{self, RecordFields};
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
-use crate::loc::{Loc, MAX_SEGMENT_ID};
+use crate::loc::{Loc, MAX_SEGMENT_ID, seg_u32};
 use crate::storage::Storage;
 use std::path::Path;
 use std::sync::Arc;
@@ -82,6 +82,14 @@ impl Log {
         );
         let seq = w.next_seq;
         w.next_seq += 1;
+        // Invariants (§9): sequence numbers rise along each stream, and only
+        // the active segment, never a sealed one, is appended to.
+        debug_assert!(seq > w.active[s].last_seq, "sequence numbers rise");
+        w.active[s].last_seq = seq;
+        debug_assert!(
+            !self.segments.read().sealed.contains_key(&w.active[s].id),
+            "a sealed segment is never written"
+        );
         let offset = w.active[s].buf.len() + mark;
         let mut fields = *fields;
         if opts.generation_from_seq {
@@ -94,7 +102,7 @@ impl Log {
         active.meta.record(len, opts.drop_after_s, opts.now_ms);
         let loc = Loc {
             segment: active.id,
-            offset: u32::try_from(offset).expect("bounded by segment_size"),
+            offset: seg_u32(offset),
         };
         let unflushed = active.buf.len() - active.flushed;
         if let Some((segment, dead)) = opts.supersedes {
@@ -166,6 +174,10 @@ impl Log {
             let mut w = self.writer.lock();
             let a = &mut w.active[s];
             flush_active(a)?;
+            // Invariant (§9): the watermark this cycle reports (`end`) is
+            // never past what was written: every byte appended so far is
+            // in the file the fsync below covers.
+            assert_eq!(a.flushed, a.buf.len(), "written out before the fsync");
             let file = std::mem::take(&mut a.dirty)
                 .then(|| (a.file.clone(), a.meta.clone(), a.flushed as u64));
             let end = w.next_seq;
@@ -313,6 +325,8 @@ fn encode_pending_mark(
             written_at_ms: now_ms,
         },
     );
+    debug_assert!(*next_seq > a.last_seq, "sequence numbers rise");
+    a.last_seq = *next_seq;
     *next_seq += 1;
     a.marked_len = synced_len;
     a.meta.sync_mark(record::SYNC_MARK_LEN);
@@ -363,6 +377,7 @@ pub(crate) fn create_segment(
         flushed: buf.len(),
         dirty: false,
         marked_len: SEGMENT_HEADER_LEN as u64,
+        last_seq: 0,
         buf,
         meta,
     })

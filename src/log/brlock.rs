@@ -7,6 +7,11 @@
 //! locks them all, in order. Readers on different stripes never touch the
 //! same line.
 
+#![allow(
+    unsafe_code,
+    reason = "a reader-striped lock hands out references to the data it guards"
+)]
+
 use crate::stripes::{Padded, STRIPES, stripe};
 use crate::sync::{CellMut, CellRef, RwLock, RwLockReadGuard, RwLockWriteGuard, UnsafeCell};
 use std::ops::{Deref, DerefMut};

@@ -129,6 +129,7 @@ impl GroupCommit {
                 break Err(e.into());
             }
         };
+        debug_assert!(leader.waiting[stream] > 0, "every waiter counted itself in");
         leader.waiting[stream] -= 1;
         outcome
     }

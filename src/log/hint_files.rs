@@ -5,6 +5,7 @@ use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry, HintHeader
 use crate::format::record::{self, Decoded, RecordRef, SyncMark};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::key::key_hash;
+use crate::loc::seg_u32;
 use crate::storage::{Storage, replace_durably};
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,7 +23,7 @@ pub(crate) fn build(id: u32, path: &Path, bytes: &[u8]) -> Result<Hint> {
     let mut builder = Builder::default();
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < bytes.len() {
-        let offset = u32::try_from(pos).expect("segment offsets fit in u32");
+        let offset = seg_u32(pos);
         pos += match crate::log::decode_any_at(path, bytes, offset)? {
             (Decoded::Record(rec), _) => builder.add(offset, &rec),
             (Decoded::SyncMark(mark), len) => {
@@ -49,11 +50,8 @@ impl<'a> Builder<'a> {
     /// Adds the record at `offset`; returns its encoded length.
     pub(crate) fn add(&mut self, offset: u32, rec: &RecordRef<'a>) -> usize {
         let len = record::encoded_len(rec.key.len(), rec.value.len());
-        self.first_ms = Some(
-            self.first_ms
-                .map_or(rec.time_a_ms, |t| t.min(rec.time_a_ms)),
-        );
-        self.last_ms = self.last_ms.max(rec.time_a_ms);
+        self.first_ms = Some(self.first_ms.map_or(rec.since_ms, |t| t.min(rec.since_ms)));
+        self.last_ms = self.last_ms.max(rec.since_ms);
         self.last_seq = self.last_seq.max(rec.seq);
         self.records += 1;
         if let Some(previous) = self.last_of.insert(rec.key, self.entries.len()) {
@@ -62,9 +60,9 @@ impl<'a> Builder<'a> {
         self.entries.push(Some(HintEntry {
             hash: key_hash(rec.key),
             tag: rec.tag,
-            time_b_ms: rec.time_b_ms,
+            until_ms: rec.until_ms,
             offset,
-            len: u32::try_from(len).expect("records fit in a segment"),
+            len: seg_u32(len),
         }));
         len
     }
@@ -84,7 +82,8 @@ impl<'a> Builder<'a> {
             last_ms: self.last_ms,
             last_seq: self.last_seq,
             records: self.records,
-            count: u32::try_from(entries.len()).expect("entries fit in u32"),
+            // At most one entry per record of at least 61 bytes.
+            count: seg_u32(entries.len()),
             // Computed over the encoded entries by `encode`.
             entries_crc: 0,
         };
@@ -223,8 +222,8 @@ mod tests {
             value,
             fingerprint: 1,
             generation: 1,
-            time_a_ms: t,
-            time_b_ms: t + 100,
+            since_ms: t,
+            until_ms: t + 100,
         };
         encode(&mut seg, 1, &rec(Tag::Claim, b"a", b"", 10));
         encode(&mut seg, 2, &rec(Tag::Claim, b"b", b"", 11));

@@ -20,6 +20,11 @@
 //! Lock order: an index shard, then `writer`, then `segments` or the group
 //! commit's leader lock. Nothing takes them in another order.
 
+#![allow(
+    unsafe_code,
+    reason = "reads of the active buffer below its published length"
+)]
+
 pub(crate) mod active;
 mod append;
 pub(crate) mod brlock;
@@ -62,6 +67,9 @@ pub(crate) struct Active {
     /// that needs none, such as the header of a new segment). When the
     /// segment's `meta.synced_len` passes it, the next append writes a mark.
     pub marked_len: u64,
+    /// The sequence number of the last record or mark appended since open
+    /// (0 before the first), checked to rise.
+    pub last_seq: u64,
     pub meta: Arc<SegMeta>,
 }
 

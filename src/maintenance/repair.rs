@@ -254,7 +254,12 @@ fn write_backup(storage: &dyn Storage, dir: &Path, path: &Path, bytes: &[u8]) ->
             }
         })
         .find(|candidate| !names.contains(candidate))
-        .expect("an unused name exists");
+        .ok_or_else(|| {
+            Error::Io(std::io::Error::other(format!(
+                "no free name for a backup copy of {}; remove old {BACKUP_EXT} copies",
+                path.display()
+            )))
+        })?;
     let backup = dir.join(name);
     write_new_durably(storage, &backup, bytes)?;
     Ok(backup)

@@ -17,8 +17,9 @@
 //!   durable record, and none hangs.
 
 use super::explore;
-use crate::commit::{GroupCommit, target};
+use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::error::Error;
+use crate::log::commit::GroupCommit;
 use crate::sync::Mutex;
 use loom::cell::UnsafeCell;
 use loom::thread;
@@ -35,6 +36,18 @@ struct Writer {
     streams: Vec<usize>,
     /// Appended to the stream and not yet written out by a sync.
     dirty: [bool; 2],
+}
+
+/// The model's streams are numbered 0 (main) and 1 (claims).
+fn target(stream: usize, end: u64) -> DurableTarget {
+    DurableTarget {
+        stream: Stream::ALL[stream],
+        end,
+    }
+}
+
+fn number(stream: Stream) -> usize {
+    usize::from(stream == Stream::Claims)
 }
 
 struct Log {
@@ -115,7 +128,9 @@ impl Log {
     fn durable_write(&self, stream: usize) -> Result<u64, Error> {
         let seq = self.append(stream);
         self.commit
-            .wait(target(stream, seq + 1), |s| self.sync(s))
+            .wait(target(stream, seq + 1), |s| {
+                self.sync(number(s)).map(PerStream)
+            })
             .map(|()| seq)
     }
 

@@ -11,8 +11,8 @@
 //! writers read to skip the map ends at zero.
 
 use super::explore;
+use crate::notify::key_waiters::{KeyWaiters, park_until, thread_waker};
 use crate::sync::Mutex;
-use crate::wait::{KeyWaiters, park_until, thread_waker};
 use loom::thread;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! The real file system.
 
+#![allow(unsafe_code, reason = "sealed segments are memory-mapped")]
+
 use super::{DirLock, SealedBytes, Storage, StorageFile};
 use std::fs::{self, File, OpenOptions};
 use std::io;

@@ -4,6 +4,7 @@
 
 use super::view::{Applied, Recovered, RecoveryView};
 use crate::error::Result;
+use crate::format::bytes::le_u64;
 use crate::format::hint::{HINT_ENTRY_LEN, HintEntry};
 use crate::format::record::{self, Tag};
 use crate::index::{SHARDS, shard_of};
@@ -36,9 +37,9 @@ impl Tally {
         }
     }
 
-    pub(super) fn add(&mut self, len: u32, time_a_ms: u64, applied: Applied) {
-        self.first_ms = self.first_ms.min(time_a_ms);
-        self.last_ms = self.last_ms.max(time_a_ms);
+    pub(super) fn add(&mut self, len: u32, since_ms: u64, applied: Applied) {
+        self.first_ms = self.first_ms.min(since_ms);
+        self.last_ms = self.last_ms.max(since_ms);
         self.bytes += u64::from(len);
         if !applied.kept {
             self.dead += u64::from(len);
@@ -90,7 +91,7 @@ impl ShardedHint {
         let (header, body) = hint_files::entry_bytes(bytes, id, segment_len)?;
         let mut starts = vec![0u32; SHARDS + 1];
         for chunk in body.chunks_exact(HINT_ENTRY_LEN) {
-            let hash = u64::from_le_bytes(chunk[..8].try_into().expect("eight bytes"));
+            let hash = le_u64(chunk, 0);
             starts[shard_of(hash) + 1] += 1;
         }
         for s in 0..SHARDS {
@@ -101,7 +102,7 @@ impl ShardedHint {
             HintEntry {
                 hash: 0,
                 tag: Tag::Claim,
-                time_b_ms: 0,
+                until_ms: 0,
                 offset: 0,
                 len: 0,
             };
@@ -243,8 +244,8 @@ where
             },
             hash: e.hash,
             tag: e.tag,
-            time_a_ms: first_ms,
-            time_b_ms: e.time_b_ms,
+            since_ms: first_ms,
+            until_ms: e.until_ms,
             len: e.len,
             key: None,
             seq: None,

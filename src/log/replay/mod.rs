@@ -277,7 +277,7 @@ where
                 base,
             };
             let r = Recovered::scanned(loc, rec);
-            tally.add(r.len, r.time_a_ms, (self.apply)(&r, &view)?);
+            tally.add(r.len, r.since_ms, (self.apply)(&r, &view)?);
             if let Some(hint) = &mut hint {
                 hint.add(loc.offset, rec);
             }
@@ -352,7 +352,8 @@ where
                 self.apply_batch(&mut batch, sealed, base, report, workers)?;
                 let (_, hint) =
                     self.scan_segment(id, false, &mut next_seq, report, sealed, base)?;
-                new_hints.push(hint.expect("a sealed segment gathers its hint"));
+                // A sealed segment's scan gathers its hint.
+                new_hints.extend(hint);
             }
             self.apply_batch(&mut batch, sealed, base, report, workers)?;
             start = end;
@@ -369,6 +370,7 @@ where
             // Open fsyncs the segment; the first append then writes a mark
             // attesting everything recovered.
             marked_len: SEGMENT_HEADER_LEN as u64,
+            last_seq: 0,
             buf: bytes.into(),
             meta: self.metas.get_or_insert(last_id),
         };

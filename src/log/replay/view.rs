@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::record::{self, RecordRef, Tag};
-use crate::loc::Loc;
+use crate::loc::{Loc, seg_u32};
 use crate::log::Sealed;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,8 +15,8 @@ pub(crate) struct Recovered<'a> {
     pub loc: Loc,
     pub hash: u64,
     pub tag: Tag,
-    pub time_a_ms: u64,
-    pub time_b_ms: u64,
+    pub since_ms: u64,
+    pub until_ms: u64,
     pub len: u32,
     pub key: Option<&'a [u8]>,
     pub seq: Option<u64>,
@@ -38,10 +38,9 @@ impl<'a> Recovered<'a> {
             loc,
             hash: crate::key::key_hash(rec.key),
             tag: rec.tag,
-            time_a_ms: rec.time_a_ms,
-            time_b_ms: rec.time_b_ms,
-            len: u32::try_from(record::encoded_len(rec.key.len(), rec.value.len()))
-                .expect("records fit a segment"),
+            since_ms: rec.since_ms,
+            until_ms: rec.until_ms,
+            len: seg_u32(record::encoded_len(rec.key.len(), rec.value.len())),
             key: Some(rec.key),
             seq: Some(rec.seq),
             generation: Some(rec.generation),
