@@ -2,7 +2,7 @@
 //! `test-support`).
 //!
 //! Each scenario starts an axum server on 127.0.0.1 with an
-//! [`IdempotencyLayer`] over a backend from an [`E2eHarness`], drives it
+//! [`IdempotencyLayer`](crate::IdempotencyLayer) over a backend from an [`E2eHarness`], drives it
 //! with a hyper client (and raw TCP where a client must hang up), and
 //! asserts what the client sees and how many times the handler ran. A
 //! backend crate runs them all with [`e2e_tests!`](crate::e2e_tests):

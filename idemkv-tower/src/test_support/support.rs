@@ -13,7 +13,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use idemkv::{Backend, Claim, Fingerprint, Record, Result, Seen};
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -350,78 +349,54 @@ impl<B> Breakable<B> {
 impl<B: Backend> Backend for Breakable<B> {
     type Ticket = B::Ticket;
 
-    fn claim(
-        &self,
-        key: &[u8],
-        fingerprint: Fingerprint,
-    ) -> impl Future<Output = Result<Claim<B::Ticket>>> + Send {
-        async move {
-            self.check()?;
-            self.inner.claim(key, fingerprint).await
-        }
+    async fn claim(&self, key: &[u8], fingerprint: Fingerprint) -> Result<Claim<B::Ticket>> {
+        self.check()?;
+        self.inner.claim(key, fingerprint).await
     }
 
-    fn claim_wait(
+    async fn claim_wait(
         &self,
         key: &[u8],
         fingerprint: Fingerprint,
         timeout: Duration,
-    ) -> impl Future<Output = Result<Claim<B::Ticket>>> + Send {
-        async move {
-            self.check()?;
-            self.inner.claim_wait(key, fingerprint, timeout).await
-        }
+    ) -> Result<Claim<B::Ticket>> {
+        self.check()?;
+        self.inner.claim_wait(key, fingerprint, timeout).await
     }
 
-    fn complete(
+    async fn complete(
         &self,
         ticket: B::Ticket,
         response: &[u8],
         retention: Duration,
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            self.check()?;
-            self.inner.complete(ticket, response, retention).await
-        }
+    ) -> Result<()> {
+        self.check()?;
+        self.inner.complete(ticket, response, retention).await
     }
 
-    fn release(&self, ticket: B::Ticket) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            self.check()?;
-            self.inner.release(ticket).await
-        }
+    async fn release(&self, ticket: B::Ticket) -> Result<()> {
+        self.check()?;
+        self.inner.release(ticket).await
     }
 
-    fn extend_lease(
-        &self,
-        ticket: &B::Ticket,
-        by: Duration,
-    ) -> impl Future<Output = Result<u64>> + Send {
-        async move {
-            self.check()?;
-            self.inner.extend_lease(ticket, by).await
-        }
+    async fn extend_lease(&self, ticket: &B::Ticket, by: Duration) -> Result<u64> {
+        self.check()?;
+        self.inner.extend_lease(ticket, by).await
     }
 
-    fn get(&self, key: &[u8]) -> impl Future<Output = Result<Option<Record>>> + Send {
-        async move {
-            self.check()?;
-            self.inner.get(key).await
-        }
+    async fn get(&self, key: &[u8]) -> Result<Option<Record>> {
+        self.check()?;
+        self.inner.get(key).await
     }
 
-    fn remove(&self, key: &[u8]) -> impl Future<Output = Result<bool>> + Send {
-        async move {
-            self.check()?;
-            self.inner.remove(key).await
-        }
+    async fn remove(&self, key: &[u8]) -> Result<bool> {
+        self.check()?;
+        self.inner.remove(key).await
     }
 
-    fn mark_seen(&self, key: &[u8], retain: Duration) -> impl Future<Output = Result<Seen>> + Send {
-        async move {
-            self.check()?;
-            self.inner.mark_seen(key, retain).await
-        }
+    async fn mark_seen(&self, key: &[u8], retain: Duration) -> Result<Seen> {
+        self.check()?;
+        self.inner.mark_seen(key, retain).await
     }
 
     fn max_response_len(&self) -> usize {
