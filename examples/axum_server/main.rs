@@ -8,7 +8,9 @@
 //! (default `127.0.0.1:3000`), `--wait SECONDS` (a retry that arrives while
 //! the first request runs waits up to this long for its answer instead of
 //! getting 409), `--no-idempotency` (serve without the layer and without a
-//! store: the benchmark's baseline). Ctrl-C stops the server gracefully:
+//! store: the benchmark's baseline), `--no-fsync` (the store with
+//! `Durability::None`: for measuring what fsync costs; a crash can lose
+//! acknowledged records). Ctrl-C stops the server gracefully:
 //! requests in flight finish and the store is closed with everything
 //! acknowledged on disk.
 //!
@@ -26,6 +28,7 @@ struct Args {
     dir: Option<PathBuf>,
     addr: SocketAddr,
     wait: Option<Duration>,
+    no_fsync: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -33,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
     let mut addr: SocketAddr = ([127, 0, 0, 1], 3000).into();
     let mut wait = None;
     let mut idempotency = true;
+    let mut no_fsync = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -44,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
                 wait = Some(Duration::try_from_secs_f64(secs).map_err(|e| format!("--wait: {e}"))?);
             }
             "--no-idempotency" => idempotency = false,
+            "--no-fsync" => no_fsync = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -52,7 +57,21 @@ fn parse_args() -> Result<Args, String> {
         (true, dir) => dir,
         (false, _) => None,
     };
-    Ok(Args { dir, addr, wait })
+    Ok(Args {
+        dir,
+        addr,
+        wait,
+        no_fsync,
+    })
+}
+
+fn durability(args: &Args) -> idemkv::Options {
+    let options = idemkv::Options::new();
+    if args.no_fsync {
+        options.durability(idemkv::Durability::None)
+    } else {
+        options
+    }
 }
 
 #[tokio::main]
@@ -62,13 +81,14 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "{e}\nusage: axum_server --dir DIR [--addr 127.0.0.1:3000] [--wait SECONDS]\n       \
-                 axum_server --no-idempotency [--addr 127.0.0.1:3000]"
+                 axum_server --no-idempotency [--addr 127.0.0.1:3000]\n       \
+                 (--no-fsync: the store without fsync, for measurements)"
             );
             return ExitCode::from(2);
         }
     };
     let idempotency = match &args.dir {
-        Some(dir) => match idemkv::Store::open(dir) {
+        Some(dir) => match durability(&args).open(dir) {
             Ok(store) => Some(app::idempotency(store).wait(args.wait)),
             Err(e) => {
                 eprintln!("cannot open the store in {}: {e}", dir.display());
