@@ -4,11 +4,11 @@
 //! a reused key with another body gets 422, a missing key 400, a request
 //! still running 409 with `Retry-After`; a handler's 5xx releases the key;
 //! and the records survive a restart of the server and the store.
+//! The idempotency is `idemkv_tower`'s layer, configured as the example
+//! configures it.
 
 #[path = "../examples/axum_server/app.rs"]
 mod app;
-#[path = "../examples/axum_server/idempotency.rs"]
-mod idempotency;
 
 use app::Orders;
 use axum::Router;
@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use idemkv::{Error, Store};
-use idempotency::IdempotencyConfig;
+use idemkv_tower::{DEFAULT_RETENTION, IdempotencyLayer};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -176,11 +176,8 @@ fn assert_expires_after_retention(answer: &Answer, retention: Duration) {
     );
 }
 
-fn waiting_config() -> IdempotencyConfig {
-    IdempotencyConfig {
-        wait: Some(Duration::from_secs(30)),
-        ..IdempotencyConfig::default()
-    }
+fn waiting(store: Store) -> IdempotencyLayer<Store> {
+    app::idempotency(store).wait(Some(Duration::from_secs(30)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +185,7 @@ async fn concurrent_duplicates_create_one_order_and_get_identical_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let orders = Orders::new();
-    let app = app::app_with_orders(store.clone(), waiting_config(), orders.clone());
+    let app = app::app_with_orders(Some(waiting(store.clone())), orders.clone());
     let server = Server::start(app).await;
     let (addr, client) = (server.addr, client());
     // The first copy to claim holds in the handler until the gate opens,
@@ -222,7 +219,7 @@ async fn concurrent_duplicates_create_one_order_and_get_identical_bytes() {
     let location = format!("/v1/orders/{id}");
     assert_eq!(first.header("location"), Some(location.as_str()));
     assert_eq!(first.header("content-type"), Some("application/json"));
-    assert_expires_after_retention(first, waiting_config().retention);
+    assert_expires_after_retention(first, DEFAULT_RETENTION);
     for answer in &answers {
         assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
         assert_eq!(
@@ -231,7 +228,7 @@ async fn concurrent_duplicates_create_one_order_and_get_identical_bytes() {
         );
         assert_eq!(answer.header("location"), Some(location.as_str()));
         assert_eq!(answer.header("content-type"), Some("application/json"));
-        assert_expires_after_retention(answer, waiting_config().retention);
+        assert_expires_after_retention(answer, DEFAULT_RETENTION);
     }
 
     // A later retry replays the same bytes and Location; still one order.
@@ -253,11 +250,8 @@ async fn concurrent_duplicates_create_one_order_and_get_identical_bytes() {
 async fn refusals_missing_key_mismatch_and_oversized_body() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let config = IdempotencyConfig {
-        max_body_len: 1024,
-        ..IdempotencyConfig::default()
-    };
-    let server = Server::start(app::app(store, config)).await;
+    let layer = app::idempotency(store).max_body_len(1024);
+    let server = Server::start(app::app(layer)).await;
     let (addr, client) = (server.addr, client());
 
     // No key: 400 with a problem body, and no order.
@@ -319,7 +313,7 @@ async fn refusals_missing_key_mismatch_and_oversized_body() {
 async fn a_server_error_releases_the_key_and_the_retry_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let server = Server::start(app::app(store, IdempotencyConfig::default())).await;
+    let server = Server::start(app::app(app::idempotency(store))).await;
     let (addr, client) = (server.addr, client());
     let body = r#"{"item": "lamp", "fail_first": true}"#;
 
@@ -353,11 +347,8 @@ async fn a_server_error_releases_the_key_and_the_retry_runs_again() {
 async fn a_stored_server_error_is_replayed_when_release_is_off() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let config = IdempotencyConfig {
-        release_on_server_error: false,
-        ..IdempotencyConfig::default()
-    };
-    let server = Server::start(app::app(store, config)).await;
+    let layer = app::idempotency(store).release_on_server_error(false);
+    let server = Server::start(app::app(layer)).await;
     let (addr, client) = (server.addr, client());
     let body = r#"{"item": "lamp", "fail_first": true}"#;
 
@@ -376,7 +367,7 @@ async fn a_request_in_progress_gets_409_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let orders = Orders::new();
-    let app = app::app_with_orders(store, IdempotencyConfig::default(), orders.clone());
+    let app = app::app_with_orders(Some(app::idempotency(store)), orders.clone());
     let server = Server::start(app).await;
     let (addr, client) = (server.addr, client());
     let body = r#"{"item": "desk", "hold": true}"#;
@@ -427,8 +418,7 @@ async fn records_survive_a_restart_of_server_and_store() {
 
     let store = Store::open(dir.path()).unwrap();
     let server = Server::start(app::app_with_orders(
-        store,
-        IdempotencyConfig::default(),
+        Some(app::idempotency(store)),
         orders.clone(),
     ))
     .await;
@@ -439,8 +429,7 @@ async fn records_survive_a_restart_of_server_and_store() {
 
     let store = reopen(dir.path()).await;
     let server = Server::start(app::app_with_orders(
-        store,
-        IdempotencyConfig::default(),
+        Some(app::idempotency(store)),
         orders.clone(),
     ))
     .await;
@@ -450,14 +439,14 @@ async fn records_survive_a_restart_of_server_and_store() {
     assert_eq!(retry.body, first.body, "same order id, same bytes");
     assert_eq!(retry.header("location"), first.header("location"));
     assert_eq!(retry.header("content-type"), Some("application/json"));
-    assert_expires_after_retention(&retry, IdempotencyConfig::default().retention);
+    assert_expires_after_retention(&retry, DEFAULT_RETENTION);
     assert_eq!(order_count(&client, server.addr).await, 1);
     server.stop().await;
 }
 
 #[test]
 fn stored_responses_round_trip_and_reject_damage() {
-    use idempotency::{StoredResponse, decode_response, encode_response};
+    use idemkv_tower::{STORED_RESPONSE_VERSION, StoredResponse};
     let headers = [
         (
             header::CONTENT_TYPE,
@@ -473,33 +462,32 @@ fn stored_responses_round_trip_and_reject_damage() {
         ),
     ];
     let body = br#"{"id":"ord_000001"}"#;
-    let bytes = encode_response(
-        StatusCode::CREATED,
-        headers.iter().map(|(n, v)| (n, v)),
-        body,
-    )
-    .unwrap();
-    assert_eq!(bytes[0], idempotency::STORED_RESPONSE_VERSION);
+    let stored = StoredResponse {
+        status: StatusCode::CREATED,
+        headers: headers.to_vec(),
+        body: Bytes::from_static(body),
+    };
+    let bytes = stored.encode().unwrap();
+    assert_eq!(bytes[0], STORED_RESPONSE_VERSION);
     assert_eq!(
         &bytes[1..5],
         &[0, 201, 0, 3],
         "status and header count, big-endian"
     );
-    assert_eq!(
-        decode_response(&bytes),
-        Some(StoredResponse {
-            status: StatusCode::CREATED,
-            headers: headers.to_vec(),
-            body: Bytes::from_static(body),
-        })
-    );
+    assert_eq!(StoredResponse::decode(&bytes), Ok(stored));
     for cut in 0..bytes.len() {
-        assert_eq!(decode_response(&bytes[..cut]), None, "truncated at {cut}");
+        assert!(
+            StoredResponse::decode(&bytes[..cut]).is_err(),
+            "truncated at {cut}"
+        );
     }
     let mut longer = bytes.clone();
     longer.push(0);
-    assert_eq!(decode_response(&longer), None, "trailing bytes");
+    assert!(StoredResponse::decode(&longer).is_err(), "trailing bytes");
     let mut other_version = bytes.clone();
     other_version[0] = 2;
-    assert_eq!(decode_response(&other_version), None, "unknown version");
+    assert!(
+        StoredResponse::decode(&other_version).is_err(),
+        "unknown version"
+    );
 }
