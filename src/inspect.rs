@@ -269,13 +269,7 @@ pub fn verify(dir: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Resu
     let dir = dir.as_ref();
     let storage = FsStorage;
     let _lock = lock_store_dir(&storage, dir)?;
-    crate::maintenance::walk(
-        &storage,
-        dir,
-        &mut |_, _, _| ControlFlow::Continue(()),
-        &mut progress,
-        true,
-    )
+    crate::maintenance::verify_in(&storage, dir, &mut progress)
 }
 
 /// Locks `dir`, which must exist: taking the lock creates the `LOCK` file,

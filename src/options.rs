@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Builder for a [`Store`]: `Options::new().lease(..).open(dir)`.
+/// Builder for a [`Store`](crate::Store): `Options::new().lease(..).open(dir)`.
 #[derive(Clone)]
 pub struct Options {
     pub(crate) durability: Durability,
@@ -143,7 +143,7 @@ impl Options {
 
     /// Whether a background thread runs compaction every
     /// [`compaction_interval`](Options::compaction_interval). Turn it off to
-    /// run [`Store::compact`] by hand. Default on.
+    /// run [`Store::compact`](crate::Store::compact) by hand. Default on.
     pub fn background_compaction(mut self, on: bool) -> Self {
         self.background_compaction = on;
         self

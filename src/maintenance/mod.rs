@@ -5,7 +5,7 @@
 mod repair;
 mod verify;
 
-pub(crate) use verify::walk;
+pub(crate) use verify::{verify as verify_in, walk};
 
 use crate::error::{Result, io_context};
 use crate::options::{Options, lock_dir};

@@ -1,4 +1,4 @@
-//! Group commit (`src/commit.rs`): the durable watermark handed between
+//! Group commit (`src/log/commit.rs`): the durable watermark handed between
 //! the leader and the sleepers.
 //!
 //! A small log stands in for the files: appends take a writer lock and get

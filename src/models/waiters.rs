@@ -1,4 +1,4 @@
-//! The key-waiter hand-off (`src/wait.rs`): a `claim_wait` caller
+//! The key-waiter hand-off (`src/notify/key_waiters.rs`): a `claim_wait` caller
 //! registers its interest in a key, then looks at the key under its shard
 //! lock and sleeps while it is in progress; a write changes the key under
 //! that lock and fires every interest registered on it.

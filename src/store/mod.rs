@@ -137,7 +137,7 @@ impl Store {
     /// Publishes the counters through the `metrics` facade now (with the
     /// `metrics` feature; a no-op without it). Skips the live-key walk:
     /// `indexed_keys` stands in for it. A background thread does the same
-    /// every [`Options::metrics_interval`].
+    /// every [`Options::metrics_interval`](crate::Options::metrics_interval).
     pub fn publish_metrics(&self) {
         crate::observe::publish(&self.inner.engine.stats(false));
     }
