@@ -4,12 +4,12 @@
 //! on the machine's speed), and `claim_wait_async` woken by the owner's
 //! write.
 
-use idemkv::storage::{
-    DirLock, FsStorage, PendingFate, SealedBytes, SimStorage, Storage, StorageFile,
-};
+mod common;
+
+use common::SyncHooked;
+use idemkv::storage::{PendingFate, SimStorage};
 use idemkv::{Claim, Durability, Fingerprint, Options, Store};
 use std::future::Future;
-use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -110,16 +110,11 @@ impl<F: Future> Future for Tracked<F> {
     }
 }
 
-/// A disk whose fsyncs, while the gate is armed, wait until every task of
-/// the test is idle: the slowest disk there is, next to the tasks. Whatever
-/// the machine's speed, each fsync then covers everything the tasks could
-/// write before needing it, so the count of fsyncs is a property of the
-/// code, not of the timing.
-struct GatedDisk {
-    inner: FsStorage,
-    gate: Arc<Gate>,
-}
-
+/// While armed, holds every fsync until every task of the test is idle:
+/// the slowest disk there is, next to the tasks (a [`SyncHooked`] disk runs
+/// `hold` before each fsync). Whatever the machine's speed, each fsync then
+/// covers everything the tasks could write before needing it, so the count
+/// of fsyncs is a property of the code, not of the timing.
 struct Gate {
     armed: AtomicBool,
     idle: Arc<Idle>,
@@ -140,73 +135,10 @@ impl Gate {
     }
 }
 
-struct GatedFile {
-    inner: Arc<dyn StorageFile>,
-    gate: Arc<Gate>,
-}
-
-impl StorageFile for GatedFile {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_exact_at(offset, buf)
-    }
-    fn write_all_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.inner.write_all_at(offset, data)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.gate.hold();
-        self.inner.sync_data()
-    }
-    fn map(&self) -> io::Result<SealedBytes> {
-        self.inner.map()
-    }
-}
-
-impl GatedDisk {
-    fn wrap(&self, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
-        Arc::new(GatedFile {
-            inner: file,
-            gate: self.gate.clone(),
-        })
-    }
-}
-
-impl Storage for GatedDisk {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        self.inner.open(path).map(|f| self.wrap(f))
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        self.inner.create(path).map(|f| self.wrap(f))
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
-        self.inner.lock_dir(dir)
-    }
-}
-
 /// Thousands of tasks, two per key: one claims and completes, the other
 /// waits for it. Every answer is durable before it resolves, and the
 /// fsyncs are shared. The disk holds each fsync until every task is idle
-/// (see [`GatedDisk`]), so each fsync covers every record written before
+/// (see [`Gate`]), so each fsync covers every record written before
 /// anyone had to wait for it, and the count is exact enough to bound: per
 /// stream and per wave of writes (the claims, then the completes), one
 /// fsync already under way when the wave starts and one that covers the
@@ -225,10 +157,11 @@ fn thousands_of_tasks_share_group_commits_and_survive_reopen() {
         idle: idle.clone(),
         stuck: AtomicBool::new(false),
     });
-    let disk = Arc::new(GatedDisk {
-        inner: FsStorage,
-        gate: gate.clone(),
-    });
+    let held = gate.clone();
+    let disk = Arc::new(SyncHooked::new(move || {
+        held.hold();
+        Ok(())
+    }));
     let store = Options::new().storage(disk).open(dir.path()).unwrap();
     let before = store.stats().fsyncs;
     gate.armed.store(true, Ordering::SeqCst);

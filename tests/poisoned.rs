@@ -7,13 +7,11 @@
 mod common;
 
 use common::{
-    acquire, assert_in_progress, assert_mark_seen, assert_replays, complete_new, dir_and_clock,
-    durability_modes, fp, small_segments,
+    SyncHooked, acquire, assert_in_progress, assert_mark_seen, assert_replays, complete_new,
+    dir_and_clock, durability_modes, fp, small_segments,
 };
-use idemkv::storage::{DirLock, FsStorage, SealedBytes, Storage, StorageFile};
 use idemkv::{Claim, Durability, Error, ManualClock, Options, Record, Seen, Store, Ticket};
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -21,10 +19,32 @@ use tempfile::TempDir;
 
 /// The real file system, except that every `sync_data` fails while the
 /// switch is on.
-#[derive(Default)]
 struct FailingSync {
     fail: Arc<AtomicBool>,
     failures: Arc<AtomicU64>,
+    storage: Arc<SyncHooked>,
+}
+
+impl Default for FailingSync {
+    fn default() -> Self {
+        let (fail, failures) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (f, n) = (fail.clone(), failures.clone());
+        let storage = Arc::new(SyncHooked::new(move || {
+            if f.load(Ordering::SeqCst) {
+                n.fetch_add(1, Ordering::SeqCst);
+                return Err(io::Error::other("injected fsync failure"));
+            }
+            Ok(())
+        }));
+        FailingSync {
+            fail,
+            failures,
+            storage,
+        }
+    }
 }
 
 impl FailingSync {
@@ -33,71 +53,6 @@ impl FailingSync {
     }
     fn failures(&self) -> u64 {
         self.failures.load(Ordering::SeqCst)
-    }
-    fn wrap(&self, inner: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
-        Arc::new(FailingFile {
-            inner,
-            fail: self.fail.clone(),
-            failures: self.failures.clone(),
-        })
-    }
-}
-
-impl Storage for FailingSync {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(dir)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FsStorage.list(dir)
-    }
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        FsStorage.open(path).map(|f| self.wrap(f))
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        FsStorage.create(path).map(|f| self.wrap(f))
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
-        FsStorage.lock_dir(dir)
-    }
-}
-
-struct FailingFile {
-    inner: Arc<dyn StorageFile>,
-    fail: Arc<AtomicBool>,
-    failures: Arc<AtomicU64>,
-}
-
-impl StorageFile for FailingFile {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_exact_at(offset, buf)
-    }
-    fn write_all_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.inner.write_all_at(offset, data)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
-            self.failures.fetch_add(1, Ordering::SeqCst);
-            return Err(io::Error::other("injected fsync failure"));
-        }
-        self.inner.sync_data()
-    }
-    fn map(&self) -> io::Result<SealedBytes> {
-        self.inner.map()
     }
 }
 
@@ -133,7 +88,7 @@ impl Rig {
     fn open(&self, durability: Durability) -> Store {
         small_segments(
             Options::new()
-                .storage(self.storage.clone())
+                .storage(self.storage.storage.clone())
                 .clock(self.clock.clone())
                 .durability(durability),
         )

@@ -8,6 +8,11 @@
 //!
 //! Each model prints how many interleavings it explored.
 
+#![allow(
+    unsafe_code,
+    reason = "the models read loom cells, whose access loom checks"
+)]
+
 mod commit;
 mod publish;
 mod rollover;

@@ -4,6 +4,7 @@
 //! layout for the tests that read or damage segment files by hand.
 #![allow(dead_code, reason = "each test binary uses a subset of these helpers")]
 
+use idemkv::storage::FsStorage;
 use idemkv::{
     Claim, Durability, Fingerprint, ManualClock, Options, Record, Seen, Stats, Store, Ticket,
 };
@@ -382,5 +383,86 @@ impl XorShift {
     /// The low byte of the next value.
     pub fn byte(&mut self) -> u8 {
         self.next_u64().to_le_bytes()[0]
+    }
+}
+
+// A file system with a hook on fsync.
+
+/// The real file system, except that `before_sync` runs before every
+/// file's `sync_data`: it can fail the fsync (its error is returned and the
+/// data is not synced) or hold it.
+pub struct SyncHooked {
+    before_sync: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+}
+
+impl SyncHooked {
+    pub fn new(before_sync: impl Fn() -> std::io::Result<()> + Send + Sync + 'static) -> Self {
+        SyncHooked {
+            before_sync: Arc::new(before_sync),
+        }
+    }
+
+    fn wrap(
+        &self,
+        inner: Arc<dyn idemkv::storage::StorageFile>,
+    ) -> Arc<dyn idemkv::storage::StorageFile> {
+        Arc::new(HookedFile {
+            inner,
+            before_sync: self.before_sync.clone(),
+        })
+    }
+}
+
+impl idemkv::storage::Storage for SyncHooked {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        FsStorage.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        FsStorage.list(dir)
+    }
+    fn open(&self, path: &Path) -> std::io::Result<Arc<dyn idemkv::storage::StorageFile>> {
+        FsStorage.open(path).map(|f| self.wrap(f))
+    }
+    fn create(&self, path: &Path) -> std::io::Result<Arc<dyn idemkv::storage::StorageFile>> {
+        FsStorage.create(path).map(|f| self.wrap(f))
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        FsStorage.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+    fn lock_dir(&self, dir: &Path) -> std::io::Result<idemkv::storage::DirLock> {
+        FsStorage.lock_dir(dir)
+    }
+}
+
+struct HookedFile {
+    inner: Arc<dyn idemkv::storage::StorageFile>,
+    before_sync: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+}
+
+impl idemkv::storage::StorageFile for HookedFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn write_all_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all_at(offset, data)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        (self.before_sync)()?;
+        self.inner.sync_data()
+    }
+    fn map(&self) -> std::io::Result<idemkv::storage::SealedBytes> {
+        self.inner.map()
     }
 }
