@@ -48,6 +48,9 @@ pub struct Ticket {
     /// or its latest lease extension). While the key's index entry points
     /// there, that record is the key's latest, with no need to read it.
     pub(crate) lpos: AtomicU64,
+    /// The sequence number of that record: the ticket's next write must
+    /// follow it.
+    pub(crate) claim_seq: AtomicU64,
 }
 
 impl Ticket {

@@ -111,6 +111,12 @@ pub struct NamespaceStats {
 #[derive(Default)]
 pub(crate) struct Counter([Padded<AtomicU64>; STRIPES]);
 
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
 impl Counter {
     pub(crate) fn inc(&self) {
         self.add(1);
@@ -120,6 +126,13 @@ impl Counter {
     }
     pub(crate) fn get(&self) -> u64 {
         self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+    /// Sets the sum to `n` (racing adds may be lost: for figures that are
+    /// estimates anyway, such as a segment's dead bytes).
+    pub(crate) fn set(&self, n: u64) {
+        for (i, s) in self.0.iter().enumerate() {
+            s.0.store(if i == 0 { n } else { 0 }, Ordering::Relaxed);
+        }
     }
 }
 

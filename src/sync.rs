@@ -37,6 +37,15 @@ pub(crate) mod thread {
     #[cfg(not(idemkv_loom))]
     pub(crate) use std::thread::{Thread, current};
 
+    /// Lets another thread run (loom's yield under loom, so a spinning
+    /// model thread lets the others make progress).
+    pub(crate) fn yield_now() {
+        #[cfg(not(idemkv_loom))]
+        std::thread::yield_now();
+        #[cfg(idemkv_loom)]
+        loom::thread::yield_now();
+    }
+
     /// Parks the calling thread for at most `timeout`. Under loom there is
     /// no time: the thread parks until unparked, so a wake-up that a waiter
     /// misses shows as a deadlock instead of a late timeout.
@@ -169,6 +178,13 @@ mod loom_shim {
                 guard: Some(self.0.lock().expect("loom mutexes are not poisoned")),
             }
         }
+
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok().map(|guard| MutexGuard {
+                mutex: &self.0,
+                guard: Some(guard),
+            })
+        }
     }
 
     pub(crate) struct MutexGuard<'a, T> {
@@ -215,6 +231,15 @@ mod loom_shim {
 
         /// loom has no time: waits until notified.
         pub(crate) fn wait_until<T>(&self, guard: &mut MutexGuard<'_, T>, _deadline: Instant) {
+            self.wait(guard);
+        }
+
+        /// loom has no time: waits until notified.
+        pub(crate) fn wait_for<T>(
+            &self,
+            guard: &mut MutexGuard<'_, T>,
+            _timeout: std::time::Duration,
+        ) {
             self.wait(guard);
         }
 

@@ -63,6 +63,8 @@ struct Fixture {
     dir: TempDir,
     /// One entry per record, in log order: the key and its state after it.
     records: Vec<(String, Expect)>,
+    /// The sequence number of each of those records.
+    seqs: Vec<u64>,
     /// The clock reading at the end of the workload; reopens use it.
     end_ms: u64,
 }
@@ -200,6 +202,7 @@ fn build() -> Fixture {
     let fx = Fixture {
         dir,
         records,
+        seqs: Vec::new(),
         end_ms,
     };
     let main = stream_paths(fx.dir.path(), false);
@@ -208,20 +211,33 @@ fn build() -> Fixture {
         "the workload should span a few main segments, found {}",
         main.len()
     );
-    let mut on_disk: Vec<RawRecord> = segment_paths(fx.dir.path())
+    let on_disk: Vec<RawRecord> = segment_paths(fx.dir.path())
         .iter()
         .flat_map(|p| walk(&fs::read(p).unwrap()))
         .collect();
-    on_disk.sort_by_key(|r| r.seq);
-    let keys_on_disk: Vec<&[u8]> = on_disk.iter().map(|r| &r.key[..]).collect();
-    let keys_written: Vec<&[u8]> = fx.records.iter().map(|(k, _)| k.as_bytes()).collect();
-    assert_eq!(keys_on_disk, keys_written, "one record per write, in order");
-    let seqs: Vec<u64> = on_disk.iter().map(|r| r.seq).collect();
-    let want: Vec<u64> = (1..=on_disk.len() as u64).collect();
-    assert_eq!(
-        seqs, want,
-        "record i of the workload has sequence number i + 1"
-    );
+    assert_eq!(on_disk.len(), fx.records.len(), "one record per write");
+    // A key's records keep its writes' order (their sequence numbers rise),
+    // so the n-th record of a key on disk is the key's n-th write.
+    let mut by_key: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    for r in &on_disk {
+        by_key.entry(r.key.clone()).or_default().push(r.seq);
+    }
+    for seqs in by_key.values_mut() {
+        seqs.sort_unstable();
+    }
+    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+    let seqs: Vec<u64> = fx
+        .records
+        .iter()
+        .map(|(k, _)| {
+            let n = taken.entry(k).or_default();
+            *n += 1;
+            by_key[k.as_bytes()][*n - 1]
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(distinct.len(), seqs.len(), "sequence numbers are unique");
+    let fx = Fixture { seqs, ..fx };
     for claims in [false, true] {
         let last = walk(&fs::read(stream_paths(fx.dir.path(), claims).pop().unwrap()).unwrap());
         assert!(
@@ -247,14 +263,15 @@ fn damaged_copy(fx: &Fixture, claims: bool, damage: impl FnOnce(&mut Vec<u8>)) -
 }
 
 /// Each key's state after every record but the `lost` ones (by sequence
-/// number; record `i` has sequence number `i + 1`).
-fn expected_after(records: &[(String, Expect)], lost: &[u64]) -> BTreeMap<String, Expect> {
-    let mut state: BTreeMap<String, Expect> = records
+/// number).
+fn expected_after(fx: &Fixture, lost: &[u64]) -> BTreeMap<String, Expect> {
+    let mut state: BTreeMap<String, Expect> = fx
+        .records
         .iter()
         .map(|(k, _)| (k.clone(), Expect::Absent))
         .collect();
-    for (seq, (key, after)) in (1u64..).zip(records) {
-        if !lost.contains(&seq) {
+    for (seq, (key, after)) in fx.seqs.iter().zip(&fx.records) {
+        if !lost.contains(seq) {
             state.insert(key.clone(), after.clone());
         }
     }
@@ -314,7 +331,7 @@ fn lost_after(recs: &[RawRecord], cut: usize) -> Vec<u64> {
 /// Opens the damaged copy, checks every key and the cut, writes more, and
 /// checks that a second open sees everything with nothing torn.
 fn verify_recovery(fx: &Fixture, dir: &Path, want: &Outcome<'_>, ctx: &str) {
-    let mut expected = expected_after(&fx.records, &want.lost);
+    let mut expected = expected_after(fx, &want.lost);
     let store = options(fx.end_ms)
         .open(dir)
         .unwrap_or_else(|e| panic!("{ctx}: open failed: {e}"));

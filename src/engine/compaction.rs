@@ -123,9 +123,8 @@ impl Pass<'_> {
             let records = self.log.segment_records(id)?;
             let (live_bytes, min_live_drop_s) = self.walk(&records, now_ms, report);
             meta.min_drop_after_s.store(min_live_drop_s, Relaxed);
-            let total = meta.bytes.load(Relaxed);
-            meta.dead_bytes
-                .store(total.saturating_sub(live_bytes), Relaxed);
+            let total = meta.bytes.get();
+            meta.dead_bytes.set(total.saturating_sub(live_bytes));
             let stays_for_ms = u64::from(meta.max_drop_after_s.load(Relaxed))
                 .saturating_mul(1000)
                 .saturating_sub(now_ms);
@@ -216,6 +215,8 @@ impl Pass<'_> {
                     now_ms,
                     // The old segment goes as a whole.
                     supersedes: None,
+                    // The copy is the key's latest record, after the original.
+                    min_seq: owned.seq + 1,
                 },
             )?;
             let moved = Entry::new(r.hash, app.loc, entry.state(), entry.drop_after_s);
@@ -252,6 +253,7 @@ fn unexpired_entry(
 /// while the copy is appended.
 struct OwnedRecord {
     tag: crate::format::record::Tag,
+    seq: u64,
     key: Vec<u8>,
     value: Vec<u8>,
     fingerprint: u128,
@@ -264,6 +266,7 @@ impl OwnedRecord {
     fn of(r: crate::format::record::RecordRef<'_>) -> OwnedRecord {
         OwnedRecord {
             tag: r.tag,
+            seq: r.seq,
             key: r.key.to_vec(),
             value: r.value.to_vec(),
             fingerprint: r.fingerprint,

@@ -60,6 +60,16 @@ fn state_of(tag: Tag) -> State {
         Tag::Release | Tag::Remove => State::Absent,
     }
 }
+/// The key's entry and latest record a write replaces: what it shadows,
+/// the bytes that become dead, and the sequence number the write must
+/// follow.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prior {
+    pub entry: Entry,
+    pub len: u32,
+    pub seq: u64,
+}
+
 /// What a key's latest record says, as read from the log.
 #[derive(Debug, Clone, Copy)]
 struct Current {
@@ -214,25 +224,27 @@ impl Engine {
         hash: u64,
         fields: &RecordFields<'_>,
         generation_from_seq: bool,
-        prior: Option<(Entry, u32)>,
+        prior: Option<Prior>,
         now_ms: u64,
     ) -> Result<(Entry, Appended)> {
         let drop_after_s = drop_after_s(
             fields.tag,
             fields.until_ms,
             self.retention_ms,
-            prior.map_or(0, |(e, _)| e.drop_after_s),
+            prior.map_or(0, |p| p.entry.drop_after_s),
         );
         // Invariant (§9): an entry keeps shadowing what the one it replaces
         // shadowed, so its drop-after second never falls.
-        debug_assert!(prior.is_none_or(|(e, _)| drop_after_s >= e.drop_after_s));
+        debug_assert!(prior.is_none_or(|p| drop_after_s >= p.entry.drop_after_s));
         let app = self.log.append(
             fields,
             AppendOpts {
                 generation_from_seq,
                 drop_after_s,
                 now_ms,
-                supersedes: prior.map(|(e, len)| (e.loc().segment, len)),
+                supersedes: prior.map(|p| (p.entry.loc().segment, p.len)),
+                // After the key's latest record, whichever stream it is in.
+                min_seq: prior.map_or(0, |p| p.seq + 1),
             },
         )?;
         self.waiters.notify(hash);

@@ -3,7 +3,7 @@
 //! record (DESIGN.md §7), writes through the engine's one write step, and
 //! returns its answer with the durability target to meet before giving it.
 
-use super::{Engine, Pending, completed_from, tombstone};
+use super::{Engine, Pending, Prior, completed_from, tombstone};
 use crate::durability::DurableTarget;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
@@ -22,7 +22,7 @@ impl Engine {
         hash: u64,
         fingerprint: Fingerprint,
         now_ms: u64,
-        prior: Option<(Entry, u32)>,
+        prior: Option<Prior>,
     ) -> Result<(Entry, Ticket, DurableTarget)> {
         let lease_until = now_ms.saturating_add(self.lease_ms);
         let fields = RecordFields {
@@ -43,6 +43,7 @@ impl Engine {
             claimed_at_ms: now_ms,
             lease_expires_at_ms: AtomicU64::new(lease_until),
             lpos: AtomicU64::new(app.loc.lpos()),
+            claim_seq: AtomicU64::new(app.seq),
         };
         Ok((entry, ticket, app.target))
     }
@@ -95,7 +96,11 @@ impl Engine {
             }
             None => false,
         };
-        let prior = found.as_ref().map(|(e, cur)| (**e, cur.len));
+        let prior = found.as_ref().map(|(e, cur)| Prior {
+            entry: **e,
+            len: cur.len,
+            seq: cur.seq,
+        });
         let (entry, ticket, end) = self.append_claim(key, hash, fingerprint, now_ms, prior)?;
         match found {
             Some((slot, _)) => *slot = entry,
@@ -121,7 +126,7 @@ impl Engine {
         shard: &'s mut Shard,
         ticket: &Ticket,
         now_ms: u64,
-    ) -> Result<(&'s mut Entry, u32)> {
+    ) -> Result<(&'s mut Entry, Prior)> {
         // Fast path, no read: the entry still points at the ticket's own
         // claim record, which is therefore the key's latest; the ticket
         // knows that record's lease end. Ticket fields change only under
@@ -142,7 +147,13 @@ impl Engine {
                     .unwrap_or(false),
                 "a ticket's entry points at its own claim"
             );
-            return Ok((shard.entry_mut(pos), claim_len));
+            let entry = shard.entry_mut(pos);
+            let prior = Prior {
+                entry: *entry,
+                len: claim_len,
+                seq: ticket.claim_seq.load(Ordering::Relaxed),
+            };
+            return Ok((entry, prior));
         }
         let owned = self
             .lookup(shard, ticket.hash, &ticket.key)?
@@ -152,7 +163,14 @@ impl Engine {
                     && cur.is_live(now_ms, self.retention_ms)
             });
         match owned {
-            Some((entry, cur)) => Ok((entry, cur.len)),
+            Some((entry, cur)) => {
+                let prior = Prior {
+                    entry: *entry,
+                    len: cur.len,
+                    seq: cur.seq,
+                };
+                Ok((entry, prior))
+            }
             None => {
                 self.counters.lease_lost.inc();
                 Err(Error::LeaseLost)
@@ -174,7 +192,7 @@ impl Engine {
         }
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let (entry, len) = self.owned_claim(&mut shard, &ticket, now_ms)?;
+        let (entry, prior) = self.owned_claim(&mut shard, &ticket, now_ms)?;
         let expires_at_ms = now_ms.saturating_add(retention_ms);
         let fields = RecordFields {
             tag: Tag::Complete,
@@ -185,7 +203,7 @@ impl Engine {
             since_ms: now_ms,
             until_ms: expires_at_ms,
         };
-        let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.completes.inc();
@@ -195,9 +213,9 @@ impl Engine {
     pub(crate) fn release(&self, ticket: Ticket) -> Result<Pending<()>> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let (entry, len) = self.owned_claim(&mut shard, &ticket, now_ms)?;
+        let (entry, prior) = self.owned_claim(&mut shard, &ticket, now_ms)?;
         let fields = tombstone(Tag::Release, &ticket.key, ticket.generation, now_ms);
-        let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.releases.inc();
@@ -207,7 +225,7 @@ impl Engine {
     pub(crate) fn extend_lease(&self, ticket: &Ticket, by_ms: u64) -> Result<Pending<u64>> {
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(ticket.hash);
-        let (entry, len) = self.owned_claim(&mut shard, ticket, now_ms)?;
+        let (entry, prior) = self.owned_claim(&mut shard, ticket, now_ms)?;
         let lease_until = now_ms.saturating_add(by_ms);
         let fields = RecordFields {
             tag: Tag::Claim,
@@ -218,10 +236,11 @@ impl Engine {
             since_ms: ticket.claimed_at_ms,
             until_ms: lease_until,
         };
-        let (new, app) = self.write(ticket.hash, &fields, false, Some((*entry, len)), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), now_ms)?;
         *entry = new;
         // Under the shard lock, so the two always describe one record.
         ticket.lpos.store(app.loc.lpos(), Ordering::Relaxed);
+        ticket.claim_seq.store(app.seq, Ordering::Relaxed);
         ticket
             .lease_expires_at_ms
             .store(lease_until, Ordering::Relaxed);
@@ -271,7 +290,12 @@ impl Engine {
             return Ok((false, None));
         }
         let fields = tombstone(Tag::Remove, key, cur.generation, now_ms);
-        let (new, app) = self.write(hash, &fields, false, Some((*entry, cur.len)), now_ms)?;
+        let prior = Prior {
+            entry: *entry,
+            len: cur.len,
+            seq: cur.seq,
+        };
+        let (new, app) = self.write(hash, &fields, false, Some(prior), now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.removes.inc();
@@ -307,7 +331,12 @@ impl Engine {
         };
         let app = match found {
             Some((slot, cur)) => {
-                let (new, app) = self.write(hash, &fields, true, Some((*slot, cur.len)), now_ms)?;
+                let prior = Prior {
+                    entry: *slot,
+                    len: cur.len,
+                    seq: cur.seq,
+                };
+                let (new, app) = self.write(hash, &fields, true, Some(prior), now_ms)?;
                 *slot = new;
                 app
             }

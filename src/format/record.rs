@@ -123,36 +123,42 @@ pub(crate) const fn encoded_len(key_len: usize, value_len: usize) -> usize {
 
 /// Appends the encoding of `rec` with sequence number `seq` to `out`.
 pub(crate) fn encode(out: &mut Vec<u8>, seq: u64, rec: &RecordFields<'_>) {
+    let start = out.len();
+    out.resize(start + encoded_len(rec.key.len(), rec.value.len()), 0);
+    encode_into(&mut out[start..], seq, rec);
+}
+
+/// Encodes `rec` with sequence number `seq` into `out`, which must be
+/// exactly [`encoded_len`] bytes long.
+pub(crate) fn encode_into(out: &mut [u8], seq: u64, rec: &RecordFields<'_>) {
     debug_assert!(!rec.key.is_empty() && rec.key.len() <= MAX_KEY_LEN);
     debug_assert!(rec.value.len() <= MAX_VALUE_LEN);
     debug_assert!(rec.tag == Tag::Complete || rec.value.is_empty());
     // Callers bound both (options, `complete`); a longer one would encode a
     // record that decodes as another, so this is checked in every build.
     assert!(
-        rec.key.len() <= MAX_KEY_LEN && rec.value.len() <= MAX_VALUE_LEN,
-        "a record's key and value fit their length fields"
+        rec.key.len() <= MAX_KEY_LEN
+            && rec.value.len() <= MAX_VALUE_LEN
+            && out.len() == encoded_len(rec.key.len(), rec.value.len()),
+        "a record's key and value fit their length fields and its place"
     );
     let key_len = u16::try_from(rec.key.len()).unwrap_or(u16::MAX);
     let value_len = u32::try_from(rec.value.len()).unwrap_or(u32::MAX);
-    let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    out.push(rec.tag as u8);
-    out.push(0);
-    out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(&value_len.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&rec.fingerprint.to_le_bytes());
-    out.extend_from_slice(&rec.generation.to_le_bytes());
-    out.extend_from_slice(&rec.since_ms.to_le_bytes());
-    out.extend_from_slice(&rec.until_ms.to_le_bytes());
-    out.extend_from_slice(rec.key);
-    out.extend_from_slice(rec.value);
-    let crc = crc32fast::hash(&out[start + OFF_TAG..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
-    debug_assert_eq!(
-        out.len() - start,
-        encoded_len(rec.key.len(), rec.value.len())
-    );
+    let (head, body) = out.split_at_mut(RECORD_HEADER_LEN);
+    head[OFF_TAG] = rec.tag as u8;
+    head[OFF_FLAGS] = 0;
+    head[OFF_KEY_LEN..OFF_VALUE_LEN].copy_from_slice(&key_len.to_le_bytes());
+    head[OFF_VALUE_LEN..OFF_SEQ].copy_from_slice(&value_len.to_le_bytes());
+    head[OFF_SEQ..OFF_FINGERPRINT].copy_from_slice(&seq.to_le_bytes());
+    head[OFF_FINGERPRINT..OFF_GENERATION].copy_from_slice(&rec.fingerprint.to_le_bytes());
+    head[OFF_GENERATION..OFF_SINCE].copy_from_slice(&rec.generation.to_le_bytes());
+    head[OFF_SINCE..OFF_UNTIL].copy_from_slice(&rec.since_ms.to_le_bytes());
+    head[OFF_UNTIL..].copy_from_slice(&rec.until_ms.to_le_bytes());
+    let (key, value) = body.split_at_mut(rec.key.len());
+    key.copy_from_slice(rec.key);
+    value.copy_from_slice(rec.value);
+    let crc = crc32fast::hash(&out[OFF_TAG..]);
+    out[..OFF_TAG].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The fixed fields of a record header, checked for structure but not yet

@@ -1,22 +1,90 @@
-//! Appending to the log: records and sync marks into the active buffers,
-//! write-out and fsync for the group commit, rollover, and the closing sync
+//! Appending to the log without a lock: reservations, write-out and fsync
+//! for the group commit, sync marks, rollover, and the closing sync
 //! (DESIGN.md §5).
+//!
+//! Each stream has one reservation word (`StreamLog::reserve`):
+//!
+//! | bits | field |
+//! |---|---|
+//! | 0..32 | the active segment's reserved tail: where the next record goes |
+//! | 32..62 | the relative counter of the next record |
+//! | 62 | a rollover is under way: reserve nothing, wait |
+//! | 63 | an epoch bit, flipped by every rollover, so a word read before a rollover never matches one after it |
+//!
+//! An appender reserves its record's bytes and counter with one
+//! compare-and-swap, writes the record into its range of the active buffer,
+//! then publishes it in reservation order (`active.rs`). A record's sequence
+//! number is `2 * (base + relative counter) + parity`: each stream counts
+//! on its own (main even, claims odd), so two streams never share a number
+//! and never contend on one word. A record that must follow a record of
+//! the other stream (a complete after its claim, a claim after an expired
+//! complete) asks for a counter above that record's sequence number
+//! (`AppendOpts::min_seq`), so same-key records keep their order across
+//! streams as well as within one.
 
-use super::active::{self, PublishedBuf};
-use super::{Active, ActiveView, Log, Sealed, SegMeta, Writer};
+use super::active::PublishedBuf;
+use super::{Active, ActiveView, Flush, Log, Sealed, SegMeta, StreamLog, active};
 use crate::durability::{Durability, DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result, io_context};
-use crate::format::record::{self, RecordFields};
+use crate::format::record::{self, RecordFields, SyncMark};
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::loc::{Loc, MAX_SEGMENT_ID, seg_u32};
 use crate::storage::Storage;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// In `Durability::None`, unflushed bytes are handed to the OS once this many
 /// accumulate, so a crash loses a bounded amount.
 const NONE_FLUSH_BYTES: usize = 1 << 20;
+
+/// A sync mark is written once the durable length of its segment enters a
+/// new stride of this many bytes (a page) past the last mark's, so marks
+/// cost at most 60 bytes per 4 KiB made durable, and the durable data that
+/// no mark attests yet stays under a page plus the last fsync's bytes
+/// (DESIGN.md §3, §8).
+pub(crate) const SYNC_MARK_STRIDE: u64 = 4096;
+
+const TAIL_BITS: u32 = 32;
+const REL_BITS: u32 = 30;
+/// The largest relative counter a reservation word holds; a segment whose
+/// counter would pass it rolls over (at 61 bytes a record, no segment of at
+/// most 4 GiB gets there by itself).
+const MAX_REL: u64 = (1 << REL_BITS) - 1;
+const ROLLING: u64 = 1 << 62;
+const EPOCH: u64 = 1 << 63;
+
+/// A reservation word.
+pub(crate) fn pack(tail: usize, rel: u64, epoch: bool) -> u64 {
+    debug_assert!(tail >> TAIL_BITS == 0 && rel <= MAX_REL);
+    (tail as u64) | (rel << TAIL_BITS) | if epoch { EPOCH } else { 0 }
+}
+
+/// The tail, relative counter and epoch of a reservation word.
+fn unpack(w: u64) -> (usize, u64, bool) {
+    let tail = (w & ((1 << TAIL_BITS) - 1)) as usize;
+    let rel = (w >> TAIL_BITS) & MAX_REL;
+    (tail, rel, w & EPOCH != 0)
+}
+
+/// The low bit of a stream's sequence numbers.
+fn parity(s: Stream) -> u64 {
+    match s {
+        Stream::Main => 0,
+        Stream::Claims => 1,
+    }
+}
+
+/// The sequence number of counter `count` in stream `s`.
+fn seq_of(s: Stream, count: u64) -> u64 {
+    2 * count + parity(s)
+}
+
+/// The smallest counter of stream `s` whose sequence number is at least `seq`.
+fn count_at_least(s: Stream, seq: u64) -> u64 {
+    seq.saturating_sub(parity(s)).div_ceil(2)
+}
 
 /// What an append returns: where the record went and its sequence number.
 #[derive(Debug, Clone, Copy)]
@@ -50,89 +118,193 @@ pub(crate) struct AppendOpts {
     /// The segment and length of the key's record this one supersedes,
     /// which becomes dead.
     pub supersedes: Option<(u32, u32)>,
+    /// The record's sequence number must be at least this: one past the
+    /// key's latest record, which may be in the other stream.
+    pub min_seq: u64,
+}
+
+/// Space reserved in a stream's active segment: `start..end`, with the
+/// relative counter of its first entry. The segment cannot roll over until
+/// the reservation is published.
+struct Reserved<'a> {
+    active: &'a Active,
+    start: usize,
+    end: usize,
+    rel: u64,
+}
+
+thread_local! {
+    /// Where a record is encoded before it is copied into its reservation.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Log {
-    /// Appends one record, preceded by a sync mark if an fsync of the
-    /// stream's active segment completed since its last mark.
+    /// Appends one record: reserves its bytes and counter, encodes it into
+    /// them, publishes it, and accounts for it.
     pub(crate) fn append(&self, fields: &RecordFields<'_>, opts: AppendOpts) -> Result<Appended> {
-        if self.commit.is_poisoned() {
-            return Err(Error::Poisoned);
-        }
-        let len = record::encoded_len(fields.key.len(), fields.value.len());
         let s = fields.tag.stream();
-        let mut w = self.writer.lock();
-        if w.active[s].buf.len() + len + pending_mark_len(&w.active[s], false)
-            > self.segment_size[s]
-        {
-            self.rollover(&mut w, s)?;
-        }
-        let w = &mut *w;
-        w.scratch.clear();
-        let mark = encode_pending_mark(
-            &mut w.active[s],
-            &mut w.scratch,
-            &mut w.next_seq,
-            opts.now_ms,
-            false,
-        );
+        let st = &self.streams[s];
+        let len = record::encoded_len(fields.key.len(), fields.value.len());
+        let r = self.reserve(st, len, 1, opts.min_seq)?;
+        let active = r.active;
+        let seq = seq_of(s, active.base + r.rel);
+        debug_assert!(seq >= opts.min_seq, "a record follows its key's latest");
+        // Invariant (§9): only the active segment, never a sealed one, is
+        // appended to.
         debug_assert!(
-            w.active[s].buf.len() + mark + len <= self.segment_size[s],
-            "options bound a record and a mark to one segment"
-        );
-        let seq = w.next_seq;
-        w.next_seq += 1;
-        // Invariants (§9): sequence numbers rise along each stream, and only
-        // the active segment, never a sealed one, is appended to.
-        debug_assert!(seq > w.active[s].last_seq, "sequence numbers rise");
-        w.active[s].last_seq = seq;
-        debug_assert!(
-            !self.segments.read().sealed.contains_key(&w.active[s].id),
+            !self.segments.read().sealed.contains_key(&active.id),
             "a sealed segment is never written"
         );
-        let offset = w.active[s].buf.len() + mark;
         let mut fields = *fields;
         if opts.generation_from_seq {
             fields.generation = seq;
         }
-        record::encode(&mut w.scratch, seq, &fields);
-        debug_assert_eq!(w.scratch.len(), mark + len);
-        let active = &mut w.active[s];
-        active.buf.append(&w.scratch);
+        // SAFETY: `r.start..r.end` is this appender's reservation, and the
+        // slice is gone before it is published.
+        let place = unsafe { active.buf.region_mut(r.start, len) };
+        record::encode_into(place, seq, &fields);
+        active.buf.publish(r.start, r.end, rel_tag(r.rel + 1));
         active.meta.record(len, opts.drop_after_s, opts.now_ms);
-        let loc = Loc {
-            segment: active.id,
-            offset: seg_u32(offset),
-        };
-        let unflushed = active.buf.len() - active.flushed;
         if let Some((segment, dead)) = opts.supersedes {
-            // Usually the record superseded is in an active segment: counted
-            // here, under the lock already held, with no map lookup.
-            match w
-                .active
-                .iter()
-                .find(|(_, a)| a.id == segment)
-                .map(|(_, a)| a)
-            {
-                Some(a) => {
-                    a.meta
-                        .dead_bytes
-                        .fetch_add(u64::from(dead), Ordering::Relaxed);
-                }
-                None => self.metas.add_dead(segment, dead),
-            }
+            self.add_dead(segment, dead);
         }
-        self.counters.bytes_appended.add((mark + len) as u64);
+        self.counters.bytes_appended.add(len as u64);
         match self.durability {
-            Durability::Periodic(_) => self.flush(w, s)?,
-            Durability::None if unflushed >= NONE_FLUSH_BYTES => self.flush(w, s)?,
+            Durability::Periodic(_) => self.write_out(st, false)?,
+            Durability::None
+                if r.end - st.flushed_hint.load(Ordering::Relaxed) >= NONE_FLUSH_BYTES =>
+            {
+                self.write_out(st, true)?;
+            }
             _ => {}
         }
         Ok(Appended {
-            loc,
+            loc: Loc {
+                segment: active.id,
+                offset: seg_u32(r.start),
+            },
             seq,
             target: DurableTarget::covering(s, seq),
         })
+    }
+
+    /// Reserves `len` bytes and `entries` counters in stream `st`'s active
+    /// segment, the first counter at least the one of `min_seq`; rolls the
+    /// segment over when they do not fit.
+    fn reserve(
+        &self,
+        st: &StreamLog,
+        len: usize,
+        entries: u64,
+        min_seq: u64,
+    ) -> Result<Reserved<'_>> {
+        let min_count = count_at_least(st.stream, min_seq);
+        loop {
+            if self.commit.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            let w = st.reserve.0.load(Ordering::Acquire);
+            if w & ROLLING != 0 {
+                self.wait_for_rollover(st);
+                continue;
+            }
+            let (tail, rel, epoch) = unpack(w);
+            // Read after the word: a base from after a rollover comes with
+            // a word whose epoch differs, and the exchange below fails.
+            let base = st.base.load(Ordering::Acquire);
+            let first = rel.max(min_count.saturating_sub(base));
+            if tail + len > st.capacity || first + entries > MAX_REL {
+                self.rollover(st, w, min_count)?;
+                continue;
+            }
+            let next = pack(tail + len, first + entries, epoch);
+            if st
+                .reserve
+                .0
+                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SAFETY: the active segment is swapped only by a rollover,
+                // which waits for this reservation to be published first.
+                let active = unsafe { &*st.active.load(Ordering::Acquire) };
+                debug_assert_eq!(active.base, base);
+                return Ok(Reserved {
+                    active,
+                    start: tail,
+                    end: tail + len,
+                    rel: first,
+                });
+            }
+        }
+    }
+
+    /// Counts `len` bytes of segment `id` dead: found among the active
+    /// segments through the segment table (a read lock of the caller's own
+    /// stripe), where a complete's claim usually is, else in the figures
+    /// of every segment.
+    fn add_dead(&self, id: u32, len: u32) {
+        let segments = self.segments.read();
+        match segments.active.0.iter().find(|v| v.id == id) {
+            Some(v) => v.meta.dead_bytes.add(u64::from(len)),
+            None => {
+                drop(segments);
+                self.metas.add_dead(id, len);
+            }
+        }
+    }
+
+    /// Sleeps until the rollover under way in `st` ends (or the log is
+    /// poisoned). The rollover wakes every sleeper; the timeout only bounds
+    /// a missed wake-up.
+    fn wait_for_rollover(&self, st: &StreamLog) {
+        let mut guard = st.rolled.lock();
+        while st.reserve.0.load(Ordering::Acquire) & ROLLING != 0 && !self.commit.is_poisoned() {
+            st.rolled_cv.wait_for(&mut guard, Duration::from_millis(10));
+        }
+    }
+
+    /// Appends a sync mark to stream `s` attesting `synced_len` durable
+    /// bytes of the active segment `id`, unless the segment has rolled over
+    /// (it is sealed, fsynced whole) or has no room left (it will be).
+    fn append_mark(&self, s: Stream, id: u32, synced_len: u64, now_ms: u64) -> Result<()> {
+        let st = &self.streams[s];
+        let w = st.reserve.0.load(Ordering::Acquire);
+        if w & ROLLING != 0 || unpack(w).0 + record::SYNC_MARK_LEN > st.capacity {
+            return Ok(());
+        }
+        let r = self.reserve(st, record::SYNC_MARK_LEN, 1, 0)?;
+        let attests = if r.active.id == id { synced_len } else { 0 };
+        let mark = SyncMark {
+            seq: seq_of(s, r.active.base + r.rel),
+            // A rollover in between sealed the segment the fsync was of;
+            // the new one's header is all that is durable of it.
+            synced_len: attests.max(SEGMENT_HEADER_LEN as u64),
+            written_at_ms: now_ms,
+        };
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            record::encode_sync_mark(scratch, &mark);
+            // SAFETY: `r.start..r.end` is this appender's reservation.
+            unsafe { r.active.buf.write(r.start, scratch) };
+        });
+        r.active.buf.publish(r.start, r.end, rel_tag(r.rel + 1));
+        r.active.meta.sync_mark(record::SYNC_MARK_LEN);
+        self.counters
+            .bytes_appended
+            .add(record::SYNC_MARK_LEN as u64);
+        Ok(())
+    }
+
+    /// The target covering everything published to stream `st` so far.
+    pub(super) fn published_target(&self, st: &StreamLog) -> DurableTarget {
+        let _flush = st.flush.lock();
+        // SAFETY: the write-out lock is held, so no rollover swaps it.
+        let active = unsafe { &*st.active.load(Ordering::Acquire) };
+        let (_, next_rel) = active.buf.published_and_tag();
+        DurableTarget {
+            stream: st.stream,
+            end: seq_of(st.stream, active.base + u64::from(next_rel)),
+        }
     }
 
     /// Makes everything appended so far durable, then writes a sync mark in
@@ -143,85 +315,149 @@ impl Log {
     /// torn tail.
     pub(crate) fn close(&self, now_ms: u64) -> Result<()> {
         self.sync()?;
-        {
-            let mut w = self.writer.lock();
-            let w = &mut *w;
-            for s in Stream::ALL {
-                let a = &mut w.active[s];
-                if a.buf.len() + pending_mark_len(a, true) > self.segment_size[s] {
-                    continue;
-                }
-                w.scratch.clear();
-                if encode_pending_mark(a, &mut w.scratch, &mut w.next_seq, now_ms, true) > 0 {
-                    a.buf.append(&w.scratch);
-                    self.counters
-                        .bytes_appended
-                        .add(record::SYNC_MARK_LEN as u64);
-                }
+        for st in &self.streams.0 {
+            let (id, meta) = {
+                let _flush = st.flush.lock();
+                // SAFETY: the write-out lock is held, so no rollover swaps it.
+                let active = unsafe { &*st.active.load(Ordering::Acquire) };
+                (active.id, active.meta.clone())
+            };
+            let synced = meta.synced_len.load(Ordering::Relaxed);
+            if meta.marked_len.fetch_max(synced, Ordering::Relaxed) < synced {
+                self.append_mark(st.stream, id, synced, now_ms)?;
             }
         }
         self.sync()
     }
 
-    /// The group-commit leader's work for stream `s`: write out its buffer,
-    /// then fsync its active file, outside the writer lock so appends
-    /// continue meanwhile. Every record of the stream appended before the
-    /// lock was released is then durable: in that file, or in a sealed
-    /// segment, which rollover fsynced. If the other stream had nothing
-    /// unsynced at that moment, it is durable to the same point.
-    pub(super) fn write_out_and_fsync(&self, s: Stream) -> std::io::Result<PerStream<u64>> {
-        let (file, ends) = {
-            let mut w = self.writer.lock();
-            let a = &mut w.active[s];
-            flush_active(a)?;
-            // Invariant (§9): the watermark this cycle reports (`end`) is
-            // never past what was written: every byte appended so far is
-            // in the file the fsync below covers.
-            assert_eq!(a.flushed, a.buf.len(), "written out before the fsync");
-            let file = std::mem::take(&mut a.dirty)
-                .then(|| (a.file.clone(), a.meta.clone(), a.flushed as u64));
-            let end = w.next_seq;
-            let other = &w.active[s.other()];
-            let other_clean = !other.dirty && other.flushed == other.buf.len();
-            let mut ends = PerStream([0; 2]);
-            ends[s] = end;
-            if other_clean {
-                ends[s.other()] = end;
-            }
-            (file, ends)
+    /// Writes out what stream `st` has published since the last write-out;
+    /// with `if_free`, only if no one else is writing it out.
+    fn write_out(&self, st: &StreamLog, if_free: bool) -> Result<()> {
+        let mut flush = match if_free {
+            true => match st.flush.try_lock() {
+                Some(f) => f,
+                None => return Ok(()),
+            },
+            false => st.flush.lock(),
         };
-        if let Some((file, meta, flushed)) = file {
+        // SAFETY: the write-out lock is held, so no rollover swaps it.
+        let active = unsafe { &*st.active.load(Ordering::Acquire) };
+        let upto = active.buf.len();
+        write_active(st, active, &mut flush, upto).map_err(|e| self.fail("write", &active.path, e))
+    }
+
+    /// The group-commit leader's work for stream `s`: write out what is
+    /// published, then fsync the active file, outside the write-out lock so
+    /// appends continue meanwhile. Every record of the stream below the
+    /// returned end is then durable: in that file, or in a sealed segment,
+    /// which rollover fsynced. If the other stream had nothing unsynced at
+    /// that moment, it is durable to its published end too. Last, a sync
+    /// mark attests what the fsync made durable, when it is owed.
+    pub(super) fn write_out_and_fsync(&self, s: Stream) -> std::io::Result<PerStream<u64>> {
+        let st = &self.streams[s];
+        let mut ends = PerStream([0; 2]);
+        let (file, meta, id, written) = {
+            let mut flush = st.flush.lock();
+            // SAFETY: the write-out lock is held, so no rollover swaps it.
+            let active = unsafe { &*st.active.load(Ordering::Acquire) };
+            let (published, next_rel) = active.buf.published_and_tag();
+            write_active(st, active, &mut flush, published)?;
+            // Invariant (§9): the watermark this cycle reports is never
+            // past what was written: every published byte is in the file
+            // the fsync below covers.
+            assert_eq!(flush.flushed, published, "written out before the fsync");
+            ends[s] = seq_of(s, active.base + u64::from(next_rel));
+            let file = std::mem::take(&mut flush.dirty).then(|| active.file.clone());
+            (file, active.meta.clone(), active.id, published as u64)
+        };
+        let other = &self.streams[s.other()];
+        if let Some(flush) = other.flush.try_lock() {
+            // SAFETY: the write-out lock is held, so no rollover swaps it.
+            let active = unsafe { &*other.active.load(Ordering::Acquire) };
+            let (published, next_rel) = active.buf.published_and_tag();
+            let (reserved, _, _) = unpack(other.reserve.0.load(Ordering::Acquire));
+            let clean = !flush.dirty && flush.flushed == published && reserved == published;
+            if clean {
+                ends[s.other()] = seq_of(s.other(), active.base + u64::from(next_rel));
+            }
+        }
+        if let Some(file) = file {
             file.sync_data()?;
             // Only now, after the fsync returned: a mark attests this.
-            meta.synced_len.fetch_max(flushed, Ordering::Relaxed);
+            meta.synced_len.fetch_max(written, Ordering::Relaxed);
             self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let synced = meta.synced_len.load(Ordering::Relaxed);
+        let marked = meta.marked_len.load(Ordering::Relaxed);
+        if synced / SYNC_MARK_STRIDE > marked / SYNC_MARK_STRIDE
+            && meta.marked_len.fetch_max(synced, Ordering::Relaxed) < synced
+        {
+            let now_ms = meta.last_write_ms.load(Ordering::Relaxed);
+            self.append_mark(s, id, synced, now_ms)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
         }
         Ok(ends)
     }
 
-    fn flush(&self, w: &mut Writer, s: Stream) -> Result<()> {
-        let a = &mut w.active[s];
-        flush_active(a).map_err(|e| self.fail("write", &a.path, e))
+    /// Seals `st`'s active segment and starts the stream's next one, if the
+    /// reservation word is still `observed` (else another appender is at
+    /// it, or was): stop reservations, wait for those in flight, then
+    /// 1. write out the buffer and fsync the file (it never changes again);
+    /// 2. map it and publish it as sealed, before the active segment moves on;
+    /// 3. create the next file, write its header, fsync it, fsync the directory;
+    /// 4. make it active, its counters starting at or above `min_count`.
+    fn rollover(&self, st: &StreamLog, observed: u64, min_count: u64) -> Result<()> {
+        if st
+            .reserve
+            .0
+            .compare_exchange(
+                observed,
+                observed | ROLLING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Ok(());
+        }
+        let (tail, rel, epoch) = unpack(observed);
+        let outcome = self.seal_and_start(st, tail, rel, epoch, min_count);
+        if outcome.is_err() {
+            // The word keeps its rollover flag: every appender now sees the
+            // poison and returns `Poisoned`.
+            self.commit.poison();
+        }
+        let _guard = st.rolled.lock();
+        st.rolled_cv.notify_all();
+        outcome
     }
 
-    /// Seals stream `s`'s active segment and starts the stream's next one:
-    /// 1. write out the buffer and fsync the file (it never changes again);
-    /// 2. map it and publish it as sealed, before the active id moves on;
-    /// 3. create the next file, write its header, fsync it, fsync the directory;
-    /// 4. make it active.
-    fn rollover(&self, w: &mut Writer, s: Stream) -> Result<()> {
-        self.flush(w, s)?;
-        let sealing = &mut w.active[s];
+    fn seal_and_start(
+        &self,
+        st: &StreamLog,
+        tail: usize,
+        rel: u64,
+        epoch: bool,
+        min_count: u64,
+    ) -> Result<()> {
+        let mut flush = st.flush.lock();
+        // SAFETY: the write-out lock is held, so no rollover swaps it.
+        let sealing = unsafe { &*st.active.load(Ordering::Acquire) };
+        // Every reservation before the rollover flag is published first.
+        while sealing.buf.len() != tail {
+            crate::sync::thread::yield_now();
+        }
         let path = sealing.path.clone();
+        write_active(st, sealing, &mut flush, tail).map_err(|e| self.fail("write", &path, e))?;
         sealing
             .file
             .sync_data()
             .map_err(|e| self.fail("fsync", &path, e))?;
-        sealing.dirty = false;
+        flush.dirty = false;
         sealing
             .meta
             .synced_len
-            .fetch_max(sealing.flushed as u64, Ordering::Relaxed);
+            .fetch_max(flush.flushed as u64, Ordering::Relaxed);
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         let bytes = sealing.file.map().map_err(|e| self.fail("map", &path, e))?;
         let sealed_id = sealing.id;
@@ -230,34 +466,50 @@ impl Log {
             .sealed
             .insert(sealed_id, Sealed { path, bytes });
 
-        let id = Some(w.next_id)
-            .filter(|&id| id <= MAX_SEGMENT_ID)
-            .ok_or_else(|| {
-                self.commit.poison();
-                Error::InvalidOptions(
-                    "segment ids are exhausted (2^30 segments); start a new store".into(),
-                )
-            })?;
+        let base = (sealing.base + rel).max(min_count);
+        let id = {
+            let mut next_id = self.next_id.lock();
+            let id = Some(*next_id)
+                .filter(|&id| id <= MAX_SEGMENT_ID)
+                .ok_or_else(|| {
+                    Error::InvalidOptions(
+                        "segment ids are exhausted (2^30 segments); start a new store".into(),
+                    )
+                })?;
+            *next_id = id + 1;
+            id
+        };
         let next = create_segment(
             &*self.storage,
             &self.dir,
             id,
-            w.next_seq,
-            s,
-            self.segment_size[s],
+            base,
+            st.stream,
+            st.capacity,
             self.metas.get_or_insert(id),
-        )
-        .inspect_err(|_| self.commit.poison())?;
-        w.next_id = id + 1;
+        )?;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
         crate::observe::event!(debug, sealed = sealed_id, next = id, "segment rolled over");
+        let s = st.stream;
         // Readers move to the next buffer before the old one is freed.
-        active::hand_over(
-            &self.segments,
-            |segments, next| segments.active[s] = ActiveView::of(next),
-            &mut w.active[s],
-            next,
-        );
+        // SAFETY: the active segment came from `Box::into_raw`; no
+        // reservation is in flight (all were published) and the write-out
+        // lock, which every other user of the pointer takes, is held.
+        unsafe {
+            active::hand_over(
+                &self.segments,
+                |segments, next| segments.active[s] = ActiveView::of(next),
+                &st.active,
+                Box::new(next),
+            );
+        }
+        flush.flushed = SEGMENT_HEADER_LEN;
+        flush.dirty = false;
+        st.flushed_hint.store(SEGMENT_HEADER_LEN, Ordering::Relaxed);
+        st.base.store(base, Ordering::Release);
+        st.reserve
+            .0
+            .store(pack(SEGMENT_HEADER_LEN, 0, !epoch), Ordering::Release);
         Ok(())
     }
 
@@ -274,81 +526,39 @@ impl Log {
     }
 }
 
-/// A sync mark is written once the durable length of its segment enters a
-/// new stride of this many bytes (a page) past the last mark's, so marks
-/// cost at most 60 bytes per 4 KiB made durable, and the durable data that
-/// no mark attests yet stays under a page plus the last fsync's bytes
-/// (DESIGN.md §3, §8).
-pub(crate) const SYNC_MARK_STRIDE: u64 = 4096;
-
-/// Whether a sync mark is owed in `a`: with `forced`, as soon as an fsync
-/// made more of it durable than its last mark attests; otherwise once that
-/// reaches a new stride.
-fn mark_owed(a: &Active, forced: bool) -> Option<u64> {
-    let synced_len = a.meta.synced_len.load(Ordering::Relaxed);
-    let owed = if forced {
-        synced_len > a.marked_len
-    } else {
-        synced_len / SYNC_MARK_STRIDE > a.marked_len / SYNC_MARK_STRIDE
-    };
-    owed.then_some(synced_len)
+/// The tag published with a length: the relative counter of the next
+/// record after it.
+fn rel_tag(next_rel: u64) -> u32 {
+    u32::try_from(next_rel).unwrap_or(u32::MAX)
 }
 
-/// Bytes of the sync mark the next append to `a` writes first, if one is
-/// owed.
-fn pending_mark_len(a: &Active, forced: bool) -> usize {
-    mark_owed(a, forced).map_or(0, |_| record::SYNC_MARK_LEN)
-}
-
-/// Encodes the sync mark `a` is owed, if any, into `out`, taking its
-/// sequence number from `next_seq`; returns its length (0 for none).
-fn encode_pending_mark(
-    a: &mut Active,
-    out: &mut Vec<u8>,
-    next_seq: &mut u64,
-    now_ms: u64,
-    forced: bool,
-) -> usize {
-    let Some(synced_len) = mark_owed(a, forced) else {
-        return 0;
-    };
-    // An fsync covers only bytes that were written before it.
-    assert!(
-        synced_len <= a.flushed as u64,
-        "a segment is durable only as far as it was written"
-    );
-    record::encode_sync_mark(
-        out,
-        &record::SyncMark {
-            seq: *next_seq,
-            synced_len,
-            written_at_ms: now_ms,
-        },
-    );
-    debug_assert!(*next_seq > a.last_seq, "sequence numbers rise");
-    a.last_seq = *next_seq;
-    *next_seq += 1;
-    a.marked_len = synced_len;
-    a.meta.sync_mark(record::SYNC_MARK_LEN);
-    record::SYNC_MARK_LEN
-}
-
-fn flush_active(a: &mut Active) -> std::io::Result<()> {
-    if a.flushed < a.buf.len() {
-        a.file.write_all_at(a.flushed as u64, &a.buf[a.flushed..])?;
-        a.flushed = a.buf.len();
-        a.dirty = true;
+/// Writes out the bytes of `active` from `flush.flushed` up to `upto`,
+/// which the caller read as published (appenders go on publishing meanwhile).
+fn write_active(
+    st: &StreamLog,
+    active: &Active,
+    flush: &mut Flush,
+    upto: usize,
+) -> std::io::Result<()> {
+    if flush.flushed < upto {
+        let bytes = &active.buf.bytes()[..upto];
+        active
+            .file
+            .write_all_at(flush.flushed as u64, &bytes[flush.flushed..])?;
+        flush.flushed = upto;
+        flush.dirty = true;
+        st.flushed_hint.store(upto, Ordering::Relaxed);
     }
     Ok(())
 }
 
 /// Creates segment `id` of `stream` with its header, fsyncs it and the
-/// directory.
+/// directory. Its first record gets counter `base`.
 pub(crate) fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
     id: u32,
-    first_seq: u64,
+    base: u64,
     stream: Stream,
     segment_size: usize,
     meta: Arc<SegMeta>,
@@ -357,7 +567,7 @@ pub(crate) fn create_segment(
     let file = storage
         .create(&path)
         .map_err(|e| io_context("create", &path, e))?;
-    let header = SegmentHeader::new(id, first_seq, stream).encode();
+    let header = SegmentHeader::new(id, seq_of(stream, base), stream).encode();
     file.write_all_at(0, &header)
         .map_err(|e| io_context("write", &path, e))?;
     file.sync_data()
@@ -366,19 +576,48 @@ pub(crate) fn create_segment(
         .sync_dir(dir)
         .map_err(|e| io_context("fsync directory", dir, e))?;
     let mut buf = PublishedBuf::with_capacity(segment_size);
-    buf.append(&header);
+    buf.append(&header, 0);
     // The header is durable and needs no mark.
     meta.synced_len
+        .fetch_max(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
+    meta.marked_len
         .fetch_max(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
     Ok(Active {
         id,
         path,
         file,
-        flushed: buf.len(),
-        dirty: false,
-        marked_len: SEGMENT_HEADER_LEN as u64,
-        last_seq: 0,
         buf,
+        base,
         meta,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservation_words_round_trip() {
+        for (tail, rel, epoch) in [
+            (32, 0, false),
+            (4096, 17, true),
+            (u32::MAX as usize, MAX_REL, true),
+        ] {
+            let w = pack(tail, rel, epoch);
+            assert_eq!(unpack(w), (tail, rel, epoch));
+            assert_eq!(w & ROLLING, 0, "a packed word never says rollover");
+        }
+    }
+
+    #[test]
+    fn streams_count_in_disjoint_numbers() {
+        for count in 0..100 {
+            assert_eq!(seq_of(Stream::Main, count) % 2, 0);
+            assert_eq!(seq_of(Stream::Claims, count) % 2, 1);
+            for s in Stream::ALL {
+                assert_eq!(count_at_least(s, seq_of(s, count)), count);
+                assert!(seq_of(s, count_at_least(s, count)) >= count);
+            }
+        }
+    }
 }

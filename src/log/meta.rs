@@ -3,6 +3,7 @@
 //! its records stop mattering. Compaction decides from these figures which
 //! segments to drop whole and which to rewrite.
 
+use crate::stats::Counter;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 /// drops or copies anything.
 #[derive(Debug)]
 pub(crate) struct SegMeta {
-    /// Bytes of records appended (the header excluded).
-    pub bytes: AtomicU64,
-    /// Bytes of records that are no longer their key's latest record.
-    pub dead_bytes: AtomicU64,
+    /// Bytes of records appended (the header excluded). Striped: every
+    /// append of every thread adds to it.
+    pub bytes: Counter,
+    /// Bytes of records that are no longer their key's latest record
+    /// (striped: every complete adds the claim it supersedes).
+    pub dead_bytes: Counter,
     /// Earliest and latest drop-after second of the records' index entries
     /// when they were written (the earliest is refreshed by compaction).
     pub min_drop_after_s: AtomicU32,
@@ -30,13 +33,16 @@ pub(crate) struct SegMeta {
     /// Bytes of the segment, from its start, that an fsync has made
     /// durable: what the segment's next sync mark attests.
     pub synced_len: AtomicU64,
+    /// The durable length the segment's last sync mark attests (or that
+    /// needs none, such as its header).
+    pub marked_len: AtomicU64,
 }
 
 impl SegMeta {
     pub(crate) fn new() -> SegMeta {
         SegMeta {
-            bytes: AtomicU64::new(0),
-            dead_bytes: AtomicU64::new(0),
+            bytes: Counter::default(),
+            dead_bytes: Counter::default(),
             min_drop_after_s: AtomicU32::new(u32::MAX),
             max_drop_after_s: AtomicU32::new(0),
             first_write_ms: AtomicU64::new(u64::MAX),
@@ -44,31 +50,43 @@ impl SegMeta {
             hinted: AtomicBool::new(false),
             hint_bytes: AtomicU64::new(0),
             synced_len: AtomicU64::new(0),
+            marked_len: AtomicU64::new(0),
         }
     }
 
     /// Accounts one appended record.
+    /// Appenders of every thread call it, so each shared field is written
+    /// only when the value moves it (once a second or a millisecond at
+    /// most), and read otherwise: a read keeps the cache line shared.
     pub(crate) fn record(&self, len: usize, drop_after_s: u32, now_ms: u64) {
-        self.bytes.fetch_add(len as u64, Relaxed);
-        self.min_drop_after_s.fetch_min(drop_after_s, Relaxed);
-        self.max_drop_after_s.fetch_max(drop_after_s, Relaxed);
-        self.first_write_ms.fetch_min(now_ms, Relaxed);
-        self.last_write_ms.fetch_max(now_ms, Relaxed);
+        self.bytes.add(len as u64);
+        if drop_after_s < self.min_drop_after_s.load(Relaxed) {
+            self.min_drop_after_s.fetch_min(drop_after_s, Relaxed);
+        }
+        if drop_after_s > self.max_drop_after_s.load(Relaxed) {
+            self.max_drop_after_s.fetch_max(drop_after_s, Relaxed);
+        }
+        if now_ms < self.first_write_ms.load(Relaxed) {
+            self.first_write_ms.fetch_min(now_ms, Relaxed);
+        }
+        if now_ms > self.last_write_ms.load(Relaxed) {
+            self.last_write_ms.fetch_max(now_ms, Relaxed);
+        }
     }
 
     /// Accounts one sync mark: bytes that are dead from the start.
     pub(crate) fn sync_mark(&self, len: usize) {
-        self.bytes.fetch_add(len as u64, Relaxed);
-        self.dead_bytes.fetch_add(len as u64, Relaxed);
+        self.bytes.add(len as u64);
+        self.dead_bytes.add(len as u64);
     }
 
     /// Fraction of the record bytes still live (1.0 for an empty segment).
     pub(crate) fn live_fraction(&self) -> f64 {
-        let bytes = self.bytes.load(Relaxed);
+        let bytes = self.bytes.get();
         if bytes == 0 {
             return 1.0;
         }
-        let dead = self.dead_bytes.load(Relaxed).min(bytes);
+        let dead = self.dead_bytes.get().min(bytes);
         (bytes - dead) as f64 / bytes as f64
     }
 
@@ -124,7 +142,7 @@ impl Metas {
     /// Marks `len` bytes of segment `id` dead.
     pub(crate) fn add_dead(&self, id: u32, len: u32) {
         if let Some(m) = self.0.read().get(&id) {
-            m.dead_bytes.fetch_add(u64::from(len), Relaxed);
+            m.dead_bytes.add(u64::from(len));
         }
     }
 }

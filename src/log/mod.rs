@@ -44,14 +44,16 @@ use crate::format::record::{self, RecordRef};
 use crate::format::segment::segment_file_name;
 use crate::loc::Loc;
 use crate::storage::{SealedBytes, Storage, StorageFile, remove_if_exists};
+use crate::stripes::Padded;
+use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex};
 use active::{BufView, PublishedBuf};
 use brlock::BrLock;
 use commit::GroupCommit;
-use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicPtr;
+use std::sync::atomic::Ordering;
 
 pub(crate) struct Active {
     pub id: u32,
@@ -59,17 +61,10 @@ pub(crate) struct Active {
     pub file: Arc<dyn StorageFile>,
     /// Every byte of the segment, header included, published to readers.
     pub buf: PublishedBuf,
-    /// How many bytes of `buf` have been written to `file`.
-    pub flushed: usize,
-    /// Bytes were written to `file` since its last fsync.
-    pub dirty: bool,
-    /// The durable length that a sync mark in this segment attests (or
-    /// that needs none, such as the header of a new segment). When the
-    /// segment's `meta.synced_len` passes it, the next append writes a mark.
-    pub marked_len: u64,
-    /// The sequence number of the last record or mark appended since open
-    /// (0 before the first), checked to rise.
-    pub last_seq: u64,
+    /// The counter of the segment's first record: the record with relative
+    /// counter `r` has counter `base + r` and sequence number
+    /// `2 * (base + r) + parity` (`append.rs`).
+    pub base: u64,
     pub meta: Arc<SegMeta>,
 }
 
@@ -78,14 +73,46 @@ pub(crate) struct Sealed {
     pub bytes: SealedBytes,
 }
 
-struct Writer {
-    /// The active segment of each stream.
-    active: PerStream<Active>,
-    next_seq: u64,
-    /// The id the next new segment of either stream gets.
-    next_id: u32,
-    /// Where a record is encoded before it is copied into the active buffer.
-    scratch: Vec<u8>,
+/// What writing an active segment out to its file keeps: the group-commit
+/// leader, the flushes of `Periodic` and `None` and rollover hold it.
+pub(crate) struct Flush {
+    /// How many bytes of the buffer have been written to the file.
+    pub flushed: usize,
+    /// Bytes were written to the file since its last fsync.
+    pub dirty: bool,
+}
+
+/// One write stream's appending state. Appenders reserve space with one
+/// compare-and-swap on `reserve` and take no lock (`append.rs`).
+pub(crate) struct StreamLog {
+    pub stream: Stream,
+    /// The stream's segment size.
+    pub capacity: usize,
+    /// The reservation word (`append.rs`): the active segment's reserved
+    /// tail, the relative counter of the next record, a rollover flag, an
+    /// epoch bit.
+    pub reserve: Padded<AtomicU64>,
+    /// The counter of the active segment's first record (`Active::base`),
+    /// readable without reaching the segment.
+    pub base: AtomicU64,
+    /// The active segment, owned here (a `Box`). Swapped only by rollover,
+    /// while no reservation is in flight and the write-out lock is held.
+    pub active: AtomicPtr<Active>,
+    pub flush: Mutex<Flush>,
+    /// Bytes written out so far (a hint, for `None`'s write-out threshold).
+    pub flushed_hint: AtomicUsize,
+    /// Appenders that found a rollover under way wait here.
+    pub rolled: Mutex<()>,
+    pub rolled_cv: Condvar,
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        let active = *self.active.get_mut();
+        // SAFETY: the pointer came from `Box::into_raw` and is owned here;
+        // nothing else can reach it once the log is dropped.
+        drop(unsafe { Box::from_raw(active) });
+    }
 }
 
 /// Where readers find records: the sealed segments and the active buffers.
@@ -103,6 +130,7 @@ struct ActiveView {
     id: u32,
     path: PathBuf,
     buf: BufView,
+    meta: Arc<SegMeta>,
 }
 
 impl ActiveView {
@@ -111,6 +139,7 @@ impl ActiveView {
             id: active.id,
             path: active.path.clone(),
             buf: active.buf.view(),
+            meta: active.meta.clone(),
         }
     }
 }
@@ -136,9 +165,9 @@ pub(crate) struct Log {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     durability: Durability,
-    /// The segment size of each stream.
-    segment_size: PerStream<usize>,
-    writer: Mutex<Writer>,
+    streams: PerStream<StreamLog>,
+    /// The id the next new segment of either stream gets.
+    next_id: Mutex<u32>,
     segments: BrLock<Segments>,
     commit: GroupCommit,
     pub(crate) counters: LogCounters,
@@ -150,6 +179,7 @@ pub(crate) struct Opened {
     pub sealed: BTreeMap<u32, Sealed>,
     /// The active segment of each stream.
     pub active: PerStream<Active>,
+    /// Every sequence number found is below this.
     pub next_seq: u64,
 }
 
@@ -167,17 +197,15 @@ impl Log {
             mut active,
             next_seq,
         } = opened;
+        // Both streams count on from above every sequence number found.
+        let next_count = next_seq.div_ceil(2);
         for (a, &size) in active.0.iter_mut().zip(&segment_size.0) {
-            assert_eq!(
-                a.flushed,
-                a.buf.len(),
-                "recovery hands over a fully written segment"
-            );
             assert!(
                 !sealed.contains_key(&a.id),
                 "an active segment is not also sealed"
             );
             a.buf.reserve_total(size);
+            a.base = next_count;
         }
         assert_ne!(
             active[Stream::Main].id,
@@ -191,26 +219,41 @@ impl Log {
             .max()
             .unwrap_or(0)
             + 1;
-        let counters = LogCounters::default();
         let view = active.each_ref().map(ActiveView::of);
+        let [main, claims] = active.0;
+        let stream_log = |stream: Stream, a: Active| {
+            let len = a.buf.len();
+            StreamLog {
+                stream,
+                capacity: segment_size[stream],
+                reserve: Padded(AtomicU64::new(append::pack(len, 0, false))),
+                base: AtomicU64::new(a.base),
+                flush: Mutex::new(Flush {
+                    flushed: len,
+                    dirty: false,
+                }),
+                flushed_hint: AtomicUsize::new(len),
+                active: AtomicPtr::new(Box::into_raw(Box::new(a))),
+                rolled: Mutex::new(()),
+                rolled_cv: Condvar::new(),
+            }
+        };
         Log {
             storage,
             dir,
             durability,
-            segment_size,
-            writer: Mutex::new(Writer {
-                active,
-                next_seq,
-                next_id,
-                scratch: Vec::new(),
-            }),
+            streams: PerStream([
+                stream_log(Stream::Main, main),
+                stream_log(Stream::Claims, claims),
+            ]),
+            next_id: Mutex::new(next_id),
             segments: BrLock::new(Segments {
                 sealed,
                 active: view,
             }),
             // Everything recovery found is on disk.
-            commit: GroupCommit::new(next_seq),
-            counters,
+            commit: GroupCommit::new(2 * next_count),
+            counters: LogCounters::default(),
             metas,
         }
     }
@@ -362,9 +405,8 @@ impl Log {
 
     /// Makes everything appended so far durable.
     pub(crate) fn sync(&self) -> Result<()> {
-        let end = self.writer.lock().next_seq;
-        for stream in Stream::ALL {
-            self.wait_durable(DurableTarget { stream, end })?;
+        for st in &self.streams.0 {
+            self.wait_durable(self.published_target(st))?;
         }
         Ok(())
     }
@@ -377,11 +419,10 @@ impl Log {
     /// written so far).
     pub(crate) fn disk_bytes(&self) -> u64 {
         let active: u64 = self
-            .writer
-            .lock()
-            .active
+            .streams
+            .0
             .iter()
-            .map(|(_, a)| a.flushed as u64)
+            .map(|st| st.flush.lock().flushed as u64)
             .sum();
         let sealed: u64 = self
             .segments

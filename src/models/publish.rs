@@ -1,13 +1,16 @@
 //! The read path's publication (`src/log/active.rs`, used by `Log::append`
-//! and `Log::read`): records copied past the published length through a
-//! raw pointer, the length stored with `Release`, loaded with `Acquire` by
-//! readers who read only below it.
+//! and `Log::read`): appenders write their reserved ranges through a raw
+//! pointer, at the same time, then publish them in reservation order (each
+//! waits until everything before its range is published, then stores its
+//! end with `Release`); readers load the length with `Acquire` and read
+//! only below it.
 //!
 //! Checked in every interleaving: a reader sees a whole number of records,
-//! each with the bytes the writer put there, and each byte it reads is
+//! each with the bytes its appender put there, and each byte it reads is
 //! ordered after the write of that byte (each byte has a loom cell; an
-//! unordered read is reported as a race). With the store or the load
-//! relaxed, loom reports that race.
+//! unordered read is reported as a race); the published length only grows
+//! and never covers a range whose appender has not published it. With the
+//! store or the load relaxed, loom reports that race.
 
 use super::explore;
 use crate::log::active::PublishedBuf;
@@ -30,29 +33,36 @@ fn is_whole_prefix(seen: &[u8]) -> bool {
 
 #[test]
 fn readers_see_only_whole_published_records() {
-    explore("publication, 1 writer and 2 readers", || {
+    explore("publication, 2 appenders and 1 reader", || {
         let total = RECORDS.iter().map(|r| r.len()).sum();
         let mut buf = PublishedBuf::with_capacity(total);
-        buf.append(RECORDS[0]);
-        let readers: Vec<_> = (0..2)
-            .map(|_| {
-                let view = buf.view();
+        buf.append(RECORDS[0], 0);
+        let buf = std::sync::Arc::new(buf);
+        // The ranges the two appenders reserved, in reservation order.
+        let first = RECORDS[0].len();
+        let second = first + RECORDS[1].len();
+        let appenders: Vec<_> = [(first, RECORDS[1]), (second, RECORDS[2])]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, record))| {
+                let buf = buf.clone();
                 thread::spawn(move || {
-                    for _ in 0..2 {
-                        // SAFETY: the buffer is dropped after this thread
-                        // is joined.
-                        let seen = unsafe { view.published() };
-                        assert!(is_whole_prefix(seen), "a reader saw {seen:?}");
-                    }
+                    // SAFETY: each appender writes only its own range.
+                    unsafe { buf.write(start, record) };
+                    buf.publish(start, start + record.len(), i as u32 + 1);
                 })
             })
             .collect();
-        for r in &RECORDS[1..] {
-            buf.append(r);
+        let view = buf.view();
+        for _ in 0..2 {
+            // SAFETY: the buffer is dropped after every thread is joined.
+            let seen = unsafe { view.published() };
+            assert!(is_whole_prefix(seen), "a reader saw {seen:?}");
         }
-        assert!(is_whole_prefix(&buf) && buf.len() == total);
-        for t in readers {
+        for t in appenders {
             t.join().unwrap();
         }
+        assert!(is_whole_prefix(buf.bytes()) && buf.len() == total);
+        assert_eq!(buf.published_and_tag(), (total, 2), "the last range's tag");
     });
 }

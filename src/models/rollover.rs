@@ -15,6 +15,7 @@ use crate::log::active::{BufView, PublishedBuf, hand_over};
 use crate::log::brlock::BrLock;
 use loom::thread;
 use std::sync::Arc;
+use std::sync::atomic::AtomicPtr;
 
 /// The table as readers see it: which buffer is active, and its view.
 struct Table {
@@ -35,7 +36,7 @@ fn valid(id: u32, seen: &[u8]) -> bool {
 fn rollover_frees_a_buffer_only_after_readers_left_it() {
     explore("rollover hand-over, 1 writer and 2 readers", || {
         let mut old = PublishedBuf::with_capacity(3);
-        old.append(&[1, 1]);
+        old.append(&[1, 1], 0);
         let table = Arc::new(BrLock::new(Table {
             id: 1,
             view: old.view(),
@@ -53,25 +54,33 @@ fn rollover_frees_a_buffer_only_after_readers_left_it() {
             })
             .collect();
         // The writer: one more record, then the rollover.
-        old.append(&[1]);
+        old.append(&[1], 0);
         let mut next = PublishedBuf::with_capacity(2);
-        next.append(&[2, 2]);
-        let mut active = old;
-        hand_over(
-            &table,
-            |t, next: &PublishedBuf| {
-                t.id = 2;
-                t.view = next.view();
-            },
-            &mut active,
-            next,
-        );
+        next.append(&[2, 2], 0);
+        let active = AtomicPtr::new(Box::into_raw(Box::new(old)));
+        // SAFETY: `active` came from `Box::into_raw`, and only this thread
+        // uses it.
+        unsafe {
+            hand_over(
+                &table,
+                |t, next: &PublishedBuf| {
+                    t.id = 2;
+                    t.view = next.view();
+                },
+                &active,
+                Box::new(next),
+            );
+        }
         for t in readers {
             t.join().unwrap();
         }
-        let t = table.read();
-        // SAFETY: `active` owns the buffer the table shows.
-        assert_eq!(unsafe { t.view.published() }, &[2, 2]);
-        assert_eq!(t.id, 2);
+        {
+            let t = table.read();
+            // SAFETY: `active` owns the buffer the table shows.
+            assert_eq!(unsafe { t.view.published() }, &[2, 2]);
+            assert_eq!(t.id, 2);
+        }
+        // SAFETY: from `Box::into_raw`; nothing uses it any more.
+        drop(unsafe { Box::from_raw(active.into_inner()) });
     });
 }

@@ -67,8 +67,8 @@ impl Tally {
 
     pub(super) fn into_meta(self, meta: &SegMeta) {
         use std::sync::atomic::Ordering::Relaxed;
-        meta.bytes.fetch_add(self.bytes, Relaxed);
-        meta.dead_bytes.fetch_add(self.dead, Relaxed);
+        meta.bytes.add(self.bytes);
+        meta.dead_bytes.add(self.dead);
         meta.min_drop_after_s.fetch_min(self.min_drop_s, Relaxed);
         meta.max_drop_after_s.fetch_max(self.max_drop_s, Relaxed);
         meta.first_write_ms.fetch_min(self.first_ms, Relaxed);

@@ -361,18 +361,19 @@ where
 
         let (bytes, _) = self.scan_segment(last_id, true, &mut next_seq, report, sealed, base)?;
         let f = &self.found[&last_id];
+        let meta = self.metas.get_or_insert(last_id);
+        // Open fsyncs the segment; the next group commit's mark then attests
+        // everything recovered.
+        meta.marked_len
+            .fetch_max(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
         let active = Active {
             id: last_id,
             path: f.path.clone(),
             file: f.file.clone(),
-            flushed: bytes.len(),
-            dirty: false,
-            // Open fsyncs the segment; the first append then writes a mark
-            // attesting everything recovered.
-            marked_len: SEGMENT_HEADER_LEN as u64,
-            last_seq: 0,
             buf: bytes.into(),
-            meta: self.metas.get_or_insert(last_id),
+            // Set by the log from the counters of both streams.
+            base: 0,
+            meta,
         };
         Ok(Some((active, next_seq)))
     }
@@ -436,7 +437,7 @@ pub(crate) fn recover(
     };
     let claims = replay.stream(&claim_ids, &mut sealed, base, &mut report, &mut new_hints)?;
     if let Some((active, _)) = &claims {
-        base.claims_active = Some((active.id, &active.buf, &active.path));
+        base.claims_active = Some((active.id, active.buf.bytes(), &active.path));
     }
     let main = replay.stream(&main_ids, &mut sealed, base, &mut report, &mut new_hints)?;
     for hint in &new_hints {
@@ -488,7 +489,7 @@ pub(crate) fn recover(
             &*storage,
             dir,
             id,
-            next_seq,
+            next_seq.div_ceil(2),
             stream,
             segment_size[stream],
             metas.get_or_insert(id),
