@@ -47,6 +47,13 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
+/// Borrowed internals, for the crate's tests.
+#[cfg(test)]
+pub(crate) struct Internals<'a> {
+    pub(crate) pool: &'a Pool,
+    pub(crate) scripts: &'a Scripts,
+}
+
 /// A record as [`RedisBackend::inspect`] finds it: what
 /// [`Backend::get`] returns, and the generation stored with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,8 +137,21 @@ impl RedisBackend {
     /// or removed.
     pub async fn inspect(&self, key: &[u8]) -> Result<Option<Inspected>> {
         let name = self.name(key)?;
-        let reply = self.inner.pool.run(&self.inner.scripts.get, &name, |_| {}).await?;
+        let reply = self
+            .inner
+            .pool
+            .run(&self.inner.scripts.get, &name, |_| {})
+            .await?;
         parse_get(reply.value)
+    }
+
+    /// The connections and scripts, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn internals(&self) -> Internals<'_> {
+        Internals {
+            pool: &self.inner.pool,
+            scripts: &self.inner.scripts,
+        }
     }
 
     /// The Redis key name of a valid idempotency key.
@@ -515,9 +535,18 @@ mod tests {
                 lease_expires_at_ms: 20
             }
         );
-        let seen = vec![Value::Int(2), Value::Int(5), Value::Nil, bulk("1"), bulk("9")];
+        let seen = vec![
+            Value::Int(2),
+            Value::Int(5),
+            Value::Nil,
+            bulk("1"),
+            bulk("9"),
+        ];
         assert_eq!(parse_get(seen).unwrap().unwrap().generation, None);
-        assert_eq!(parse_get(vec![Value::Int(-1), Value::Int(5)]).unwrap(), None);
+        assert_eq!(
+            parse_get(vec![Value::Int(-1), Value::Int(5)]).unwrap(),
+            None
+        );
         for bad in [
             vec![],
             vec![Value::Int(0), Value::Int(5), bulk("x")],

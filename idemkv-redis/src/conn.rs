@@ -82,7 +82,9 @@ impl Pool {
                     .set_min_delay(Duration::from_millis(10))
                     .set_max_delay(Duration::from_millis(250));
                 for _ in 0..options.connections {
-                    let c = client.get_connection_manager_with_config(config.clone()).await?;
+                    let c = client
+                        .get_connection_manager_with_config(config.clone())
+                        .await?;
                     conns.push(Conn::Single(c));
                 }
             }
@@ -91,7 +93,11 @@ impl Pool {
         let conns = match tokio::time::timeout(options.connect_timeout, connect).await {
             Ok(Ok(conns)) => conns,
             Ok(Err(e)) => return Err(connect_error(e)),
-            Err(_) => return Err(Error::TimedOut { after: started.elapsed() }),
+            Err(_) => {
+                return Err(Error::TimedOut {
+                    after: started.elapsed(),
+                });
+            }
         };
         Ok(Pool {
             conns,
@@ -293,7 +299,14 @@ mod tests {
     #[test]
     fn errors_map_to_the_documented_variants() {
         let t = Instant::now();
-        for code in ["CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING", "READONLY", "OOM"] {
+        for code in [
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "LOADING",
+            "READONLY",
+            "OOM",
+        ] {
             match call_error(server(code), t) {
                 Error::Unreachable { source } => {
                     let e = source.downcast_ref::<RedisError>().expect("a RedisError");
@@ -306,7 +319,10 @@ mod tests {
         assert!(matches!(call_error(refused, t), Error::Unreachable { .. }));
         for kind in [io::ErrorKind::ConnectionReset, io::ErrorKind::TimedOut] {
             let e = RedisError::from(io::Error::from(kind));
-            assert!(matches!(call_error(e, t), Error::TimedOut { .. }), "{kind:?}");
+            assert!(
+                matches!(call_error(e, t), Error::TimedOut { .. }),
+                "{kind:?}"
+            );
         }
         assert!(matches!(call_error(server("WRONGTYPE"), t), Error::Io(_)));
         assert!(matches!(call_error(server("ERR x"), t), Error::Io(_)));

@@ -66,15 +66,21 @@ pub(crate) async fn check(
     let nodes = if cluster {
         let listing = pool.command(redis::cmd("CLUSTER").arg("NODES")).await?;
         let listing = text(&listing).unwrap_or_default();
-        let template = urls[0]
-            .into_connection_info()
-            .map_err(connect_error)?;
+        let template = urls[0].into_connection_info().map_err(connect_error)?;
         let mut nodes = Vec::new();
         for (host, port, role) in cluster_nodes(&listing) {
             let info = template
                 .clone()
                 .set_addr(ConnectionAddr::Tcp(host.clone(), port));
-            nodes.push(node_config(info, format!("{host}:{port}"), role, options.connect_timeout).await);
+            nodes.push(
+                node_config(
+                    info,
+                    format!("{host}:{port}"),
+                    role,
+                    options.connect_timeout,
+                )
+                .await,
+            );
         }
         nodes
     } else {

@@ -92,6 +92,8 @@ mod backend;
 mod conn;
 mod durability;
 mod options;
+#[cfg(all(test, feature = "test-support"))]
+mod retry_tests;
 mod scripts;
 #[cfg(feature = "test-support")]
 pub mod test_support;

@@ -311,7 +311,9 @@ impl RedisOptions {
             )));
         }
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(invalid("command_timeout and connect_timeout must be above zero"));
+            return Err(invalid(
+                "command_timeout and connect_timeout must be above zero",
+            ));
         }
         if let Some(w) = self.wait {
             if w.replicas == 0 {
@@ -333,7 +335,9 @@ impl RedisOptions {
         match &self.hash_tag {
             HashTag::None => {}
             HashTag::Fixed(tag) if tag.is_empty() || tag.contains(&b'}') => {
-                return Err(invalid("a fixed hash tag must be non-empty and hold no '}'"));
+                return Err(invalid(
+                    "a fixed hash tag must be non-empty and hold no '}'",
+                ));
             }
             HashTag::Fixed(_) | HashTag::Digest if self.prefix.contains(&b'{') => {
                 return Err(invalid(

@@ -185,7 +185,11 @@ impl RedisCluster {
                     .to_string()
             };
             if field("cluster_state") != "ok" || field("cluster_slots_ok") != "16384" {
-                return Err(format!("port {}: {}", node.port(), info.replace("\r\n", " ")));
+                return Err(format!(
+                    "port {}: {}",
+                    node.port(),
+                    info.replace("\r\n", " ")
+                ));
             }
             let replication = node.text(&["INFO", "replication"])?;
             if replication.contains("role:slave") && !replication.contains("master_link_status:up")
@@ -257,7 +261,10 @@ d4 127.0.0.1:30004@40004 slave a1 0 1 1 connected
 ";
         let nodes = parse_nodes(listing);
         assert_eq!(nodes.len(), 4);
-        assert_eq!((nodes[0].port, nodes[0].primary, nodes[0].slots), (30001, true, 5461));
+        assert_eq!(
+            (nodes[0].port, nodes[0].primary, nodes[0].slots),
+            (30001, true, 5461)
+        );
         assert!(nodes[1].failed && nodes[1].slots == 0);
         assert_eq!(nodes[2].slots, 16384 - 5461);
         assert_eq!(nodes[3].primary_id.as_deref(), Some("a1"));
