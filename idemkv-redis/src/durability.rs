@@ -31,6 +31,9 @@ pub struct NodeDurability {
     pub appendfsync: Option<String>,
     /// Why the node did not answer, if it did not.
     pub error: Option<String>,
+    /// Whether the node could be reached at all (a refused `CONFIG` is
+    /// reached; a node that is down or paused is not).
+    pub reached: bool,
 }
 
 impl NodeDurability {
@@ -101,7 +104,7 @@ pub(crate) async fn check(
                 node.appendfsync.as_deref().unwrap_or("?")
             ),
         };
-        if check == FsyncCheck::Require {
+        if check == FsyncCheck::Require && node.reached {
             return Err(Error::InvalidOptions(format!(
                 "Redis node {} ({}) does not fsync every write ({found}): an acknowledged claim \
                  could vanish in a crash. Run it with `appendonly yes` and `appendfsync always`, \
@@ -133,10 +136,14 @@ async fn node_config(
         appendonly: None,
         appendfsync: None,
         error: None,
+        reached: false,
     };
+    let reached = &mut node.reached;
     let ask = async {
         let client = redis::Client::open(info)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
+        let ping = redis::cmd("PING").query_async::<Value>(&mut conn).await;
+        *reached = ping.is_ok();
         redis::cmd("CONFIG")
             .arg("GET")
             .arg("appendonly")
@@ -253,6 +260,7 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
             appendonly: Some(a.into()),
             appendfsync: Some(f.into()),
             error: None,
+            reached: true,
         };
         assert!(node("yes", "always").fsync_always());
         assert!(!node("yes", "everysec").fsync_always());

@@ -41,8 +41,11 @@ pub enum HashTag {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FsyncCheck {
     /// Refuse to connect ([`Error::InvalidOptions`], naming the node and
-    /// what it has) unless every node has `appendonly yes` and
-    /// `appendfsync always`, or if `CONFIG GET` is refused. The default.
+    /// what it has) if a node answers without `appendonly yes` and
+    /// `appendfsync always`, or refuses `CONFIG GET`. A node that cannot
+    /// be reached (down, being failed over) is logged and listed in the
+    /// report, not refused: it acknowledges nothing while it is away, and
+    /// the next connect checks it. The default.
     #[default]
     Require,
     /// Connect anyway; log a `tracing` warning for each node that falls
