@@ -3,13 +3,16 @@
 
 use crate::options::{RedisOptions, WaitFor};
 use crate::scripts::Script;
+use futures_util::future::join_all;
 use idemkv::Error;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, ServerErrorKind, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// One multiplexed connection: to a server, or to a cluster (one connection
 /// per node, following `MOVED` and retrying `CLUSTERDOWN`/`TRYAGAIN`).
@@ -35,12 +38,37 @@ impl Conn {
     }
 }
 
-/// The backend's connections, used in turn.
+/// The backend's connections.
+///
+/// Calls without `WAIT` share `connections` multiplexed connections, in
+/// turn. A script followed by `WAIT` takes one of `wait_connections`
+/// connections for itself until both answer: Redis holds up every later
+/// command of a client while its `WAIT` waits, so two `WAIT`s queued on one
+/// connection would add up, and a replica outage would pile a backlog of
+/// `WAIT` timeouts onto the server that outlives the callers' timeouts.
+/// One at a time per connection, the waiting happens here, where the
+/// command timeout bounds it.
+///
+/// A cluster connection whose call timed out or lost its socket is
+/// replaced by a fresh one (one replacement at a time per connection, at
+/// most one a second): a cluster client that was idle through a failover
+/// and then gets a burst of calls can stay stuck on the old topology, and
+/// a fresh connection reads the topology anew.
 pub(crate) struct Pool {
-    conns: Vec<Conn>,
+    shared: Arc<[Shared]>,
     next: AtomicUsize,
+    exclusive: Arc<Mutex<Vec<Conn>>>,
+    free: Arc<Semaphore>,
+    cluster: Option<ClusterClient>,
+    connect_timeout: Duration,
     timeout: Duration,
     wait: Option<WaitFor>,
+}
+
+/// A shared connection, and whether it is being replaced.
+struct Shared {
+    conn: Mutex<Conn>,
+    healing: AtomicBool,
 }
 
 /// A script's reply, and what `WAIT` said after it (if it was sent).
@@ -49,68 +77,89 @@ pub(crate) struct Reply {
     pub(crate) replicas: Option<i64>,
 }
 
+/// The cluster client every cluster connection comes from.
+fn cluster_client(options: &RedisOptions, nodes: &[&str]) -> redis::RedisResult<ClusterClient> {
+    ClusterClientBuilder::new(nodes.iter().copied())
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(options.command_timeout)
+        .retries(options.cluster_retries)
+        .min_retry_wait(10)
+        .max_retry_wait(250)
+        .retry_wait_formula(25, 2)
+        .build()
+}
+
+/// Opens `n` connections, all at once.
+async fn open_all(
+    options: &RedisOptions,
+    nodes: &[&str],
+    cluster: Option<&ClusterClient>,
+    n: usize,
+) -> redis::RedisResult<Vec<Conn>> {
+    if let Some(client) = cluster {
+        let opened = join_all((0..n).map(|_| client.get_async_connection())).await;
+        return opened.into_iter().map(|c| c.map(Conn::Cluster)).collect();
+    }
+    let client = redis::Client::open(nodes[0])?;
+    // Reconnects in the background after a failure; the failed call itself
+    // is not retried (it may have been applied).
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.command_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(10))
+        .set_max_delay(Duration::from_millis(250));
+    let opened =
+        join_all((0..n).map(|_| client.get_connection_manager_with_config(config.clone()))).await;
+    opened.into_iter().map(|c| c.map(Conn::Single)).collect()
+}
+
 impl Pool {
-    /// Opens `options.connections` connections to `nodes`.
+    /// Opens the connections to `nodes`.
     pub(crate) async fn open(
         options: &RedisOptions,
         nodes: &[&str],
         cluster: bool,
     ) -> idemkv::Result<Pool> {
         let started = Instant::now();
+        let exclusive = options.wait.map_or(0, |_| options.wait_connections);
         let connect = async {
-            let mut conns = Vec::with_capacity(options.connections);
-            if cluster {
-                let client = ClusterClientBuilder::new(nodes.iter().copied())
-                    .connection_timeout(options.connect_timeout)
-                    .response_timeout(options.command_timeout)
-                    .retries(options.cluster_retries)
-                    .min_retry_wait(10)
-                    .max_retry_wait(250)
-                    .retry_wait_formula(25, 2)
-                    .build()?;
-                for _ in 0..options.connections {
-                    conns.push(Conn::Cluster(client.get_async_connection().await?));
-                }
+            let client = if cluster {
+                Some(cluster_client(options, nodes)?)
             } else {
-                let client = redis::Client::open(nodes[0])?;
-                // Reconnects in the background after a failure; the failed
-                // call itself is not retried (it may have been applied).
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(options.connect_timeout))
-                    .set_response_timeout(Some(options.command_timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(10))
-                    .set_max_delay(Duration::from_millis(250));
-                for _ in 0..options.connections {
-                    let c = client
-                        .get_connection_manager_with_config(config.clone())
-                        .await?;
-                    conns.push(Conn::Single(c));
+                None
+            };
+            let shared = open_all(options, nodes, client.as_ref(), options.connections).await?;
+            let exclusive = open_all(options, nodes, client.as_ref(), exclusive).await?;
+            Ok::<_, RedisError>((client, shared, exclusive))
+        };
+        let (client, shared, exclusive) =
+            match tokio::time::timeout(options.connect_timeout, connect).await {
+                Ok(Ok(opened)) => opened,
+                Ok(Err(e)) => return Err(connect_error(e)),
+                Err(_) => {
+                    return Err(Error::TimedOut {
+                        after: started.elapsed(),
+                    });
                 }
-            }
-            Ok::<_, RedisError>(conns)
-        };
-        let conns = match tokio::time::timeout(options.connect_timeout, connect).await {
-            Ok(Ok(conns)) => conns,
-            Ok(Err(e)) => return Err(connect_error(e)),
-            Err(_) => {
-                return Err(Error::TimedOut {
-                    after: started.elapsed(),
-                });
-            }
-        };
+            };
+        let shared = shared
+            .into_iter()
+            .map(|conn| Shared {
+                conn: Mutex::new(conn),
+                healing: AtomicBool::new(false),
+            })
+            .collect();
         Ok(Pool {
-            conns,
+            free: Arc::new(Semaphore::new(exclusive.len())),
+            exclusive: Arc::new(Mutex::new(exclusive)),
+            shared,
             next: AtomicUsize::new(0),
+            cluster: client,
+            connect_timeout: options.connect_timeout,
             timeout: options.command_timeout,
             wait: options.wait,
         })
-    }
-
-    /// A connection, in turn.
-    pub(crate) fn conn(&self) -> Conn {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns[i].clone()
     }
 
     /// Runs `script` on `key` with the arguments `args` appends: `EVALSHA`,
@@ -118,46 +167,175 @@ impl Pool {
     /// writes, with `WAIT` configured, `WAIT` goes in the same pipeline, so
     /// it reaches the same node on the same connection right after the
     /// script (a `WAIT` routed on its own could reach another node after a
-    /// failover and confirm nothing). Bounded by the command timeout.
+    /// failover and confirm nothing), on a connection of its own. Bounded
+    /// by the command timeout, the wait for a free connection included.
     pub(crate) async fn run(
         &self,
         script: &Script,
         key: &[u8],
         args: impl Fn(&mut Cmd),
     ) -> idemkv::Result<Reply> {
-        let started = Instant::now();
         let wait = self.wait.filter(|_| script.writes);
-        let call = async {
-            let mut conn = self.conn();
-            let first = call(&mut conn, script, key, &args, wait, false).await;
-            match first {
+        self.bounded(wait.is_some(), async |conn| {
+            match call(conn, script, key, &args, wait, false).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    call(&mut conn, script, key, &args, wait, true).await
+                    call(conn, script, key, &args, wait, true).await
                 }
                 other => other,
             }
+        })
+        .await
+    }
+
+    /// Runs one plain command on a shared connection.
+    pub(crate) async fn command(&self, cmd: &Cmd) -> idemkv::Result<Value> {
+        self.bounded(false, async |conn| conn.command(cmd).await)
+            .await
+    }
+
+    /// Runs `f` on a connection (one of its own if `exclusive`) within the
+    /// command timeout, maps its error, and replaces the connection if it
+    /// looks broken.
+    async fn bounded<T>(
+        &self,
+        exclusive: bool,
+        f: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> idemkv::Result<T> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + self.timeout);
+        let timed_out = || Error::TimedOut {
+            after: started.elapsed(),
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(call_error(e, started)),
-            Err(_) => Err(Error::TimedOut {
-                after: started.elapsed(),
-            }),
+        let mut lease = if exclusive {
+            match tokio::time::timeout_at(deadline, self.check_out()).await {
+                Ok(lease) => lease,
+                Err(_) => return Err(timed_out()),
+            }
+        } else {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shared.len();
+            let conn = lock(&self.shared[i].conn).clone();
+            Lease::Shared { index: i, conn }
+        };
+        let outcome = tokio::time::timeout_at(deadline, f(lease.conn())).await;
+        let (result, broken) = match outcome {
+            Ok(Ok(v)) => (Ok(v), false),
+            Ok(Err(e)) => {
+                let broken = e.is_io_error()
+                    || e.is_timeout()
+                    || e.kind() == ErrorKind::ClusterConnectionNotFound;
+                (Err(call_error(e, started)), broken)
+            }
+            Err(_) => (Err(timed_out()), true),
+        };
+        if broken {
+            self.heal(&mut lease);
+        }
+        result
+    }
+
+    /// Takes a connection for one `WAIT` pipeline; it goes back when the
+    /// lease drops (also when the caller's timeout drops the call: the
+    /// server then finishes that `WAIT` within its timeout, which is below
+    /// the command timeout).
+    async fn check_out(&self) -> Lease {
+        let permit = self
+            .free
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let conn = lock(&self.exclusive)
+            .pop()
+            .expect("a permit stands for a free connection");
+        Lease::Exclusive {
+            conn,
+            permit: Some(permit),
+            free: self.exclusive.clone(),
         }
     }
 
-    /// Runs one plain command on any connection, bounded by the timeout.
-    pub(crate) async fn command(&self, cmd: &Cmd) -> idemkv::Result<Value> {
-        let started = Instant::now();
-        let mut conn = self.conn();
-        match tokio::time::timeout(self.timeout, conn.command(cmd)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(call_error(e, started)),
-            Err(_) => Err(Error::TimedOut {
-                after: started.elapsed(),
-            }),
+    /// Replaces the leased connection with a fresh one, in the background
+    /// (cluster connections only: a single server's connection manager
+    /// reconnects by itself).
+    fn heal(&self, lease: &mut Lease) {
+        let (Some(client), Ok(runtime)) = (&self.cluster, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (client, connect_timeout) = (client.clone(), self.connect_timeout);
+        let fresh = async move {
+            match tokio::time::timeout(connect_timeout, client.get_async_connection()).await {
+                Ok(Ok(conn)) => Some(Conn::Cluster(conn)),
+                _ => None,
+            }
+        };
+        match lease {
+            Lease::Shared { index, .. } => {
+                let shared = self.shared.clone();
+                let index = *index;
+                if shared[index].healing.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                runtime.spawn(async move {
+                    if let Some(conn) = fresh.await {
+                        *lock(&shared[index].conn) = conn;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    shared[index].healing.store(false, Ordering::Release);
+                });
+            }
+            Lease::Exclusive {
+                conn, permit, free, ..
+            } => {
+                // The connection and its permit go back only once the
+                // replacement is there (or could not be made).
+                let (old, permit, free) = (conn.clone(), permit.take(), free.clone());
+                runtime.spawn(async move {
+                    let conn = fresh.await.unwrap_or(old);
+                    lock(&free).push(conn);
+                    drop(permit);
+                });
+            }
         }
     }
+}
+
+/// A connection in use.
+enum Lease {
+    /// One of the shared connections.
+    Shared { index: usize, conn: Conn },
+    /// One of the exclusive connections, with its permit; it goes back on
+    /// drop unless a replacement took it over (`permit` then `None`).
+    Exclusive {
+        conn: Conn,
+        permit: Option<OwnedSemaphorePermit>,
+        free: Arc<Mutex<Vec<Conn>>>,
+    },
+}
+
+impl Lease {
+    fn conn(&mut self) -> &mut Conn {
+        match self {
+            Lease::Shared { conn, .. } | Lease::Exclusive { conn, .. } => conn,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Lease::Exclusive {
+            conn, permit, free, ..
+        } = self
+            && let Some(permit) = permit.take()
+        {
+            lock(free).push(conn.clone());
+            drop(permit);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One attempt: the script (by SHA, or its source), and `WAIT` after it.

@@ -88,6 +88,7 @@ pub struct WaitFor {
 /// | [`wait_for_replicas`](RedisOptions::wait_for_replicas) | off |
 /// | [`claim_wait_poll`](RedisOptions::claim_wait_poll) | 2 ms doubling to 50 ms |
 /// | [`connections`](RedisOptions::connections) | 4 |
+/// | [`wait_connections`](RedisOptions::wait_connections) | 32 (with `WAIT` only) |
 /// | [`cluster_retries`](RedisOptions::cluster_retries) | 4 |
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
@@ -105,6 +106,7 @@ pub struct RedisOptions {
     pub(crate) poll_min: Duration,
     pub(crate) poll_max: Duration,
     pub(crate) connections: usize,
+    pub(crate) wait_connections: usize,
     pub(crate) cluster_retries: u32,
 }
 
@@ -128,6 +130,7 @@ impl Default for RedisOptions {
             poll_min: Duration::from_millis(2),
             poll_max: Duration::from_millis(50),
             connections: 4,
+            wait_connections: 32,
             cluster_retries: 4,
         }
     }
@@ -235,11 +238,22 @@ impl RedisOptions {
         self
     }
 
-    /// Connections (per node, in a cluster) the backend spreads its calls
-    /// over. Each is multiplexed; more than one matters with `WAIT`, which
-    /// holds up the connection it is sent on until the replicas answer.
+    /// Multiplexed connections (per node, in a cluster) that the calls
+    /// without `WAIT` share, in turn.
     pub fn connections(mut self, n: usize) -> Self {
         self.connections = n;
+        self
+    }
+
+    /// With `WAIT`: connections (per node, in a cluster) of which each
+    /// write takes one for itself until its replicas answered. Redis holds
+    /// up every later command on a connection while a `WAIT` on it waits,
+    /// so this bounds the writes in flight: about `wait_connections` per
+    /// replica round trip, or per `WAIT` timeout while a primary's replicas
+    /// are away (writes then queue here, within the command timeout, not
+    /// on the server).
+    pub fn wait_connections(mut self, n: usize) -> Self {
+        self.wait_connections = n;
         self
     }
 
@@ -335,6 +349,9 @@ impl RedisOptions {
         if self.connections == 0 || self.connections > 64 {
             return Err(invalid("connections must be between 1 and 64"));
         }
+        if self.wait_connections == 0 || self.wait_connections > 1024 {
+            return Err(invalid("wait_connections must be between 1 and 1024"));
+        }
         match &self.hash_tag {
             HashTag::None => {}
             HashTag::Fixed(tag) if tag.is_empty() || tag.contains(&b'}') => {
@@ -373,6 +390,7 @@ mod tests {
             RedisOptions::new().wait_for_replicas(1, Duration::from_secs(2)),
             RedisOptions::new().claim_wait_poll(Duration::from_millis(9), Duration::from_millis(1)),
             RedisOptions::new().connections(0),
+            RedisOptions::new().wait_connections(0),
             RedisOptions::new().hash_tag(HashTag::Fixed(Vec::new())),
             RedisOptions::new().hash_tag(HashTag::Fixed(b"a}b".to_vec())),
             RedisOptions::new().prefix("{p}").hash_tag(HashTag::Digest),

@@ -185,3 +185,58 @@ async fn clusterdown_surfaces_as_a_typed_error() {
     }
     assert!(cluster_down > 0, "some keys were refused with CLUSTERDOWN");
 }
+
+/// A backend that was idle through a failover and then gets a burst of
+/// calls recovers within a few command timeouts: a cluster connection
+/// whose call timed out is replaced by a fresh one that reads the new
+/// topology (the cluster client alone can stay stuck on the old one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_backend_recovers_after_a_failover() {
+    let cluster = Arc::new(start_cluster(3, 1).await);
+    let timeout = Duration::from_millis(1000);
+    let b = RedisOptions::new()
+        .prefix("idle:")
+        .command_timeout(timeout)
+        .connect_cluster(&cluster.urls())
+        .await
+        .unwrap();
+    let victim = cluster.primaries().unwrap()[0].port;
+    let replica = cluster.replicas_of(victim).unwrap()[0].port;
+    cluster.node(victim).unwrap().kill();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.wait_for(Duration::from_secs(60), |t| {
+            t.iter()
+                .any(|n| n.port == replica && n.primary && n.slots > 0)
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let burst = |round: usize| {
+        let calls: Vec<_> = (0..256)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.get(format!("r{round}-{i}").as_bytes()).await.is_ok() })
+            })
+            .collect();
+        async move {
+            let mut ok = 0;
+            for c in calls {
+                ok += usize::from(c.await.unwrap());
+            }
+            ok
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while burst(round).await < 256 {
+        round += 1;
+        assert!(
+            started.elapsed() < 10 * timeout,
+            "still failing calls {:?} after the promotion",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

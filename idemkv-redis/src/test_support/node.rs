@@ -90,6 +90,9 @@ impl RedisNode {
             .arg("--logfile")
             .arg(dir.join("redis.log"))
             .args(["--daemonize", "no", "--save", ""])
+            // A replica's first sync starts at once, not after the default
+            // 5 s wait for more replicas.
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(["--appendonly", if o.appendonly { "yes" } else { "no" }])
             .args(["--appendfsync", &o.appendfsync]);
         if o.cluster {
