@@ -9,10 +9,10 @@
 //! | `g` | generation of the last claim (decimal), kept by every state but a fresh mark |
 //! | `f` | request fingerprint, 16 bytes little-endian (`c`, `d`) |
 //! | `a` | claimed at / completed at / seen at (unix ms) |
-//! | `l` | lease end (unix ms, `c` only) |
+//! | `l` | lease end (unix ms; read in `c` only) |
 //! | `x` | when the record stops being live (unix ms); `PEXPIREAT` is set to it |
 //! | `r` | the response bytes (`d` only) |
-//! | `o` | the nonce of the call that made a claim or mark, so a retried call recognises its own write |
+//! | `o` | the nonce of the call that made a claim or mark, so a retried call recognises its own write (read in `c` and `n`) |
 //!
 //! Every time is the server's (`TIME` inside the script; Redis 7 replicates
 //! scripts by their effects, so replicas store the primary's values). A
@@ -117,7 +117,8 @@ local last = tonumber(h[2])
 if last and last >= gen then gen = last + 1 end
 local l = now + lease
 local x = l + keep
-redis.call('DEL', key)
+-- A record in another state may hold a response: start from an empty hash.
+if s and s ~= 'c' then redis.call('DEL', key) end
 redis.call('HSET', key, 's', 'c', 'g', n(gen), 'f', fp, 'a', n(now), 'l', n(l), 'x', n(x), 'o', nonce)
 redis.call('PEXPIREAT', key, n(x))
 return {0, now, n(gen), n(now), n(l)}
@@ -142,8 +143,9 @@ if h[1] == 'd' then
 end
 if h[1] ~= 'c' then return {-1, now} end
 local x = now + tonumber(ARGV[3])
+-- 'l' and 'o' stay behind: a done record ignores them, and one write
+-- fewer is cheaper than a tidy hash.
 redis.call('HSET', key, 's', 'd', 'a', n(now), 'x', n(x), 'r', resp)
-redis.call('HDEL', key, 'l', 'o')
 redis.call('PEXPIREAT', key, n(x))
 return {0, now}
 "
