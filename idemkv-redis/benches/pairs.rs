@@ -84,7 +84,10 @@ fn reset(cluster: &RedisCluster) {
     }
     std::thread::sleep(Duration::from_millis(300));
     let used: u64 = cluster.nodes().iter().map(|n| dir_size(n.dir())).sum();
-    assert!(used < DISK_LIMIT, "the nodes use {used} bytes on disk: stopping");
+    assert!(
+        used < DISK_LIMIT,
+        "the nodes use {used} bytes on disk: stopping"
+    );
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {
@@ -114,8 +117,15 @@ fn redis_benchmark(port: u16, pipeline: u32, command: &[&str]) -> f64 {
         .expect("redis-benchmark runs");
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
     text.lines()
-        .filter_map(|l| l.split("requests per second").next()?.rsplit(' ').nth(1)?.parse().ok())
-        .last()
+        .filter_map(|l| {
+            l.split("requests per second")
+                .next()?
+                .rsplit(' ')
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .next_back()
         .unwrap_or(0.0)
 }
 
@@ -168,8 +178,16 @@ async fn run() {
     ];
     let commands: [(&str, &[&str], &[u32]); 3] = [
         ("SET NX PX", SET_NX, pipelines),
-        ("EVAL: HSET 7 fields + PEXPIREAT", EVAL_HASH, &pipelines[..pipelines.len().min(1)]),
-        ("EVAL: SET packed PXAT", EVAL_STRING, &pipelines[..pipelines.len().min(1)]),
+        (
+            "EVAL: HSET 7 fields + PEXPIREAT",
+            EVAL_HASH,
+            &pipelines[..pipelines.len().min(1)],
+        ),
+        (
+            "EVAL: SET packed PXAT",
+            EVAL_STRING,
+            &pipelines[..pipelines.len().min(1)],
+        ),
     ];
     for (name, command, pipelines) in commands {
         for &p in pipelines {

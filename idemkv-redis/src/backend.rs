@@ -48,7 +48,7 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 /// Borrowed internals, for the crate's tests.
-#[cfg(test)]
+#[cfg(all(test, feature = "test-support"))]
 pub(crate) struct Internals<'a> {
     pub(crate) pool: &'a Pool,
     pub(crate) scripts: &'a Scripts,
@@ -146,7 +146,7 @@ impl RedisBackend {
     }
 
     /// The connections and scripts, for the crate's tests.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "test-support"))]
     pub(crate) fn internals(&self) -> Internals<'_> {
         Internals {
             pool: &self.inner.pool,

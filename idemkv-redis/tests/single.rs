@@ -66,7 +66,10 @@ async fn one_hash_per_key_with_the_documented_layout_and_expiry() {
     assert_eq!(expire_at as u64, done.expires_at_ms());
     let state: String = raw.hget("app:k1", "s").unwrap();
     let at: String = raw.hget("app:k1", "a").unwrap();
-    assert_eq!((state.as_str(), at), ("d", done.completed_at_ms().to_string()));
+    assert_eq!(
+        (state.as_str(), at),
+        ("d", done.completed_at_ms().to_string())
+    );
     let response: Vec<u8> = raw.hget("app:k1", "r").unwrap();
     assert_eq!(response, b"done");
 }
