@@ -205,12 +205,22 @@ async fn rejoin(
         }
     })
     .await;
-    for i in 0..60 {
+    // The new replica may still be busy right after its sync (it rewrites
+    // its append-only file): writes must be acknowledged again within a
+    // few seconds, 30 in a row.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut streak, mut i) = (0, 0);
+    while streak < 30 {
+        i += 1;
         match b
             .claim(format!("rejoined-{i}").as_bytes(), Fingerprint::of(b"p"))
             .await
         {
-            Ok(Claim::Acquired(_)) => {}
+            Ok(Claim::Acquired(_)) => streak += 1,
+            Err(Error::NotDurable { .. }) if Instant::now() < deadline => {
+                streak = 0;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             other => panic!("probe {i} after the old primary rejoined as a replica: {other:?}"),
         }
     }
