@@ -350,9 +350,9 @@ impl Log {
     /// published, then fsync the active file, outside the write-out lock so
     /// appends continue meanwhile. Every record of the stream below the
     /// returned end is then durable: in that file, or in a sealed segment,
-    /// which rollover fsynced. If the other stream had nothing unsynced at
-    /// that moment, it is durable to its published end too. Last, a sync
-    /// mark attests what the fsync made durable, when it is owed.
+    /// which rollover fsynced. The other stream is not touched: its own
+    /// leader may be syncing it at the same time. Last, a sync mark attests
+    /// what the fsync made durable, when it is owed.
     pub(super) fn write_out_and_fsync(&self, s: Stream) -> std::io::Result<PerStream<u64>> {
         let st = &self.streams[s];
         let mut ends = PerStream([0; 2]);
@@ -370,17 +370,6 @@ impl Log {
             let file = std::mem::take(&mut flush.dirty).then(|| active.file.clone());
             (file, active.meta.clone(), active.id, published as u64)
         };
-        let other = &self.streams[s.other()];
-        if let Some(flush) = other.flush.try_lock() {
-            // SAFETY: the write-out lock is held, so no rollover swaps it.
-            let active = unsafe { &*other.active.load(Ordering::Acquire) };
-            let (published, next_rel) = active.buf.published_and_tag();
-            let (reserved, _, _) = unpack(other.reserve.0.load(Ordering::Acquire));
-            let clean = !flush.dirty && flush.flushed == published && reserved == published;
-            if clean {
-                ends[s.other()] = seq_of(s.other(), active.base + u64::from(next_rel));
-            }
-        }
         if let Some(file) = file {
             file.sync_data()?;
             // Only now, after the fsync returned: a mark attests this.

@@ -1,15 +1,15 @@
 //! Group commit: many callers waiting for durability share one fsync.
 //!
-//! The log has two write streams, each with its own active file. For each
-//! stream, `durable` is the sequence number below which every record of the
-//! stream is on disk. A caller that needs its record durable calls
-//! [`GroupCommit::wait`] with a [`DurableTarget`]: the record's stream and
-//! the sequence number just past it. If no sync is running it becomes the
-//! leader, writes out its stream's buffer and fsyncs that one file; callers
-//! that arrive while a sync runs sleep until it ends, and the next leader
-//! covers all of them. One fsync per cycle, whichever stream: when both
-//! streams have waiters, cycles alternate between the two files, each as
-//! cheap as a one-file cycle.
+//! The log has two write streams, each with its own active file, and each
+//! stream has its own group commit: `durable` is the sequence number below
+//! which every record of the stream is on disk. A caller that needs its
+//! record durable calls [`GroupCommit::wait`] with a [`DurableTarget`]: the
+//! record's stream and the sequence number just past it. If no sync of that
+//! stream is running it becomes the stream's leader, writes out the
+//! stream's buffer and fsyncs that one file; callers of the stream that
+//! arrive while a sync runs sleep until it ends, and the next leader covers
+//! all of them. The two streams' leaders work at the same time, each on its
+//! own file, and a sync wakes only the callers of its own stream.
 
 use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result};
@@ -17,19 +17,18 @@ use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard};
 use std::io;
 use std::sync::atomic::Ordering;
 
-/// Who syncs: whether a leader is at work, and how many callers wait on each
-/// stream.
-#[derive(Default)]
-struct Leader {
-    busy: bool,
-    waiting: PerStream<usize>,
+/// One stream's group commit.
+struct StreamCommit {
+    /// Whether a leader is syncing the stream.
+    busy: Mutex<bool>,
+    /// Signalled when a sync of the stream ends (or the log is poisoned).
+    done: Condvar,
+    /// Every record of the stream below this sequence number is durable.
+    durable: AtomicU64,
 }
 
 pub(crate) struct GroupCommit {
-    leader: Mutex<Leader>,
-    done: Condvar,
-    /// Per stream: every record below this sequence number is durable.
-    durable: PerStream<AtomicU64>,
+    streams: PerStream<StreamCommit>,
     poisoned: AtomicBool,
 }
 
@@ -38,24 +37,18 @@ impl GroupCommit {
     /// already durable.
     pub(crate) fn new(durable: u64) -> Self {
         GroupCommit {
-            leader: Mutex::new(Leader::default()),
-            done: Condvar::new(),
-            durable: PerStream::from_fn(|_| AtomicU64::new(durable)),
+            streams: PerStream::from_fn(|_| StreamCommit {
+                busy: Mutex::new(false),
+                done: Condvar::new(),
+                durable: AtomicU64::new(durable),
+            }),
             poisoned: AtomicBool::new(false),
         }
     }
 
     /// Whether `target` is durable.
     pub(crate) fn is_durable(&self, target: DurableTarget) -> bool {
-        self.durable[target.stream].load(Ordering::Acquire) >= target.end
-    }
-
-    /// Records that every record of each stream below its end in `ends` is
-    /// durable (0 changes nothing).
-    fn advance(&self, ends: PerStream<u64>) {
-        for (stream, &end) in ends.iter() {
-            self.durable[stream].fetch_max(end, Ordering::AcqRel);
-        }
+        self.streams[target.stream].durable.load(Ordering::Acquire) >= target.end
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -67,18 +60,18 @@ impl GroupCommit {
         self.poisoned.store(true, Ordering::Release);
         // Wake sleepers so they see the poison instead of waiting for a
         // leader that will not come.
-        let _guard = self.leader.lock();
-        self.done.notify_all();
+        for (_, sc) in self.streams.iter() {
+            let _guard = sc.busy.lock();
+            sc.done.notify_all();
+        }
     }
 
     /// Returns once `target` is durable.
     ///
     /// `sync(stream)` writes out and fsyncs what has been appended to that
     /// stream, returning, for each stream, the sequence number below which
-    /// it is now durable (0 for no change); at most one caller runs it at a
-    /// time. A leader syncs the stream more callers wait on (its own on a
-    /// tie), so each fsync serves as many of them as it can; the callers of
-    /// the other stream then have the next one.
+    /// it is now durable (0 for no change); at most one caller per stream
+    /// runs it at a time.
     pub(crate) fn wait(
         &self,
         target: DurableTarget,
@@ -91,47 +84,50 @@ impl GroupCommit {
             return Ok(());
         }
         let stream = target.stream;
-        let mut leader = self.leader.lock();
-        leader.waiting[stream] += 1;
-        let outcome = loop {
+        let sc = &self.streams[stream];
+        let mut busy = sc.busy.lock();
+        loop {
             if self.is_poisoned() {
-                break Err(Error::Poisoned);
+                return Err(Error::Poisoned);
             }
             if self.is_durable(target) {
-                break Ok(());
+                return Ok(());
             }
-            if leader.busy {
-                self.done.wait(&mut leader);
+            if *busy {
+                sc.done.wait(&mut busy);
                 continue;
             }
-            leader.busy = true;
-            let other = stream.other();
-            let pick = if leader.waiting[other] > leader.waiting[stream] {
-                other
-            } else {
-                stream
-            };
-            let synced = MutexGuard::unlocked(&mut leader, || sync(pick));
-            leader.busy = false;
-            match &synced {
-                Ok(ends) => self.advance(*ends),
-                Err(_e) => {
+            *busy = true;
+            let synced = MutexGuard::unlocked(&mut busy, || sync(stream));
+            *busy = false;
+            match synced {
+                Ok(ends) => {
+                    sc.durable.fetch_max(ends[stream], Ordering::AcqRel);
+                    sc.done.notify_all();
+                    let other = &self.streams[stream.other()];
+                    if other
+                        .durable
+                        .fetch_max(ends[stream.other()], Ordering::AcqRel)
+                        < ends[stream.other()]
+                    {
+                        drop(busy);
+                        let _guard = other.busy.lock();
+                        other.done.notify_all();
+                        busy = sc.busy.lock();
+                    }
+                }
+                Err(e) => {
                     crate::observe::event!(
                         error,
-                        error = %_e,
+                        error = %e,
                         "store poisoned: a write or fsync failed; it refuses writes until reopened"
                     );
-                    self.poisoned.store(true, Ordering::Release);
+                    drop(busy);
+                    self.poison();
+                    return Err(e.into());
                 }
             }
-            self.done.notify_all();
-            if let Err(e) = synced {
-                break Err(e.into());
-            }
-        };
-        debug_assert!(leader.waiting[stream] > 0, "every waiter counted itself in");
-        leader.waiting[stream] -= 1;
-        outcome
+        }
     }
 }
 

@@ -9,8 +9,8 @@
 //! - a caller whose `wait` returned `Ok` finds its record marked, and that
 //!   read is ordered after the leader's write of the mark (else loom
 //!   reports a race): the watermark is published after the fsync;
-//! - at most one sync runs at a time (two at once would race on the
-//!   per-stream mark);
+//! - at most one sync per stream runs at a time (two at once would race
+//!   on the stream's mark), while the two streams' syncs may overlap;
 //! - nobody sleeps forever (loom reports a deadlock): no lost wake-up;
 //! - at the end, neither stream's watermark is past what the disk holds;
 //! - after a failed sync or a `poison`, every caller returns an error or a
@@ -34,8 +34,6 @@ struct Writer {
     next_seq: u64,
     /// The stream of each record, by sequence number.
     streams: Vec<usize>,
-    /// Appended to the stream and not yet written out by a sync.
-    dirty: [bool; 2],
 }
 
 /// The model's streams are numbered 0 (main) and 1 (claims).
@@ -53,8 +51,9 @@ fn number(stream: Stream) -> usize {
 struct Log {
     commit: GroupCommit,
     writer: Mutex<Writer>,
-    /// Per stream: every record below this sequence number is on disk.
-    disk: UnsafeCell<[u64; 2]>,
+    /// Per stream: every record of the stream below this sequence number
+    /// is on disk.
+    disk: [UnsafeCell<u64>; 2],
     /// Per record: on disk.
     records: Vec<UnsafeCell<bool>>,
     /// Syncs that fail before the disk changes (from the first on).
@@ -69,9 +68,8 @@ impl Log {
             writer: Mutex::new(Writer {
                 next_seq: 1,
                 streams: vec![0],
-                dirty: [false; 2],
             }),
-            disk: UnsafeCell::new([1, 1]),
+            disk: [UnsafeCell::new(1), UnsafeCell::new(1)],
             records: (0..MAX_RECORDS).map(|_| UnsafeCell::new(false)).collect(),
             failing_syncs,
         })
@@ -82,7 +80,6 @@ impl Log {
         let seq = w.next_seq;
         w.next_seq += 1;
         w.streams.push(stream);
-        w.dirty[stream] = true;
         seq
     }
 
@@ -91,28 +88,22 @@ impl Log {
         if self.failing_syncs {
             return Err(io::Error::other("fsync failed"));
         }
-        let (end, other_clean, streams) = {
-            let mut w = self.writer.lock();
-            w.dirty[s] = false;
-            (w.next_seq, !w.dirty[1 - s], w.streams.clone())
+        let (end, streams) = {
+            let w = self.writer.lock();
+            (w.next_seq, w.streams.clone())
         };
         let mut ends = [0; 2];
         ends[s] = end;
-        if other_clean {
-            ends[1 - s] = end;
-        }
-        self.disk.with_mut(|d| {
-            // SAFETY: loom checks that no other sync runs.
-            let d = unsafe { &mut *d };
-            for (stream, (below, e)) in d.iter_mut().zip(ends).enumerate() {
-                for seq in *below..e {
-                    if streams[seq as usize] == stream {
-                        // SAFETY: loom checks that nobody reads it yet.
-                        self.records[seq as usize].with_mut(|r| unsafe { *r = true });
-                    }
+        self.disk[s].with_mut(|below| {
+            // SAFETY: loom checks that no other sync of the stream runs.
+            let below = unsafe { &mut *below };
+            for seq in *below..end {
+                if streams[seq as usize] == s {
+                    // SAFETY: loom checks that nobody reads it yet.
+                    self.records[seq as usize].with_mut(|r| unsafe { *r = true });
                 }
-                *below = (*below).max(e);
             }
+            *below = (*below).max(end);
         });
         Ok(ends)
     }
@@ -138,7 +129,7 @@ impl Log {
     fn check_watermarks(&self) {
         for s in 0..2 {
             // SAFETY: called once every caller has been joined.
-            let below = self.disk.with(|d| unsafe { (*d)[s] });
+            let below = self.disk[s].with(|d| unsafe { *d });
             assert!(
                 !self.commit.is_durable(target(s, below + 1)),
                 "stream {s}'s watermark passed what was fsynced ({below})"
