@@ -276,7 +276,7 @@ pub(crate) enum Decoded<'a> {
 }
 
 impl Decoded<'_> {
-    /// The sequence number, which every entry takes from the same counter.
+    /// The sequence number, from the counter of the entry's stream.
     pub(crate) fn seq(&self) -> u64 {
         match self {
             Decoded::Record(r) => r.seq,

@@ -58,6 +58,9 @@ fn readers_see_only_whole_published_records() {
             // SAFETY: the buffer is dropped after every thread is joined.
             let seen = unsafe { view.published() };
             assert!(is_whole_prefix(seen), "a reader saw {seen:?}");
+            // Lets the appenders run between the reads: without it loom
+            // schedules the reader through before them.
+            thread::yield_now();
         }
         for t in appenders {
             t.join().unwrap();
