@@ -75,12 +75,37 @@ pub(crate) fn compact(
     compaction: &Compaction,
     now_ms: u64,
 ) -> Result<CompactionReport> {
+    run_pass(log, index, compaction, now_ms, true)
+}
+
+/// The pass that closing a store runs (DESIGN.md §5b, "Closing"): what a
+/// compaction pass does but rewrite, so that closing copies no record. It
+/// drops the segments whose entries all expired and the claim segments
+/// whose claims were all superseded, and writes the hint of every sealed
+/// segment left.
+pub(crate) fn closing_pass(
+    log: &Log,
+    index: &Index,
+    compaction: &Compaction,
+    now_ms: u64,
+) -> Result<CompactionReport> {
+    run_pass(log, index, compaction, now_ms, false)
+}
+
+fn run_pass(
+    log: &Log,
+    index: &Index,
+    compaction: &Compaction,
+    now_ms: u64,
+    rewrite: bool,
+) -> Result<CompactionReport> {
     let _one_at_a_time = compaction.running.lock();
     let mut report = CompactionReport::default();
     let pass = Pass {
         log,
         index,
         threshold: compaction.threshold,
+        rewrite,
     };
     let outcome = pass.run(now_ms, &mut report);
     compaction.add(&report);
@@ -98,6 +123,8 @@ struct Pass<'a> {
     index: &'a Index,
     /// Rewrite a segment whose live fraction falls below this.
     threshold: f64,
+    /// Whether sparse segments are rewritten (not while closing).
+    rewrite: bool,
 }
 
 impl Pass<'_> {
@@ -141,7 +168,8 @@ impl Pass<'_> {
                 }
                 report.bytes_reclaimed += self.log.remove_sealed(id)?;
                 report.segments_dropped += 1;
-            } else if meta.live_fraction() < self.threshold
+            } else if self.rewrite
+                && meta.live_fraction() < self.threshold
                 && stays_for_ms > 2 * meta.span_ms() + 2 * 1000
             {
                 self.rewrite(id, &records, now_ms, report)?;

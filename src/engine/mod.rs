@@ -168,6 +168,44 @@ impl Engine {
         )
     }
 
+    /// Closes the engine, best effort (DESIGN.md §5b, "Closing"): makes
+    /// everything appended durable; runs the closing pass (dead segments
+    /// dropped, every sealed segment left hinted, nothing rewritten);
+    /// writes the closing sync marks (`Log::close`); then deletes the claim
+    /// stream's active segment if no index entry points into it. A failure
+    /// at any step leaves a store that opens: each step is one a
+    /// compaction pass or a close already takes.
+    pub(crate) fn close(&self) {
+        let now_ms = self.clock.now_ms();
+        if self.log.sync().is_err() {
+            return;
+        }
+        let _ = compaction::closing_pass(&self.log, &self.index, &self.compaction, now_ms);
+        if self.log.is_poisoned() || self.log.close(now_ms).is_err() {
+            return;
+        }
+        let _ = self.remove_dead_active_claims();
+    }
+
+    /// Deletes the claim stream's active segment at close if it may go
+    /// (`Log::closing_claims`) and no index entry points into it.
+    fn remove_dead_active_claims(&self) -> Result<bool> {
+        let Some(claims) = self.log.closing_claims()? else {
+            return Ok(false);
+        };
+        for r in &claims.records {
+            if self
+                .index
+                .shard(r.hash)
+                .position_at(r.hash, r.loc)
+                .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        self.log.remove_closing_claims(&claims)
+    }
+
     /// The key's index entry and what its latest record says.
     #[expect(
         clippy::expect_used,

@@ -28,6 +28,7 @@
 pub(crate) mod active;
 mod append;
 pub(crate) mod brlock;
+mod closing;
 pub(crate) mod commit;
 pub(crate) mod hint_files;
 mod meta;

@@ -51,6 +51,9 @@ struct Inner {
     workers: Vec<(Sender<()>, JoinHandle<()>)>,
     /// The thread behind async durability and deadlines; see `wait.rs`.
     service: Option<JoinHandle<()>>,
+    /// Whether closing settles the segments as the background compactor
+    /// would (on when it runs; DESIGN.md §5b, "Closing").
+    settle_on_close: bool,
 }
 
 impl Store {

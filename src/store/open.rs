@@ -27,7 +27,15 @@ impl Drop for Inner {
         if let Some(thread) = self.service.take() {
             let _ = thread.join();
         }
-        if !self.engine.log.is_poisoned() {
+        if self.engine.log.is_poisoned() {
+            // Nothing more is written to a poisoned log.
+        } else if self.settle_on_close {
+            // Sync, settle the segments as the background compactor would,
+            // prove the active segments durable with a sync mark per
+            // stream, and delete the claim stream's segment if nothing
+            // needs it.
+            self.engine.close();
+        } else {
             // Sync, then prove it on disk with a sync mark per stream.
             let _ = self.engine.log.close(self.engine.clock.now_ms());
         }
@@ -142,6 +150,7 @@ impl Store {
                 engine,
                 workers,
                 service: Some(service),
+                settle_on_close: opts.background_compaction,
             }),
         })
     }
