@@ -23,6 +23,17 @@ use std::time::{Duration, Instant};
 
 /// The hidden subcommand a child process runs.
 pub const OPEN_SUBCOMMAND: &str = "__open";
+/// The hidden subcommand that builds a store and keeps it, for profiling
+/// an open by hand: `__build DIR KEYS`.
+pub const BUILD_SUBCOMMAND: &str = "__build";
+
+/// `__build DIR KEYS`: builds the store the `rss` and `open` rows use.
+pub fn child_build(args: &[String]) -> Result<()> {
+    let [dir, keys] = args else {
+        return Err("__build DIR KEYS".into());
+    };
+    build_store(Path::new(dir), keys.parse()?)
+}
 
 /// Bytes of free disk a store of `keys` keys needs, with room to spare:
 /// about 360 bytes of records and 24 of hints per pair, while compaction

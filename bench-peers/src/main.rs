@@ -344,6 +344,13 @@ fn main() {
         }
         return;
     }
+    if argv.first().map(String::as_str) == Some(extra::BUILD_SUBCOMMAND) {
+        if let Err(e) = extra::child_build(&argv[1..]) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let mut args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -171,8 +171,9 @@ impl Engine {
     /// Closes the engine, best effort (DESIGN.md §5b, "Closing"): makes
     /// everything appended durable; runs the closing pass (dead segments
     /// dropped, every sealed segment left hinted, nothing rewritten);
-    /// writes the closing sync marks (`Log::close`); then deletes the claim
-    /// stream's active segment if no index entry points into it. A failure
+    /// writes the closing sync marks (`Log::close`); deletes the claim
+    /// stream's active segment if no index entry points into it; writes
+    /// the hint of each active segment left. A failure
     /// at any step leaves a store that opens: each step is one a
     /// compaction pass or a close already takes.
     pub(crate) fn close(&self) {
@@ -184,7 +185,8 @@ impl Engine {
         if self.log.is_poisoned() || self.log.close(now_ms).is_err() {
             return;
         }
-        let _ = self.remove_dead_active_claims();
+        let claims_deleted = self.remove_dead_active_claims().unwrap_or(false);
+        let _ = self.log.write_active_hints(claims_deleted);
     }
 
     /// Deletes the claim stream's active segment at close if it may go

@@ -3,7 +3,7 @@
 //! when nothing needs it any more, so the next open neither reads it nor
 //! orders its claims against the completes that ended them.
 
-use super::{Log, SegmentRecord};
+use super::{Log, SegmentRecord, hint_files};
 use crate::durability::Stream;
 use crate::error::{Result, io_context};
 use crate::format::hint::hint_file_name;
@@ -91,5 +91,25 @@ impl Log {
             .map_err(|e| io_context("fsync directory", &self.dir, e))?;
         self.metas.remove(a.id);
         Ok(true)
+    }
+
+    /// Writes the hint of each stream's active segment as it stands after
+    /// the closing sync and marks (`claims_deleted`: the claim stream's
+    /// segment was deleted and gets none), so the next open reads the
+    /// segment's bytes without decoding them. The hint describes exactly
+    /// the segment's durable bytes: open uses it only while the file has
+    /// that length (DESIGN.md §6, "The last segment's hint"). Not marked as
+    /// the segment's hint: once more is appended and the segment is
+    /// sealed, its hint is written anew.
+    pub(crate) fn write_active_hints(&self, claims_deleted: bool) -> Result<()> {
+        let w = self.writer.lock();
+        for (s, a) in w.active.iter() {
+            if (s == Stream::Claims && claims_deleted) || a.dirty || a.flushed != a.buf.len() {
+                continue;
+            }
+            let hint = hint_files::build(a.id, &a.path, &a.buf)?;
+            hint_files::write(&*self.storage, &self.dir, &hint)?;
+        }
+        Ok(())
     }
 }

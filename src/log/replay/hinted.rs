@@ -129,6 +129,9 @@ pub(super) struct Hinted {
     pub(super) id: u32,
     pub(super) len: u64,
     pub(super) hint: ShardedHint,
+    /// The stream's last segment, from the hint closing wrote: not marked
+    /// as hinted, so its hint is written anew once it is sealed.
+    pub(super) last: bool,
 }
 
 /// An entry of a hinted segment in a batch, with the segment's place in

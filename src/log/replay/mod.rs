@@ -177,6 +177,10 @@ where
     /// do not depend on each other and a key's entries all fall in one
     /// shard, so the shards are filled in parallel, each in the order of its
     /// table's slots, as long as each key's entries keep their log order.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the replay's state, passed as the other steps take it"
+    )]
     fn apply_batch(
         &self,
         batch: &mut Vec<Hinted>,
@@ -184,15 +188,17 @@ where
         base: ViewBase<'_>,
         report: &mut RecoveryReport,
         threads: usize,
+        current: Option<(u32, &[u8])>,
     ) -> Result<()> {
         let Some(first) = batch.first() else {
             return Ok(());
         };
+        let (current_id, current) = current.unwrap_or((u32::MAX, &[]));
         let view = RecoveryView {
             sealed,
-            current_id: u32::MAX,
-            current: &[],
-            current_path: &sealed[&first.id].path,
+            current_id,
+            current,
+            current_path: &self.found[&first.id].path,
             base,
         };
         let entries: usize = batch.iter().map(|h| h.hint.hint.entries.len()).sum();
@@ -227,7 +233,14 @@ where
             }
             .into_meta(&self.metas.get_or_insert(h.id));
             let hint_bytes = (HINT_HEADER_LEN + h.hint.hint.entries.len() * HINT_ENTRY_LEN) as u64;
-            self.metas.set_hinted(h.id, hint_bytes);
+            if h.last {
+                self.metas
+                    .get_or_insert(h.id)
+                    .hint_bytes
+                    .store(hint_bytes, Ordering::Relaxed);
+            } else {
+                self.metas.set_hinted(h.id, hint_bytes);
+            }
             report.records += u64::from(header.records);
             report.hinted_segments += 1;
         }
@@ -301,6 +314,60 @@ where
         Ok((bytes, hint))
     }
 
+    /// The stream's last segment from the hint closing wrote for it, if
+    /// that hint passes every check against the file as it is (same id,
+    /// same length): its bytes are read for the active buffer but not
+    /// decoded. `None`: scan it. Sound because the hint was written after
+    /// the closing sync, so it describes bytes that were all durable, and
+    /// an active segment's bytes below a durable length never change (it
+    /// only grows; a torn tail is cut only past what was fsynced; `repair`
+    /// deletes the hint of a segment it rewrites): whenever the file has
+    /// the hint's length again, it holds the bytes the hint describes
+    /// (DESIGN.md §6, "The last segment's hint").
+    fn last_from_hint(
+        &self,
+        id: u32,
+        next_seq: &mut u64,
+        report: &mut RecoveryReport,
+        sealed: &BTreeMap<u32, Sealed>,
+        base: ViewBase<'_>,
+    ) -> Result<Option<Vec<u8>>> {
+        let f = &self.found[&id];
+        let len = f.file.len().map_err(|e| io_context("stat", &f.path, e))?;
+        let mut buf = Vec::new();
+        let Some(hint) = hint_files::read_into(self.storage, self.dir, id, &mut buf)
+            .and_then(|()| ShardedHint::decode(&buf, id, len))
+        else {
+            return Ok(None);
+        };
+        drop(buf);
+        let bytes = read_all(&*f.file).map_err(|e| io_context("read", &f.path, e))?;
+        if bytes.len() as u64 != len {
+            return Ok(None);
+        }
+        *next_seq = (*next_seq)
+            .max(f.header.first_seq)
+            .max(hint.hint.header.last_seq + 1);
+        let mut batch = vec![Hinted {
+            id,
+            len,
+            hint,
+            last: true,
+        }];
+        let threads = self.threads;
+        self.apply_batch(
+            &mut batch,
+            sealed,
+            base,
+            report,
+            threads,
+            Some((id, &bytes)),
+        )?;
+        // Not a sealed segment: opened from its hint, but not counted so.
+        report.hinted_segments -= 1;
+        Ok(Some(bytes))
+    }
+
     /// One stream's replay: its sealed segments, a chunk at a time (hints
     /// are read and checked in parallel, then each run of hinted segments is
     /// applied as one batch, and a segment without a usable hint is scanned
@@ -345,21 +412,28 @@ where
                         id,
                         len: hint.hint.header.segment_len,
                         hint,
+                        last: false,
                     });
                     continue;
                 }
                 // Everything before this segment first, in log order.
-                self.apply_batch(&mut batch, sealed, base, report, workers)?;
+                self.apply_batch(&mut batch, sealed, base, report, workers, None)?;
                 let (_, hint) =
                     self.scan_segment(id, false, &mut next_seq, report, sealed, base)?;
                 // A sealed segment's scan gathers its hint.
                 new_hints.extend(hint);
             }
-            self.apply_batch(&mut batch, sealed, base, report, workers)?;
+            self.apply_batch(&mut batch, sealed, base, report, workers, None)?;
             start = end;
         }
 
-        let (bytes, _) = self.scan_segment(last_id, true, &mut next_seq, report, sealed, base)?;
+        let bytes = match self.last_from_hint(last_id, &mut next_seq, report, sealed, base)? {
+            Some(bytes) => bytes,
+            None => {
+                self.scan_segment(last_id, true, &mut next_seq, report, sealed, base)?
+                    .0
+            }
+        };
         let f = &self.found[&last_id];
         let active = Active {
             id: last_id,
