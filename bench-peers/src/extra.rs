@@ -137,6 +137,11 @@ pub fn child_open(args: &[String]) -> Result<()> {
         "segments_from_hints": stats.segments_opened_from_hints,
         "records_scanned": stats.recovered_records,
     });
+    if args.iter().any(|a| a == "--no-close") {
+        // For profiling the open alone: leave as a crash would.
+        println!("{out}");
+        std::process::exit(0);
+    }
     if compact {
         let started = Instant::now();
         store.compact()?;

@@ -21,14 +21,17 @@
 //! segments expire whole and are dropped without copying; rewriting is for
 //! mixed retentions and for segments full of superseded records.
 
+use crate::durability::{PerStream, Stream};
 use crate::error::Result;
 use crate::format::record::RecordFields;
 use crate::index::{Entry, Index, Shard};
 use crate::log::{AppendOpts, Log, SegmentRecord};
 use crate::reports::CompactionReport;
 use crate::retention::gone;
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Compaction settings and running totals.
 #[derive(Debug)]
@@ -42,6 +45,11 @@ pub(crate) struct Compaction {
     pub bytes_reclaimed: AtomicU64,
     pub bytes_copied: AtomicU64,
     pub entries_evicted: AtomicU64,
+    /// Wakes the background compactor, when there is one.
+    wake: OnceLock<Sender<()>>,
+    /// The active segment each stream's last write went to, to notice a
+    /// rollover.
+    active_seen: PerStream<AtomicU32>,
 }
 
 impl Compaction {
@@ -54,6 +62,39 @@ impl Compaction {
             bytes_reclaimed: AtomicU64::new(0),
             bytes_copied: AtomicU64::new(0),
             entries_evicted: AtomicU64::new(0),
+            wake: OnceLock::new(),
+            active_seen: PerStream([AtomicU32::new(0), AtomicU32::new(0)]),
+        }
+    }
+
+    /// Lets writes wake the background compactor through `wake` (DESIGN.md
+    /// §5b, "When a pass runs").
+    pub(crate) fn set_wake(&self, wake: Sender<()>) {
+        let _ = self.wake.set(wake);
+    }
+
+    /// After a write of stream `stream` to segment `segment`: if the stream
+    /// rolled over since its last write (one relaxed load per write
+    /// otherwise) and a sealed segment has work (something in it expired,
+    /// or its live fraction is below the threshold), wakes the background
+    /// compactor, so expiry keeps up however fast segments fill, whatever
+    /// `compaction_interval` is.
+    pub(crate) fn after_write(&self, log: &Log, stream: Stream, segment: u32, now_ms: u64) {
+        let seen = &self.active_seen[stream];
+        if seen.load(Relaxed) == segment || seen.swap(segment, Relaxed) == segment {
+            return;
+        }
+        let Some(wake) = self.wake.get() else {
+            return;
+        };
+        let due = log.sealed_ids().into_iter().any(|id| {
+            log.metas.get(id).is_some_and(|m| {
+                gone(m.min_drop_after_s.load(Relaxed), now_ms) || m.live_fraction() < self.threshold
+            })
+        });
+        if due {
+            // Full: a wake-up is pending already.
+            let _ = wake.try_send(());
         }
     }
 

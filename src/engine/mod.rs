@@ -276,6 +276,8 @@ impl Engine {
             },
         )?;
         self.waiters.notify(hash);
+        self.compaction
+            .after_write(&self.log, fields.tag.stream(), app.loc.segment, now_ms);
         Ok((
             Entry::new(hash, app.loc, state_of(fields.tag), drop_after_s),
             app,
