@@ -30,10 +30,11 @@ impl Log {
     /// finds without it still rise past every claim it held. Only once the
     /// closing sync and marks are written, with nothing appended since.
     pub(crate) fn closing_claims(&self) -> Result<Option<ClosingClaims>> {
+        // A header that does not decode counts as a claim segment: keep.
         let other_claim_segment = self.segments.read().sealed.values().any(|s| {
             let bytes = (*s.bytes).as_ref();
-            SegmentHeader::decode(bytes.get(..SEGMENT_HEADER_LEN).unwrap_or(&[]))
-                .map_or(true, |h| h.stream == Stream::Claims)
+            let header = SegmentHeader::decode(bytes.get(..SEGMENT_HEADER_LEN).unwrap_or(&[]));
+            !matches!(header, Ok(h) if h.stream == Stream::Main)
         });
         if other_claim_segment {
             return Ok(None);
@@ -62,7 +63,7 @@ impl Log {
             pos += len;
         }
         let deletable = !records.is_empty() && max_seq < main_last;
-        Ok(deletable.then(|| ClosingClaims {
+        Ok(deletable.then_some(ClosingClaims {
             id: a.id,
             len: bytes.len(),
             records,

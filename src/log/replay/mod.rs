@@ -177,10 +177,6 @@ where
     /// do not depend on each other and a key's entries all fall in one
     /// shard, so the shards are filled in parallel, each in the order of its
     /// table's slots, as long as each key's entries keep their log order.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the replay's state, passed as the other steps take it"
-    )]
     fn apply_batch(
         &self,
         batch: &mut Vec<Hinted>,
