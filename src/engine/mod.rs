@@ -171,9 +171,10 @@ impl Engine {
     /// Closes the engine, best effort (DESIGN.md §5b, "Closing"): makes
     /// everything appended durable; runs the closing pass (dead segments
     /// dropped, every sealed segment left hinted, nothing rewritten);
-    /// writes the closing sync marks (`Log::close`); deletes the claim
-    /// stream's active segment if no index entry points into it; writes
-    /// the hint of each active segment left. A failure
+    /// writes the closing sync marks (`Log::close`); moves the claim
+    /// stream to a new, empty segment and deletes its active one if no
+    /// index entry points into it; writes the hint of each active segment
+    /// left. A failure
     /// at any step leaves a store that opens: each step is one a
     /// compaction pass or a close already takes.
     pub(crate) fn close(&self) {
@@ -189,8 +190,9 @@ impl Engine {
         let _ = self.log.write_active_hints(claims_deleted);
     }
 
-    /// Deletes the claim stream's active segment at close if it may go
-    /// (`Log::closing_claims`) and no index entry points into it.
+    /// At close, moves the claim stream to a new, empty segment and
+    /// deletes its active one if that holds records and no index entry
+    /// points into it (`Log::remove_closing_claims`).
     fn remove_dead_active_claims(&self) -> Result<bool> {
         let Some(claims) = self.log.closing_claims()? else {
             return Ok(false);

@@ -32,8 +32,8 @@ impl Drop for Inner {
         } else if self.settle_on_close {
             // Sync, settle the segments as the background compactor would,
             // prove the active segments durable with a sync mark per
-            // stream, and delete the claim stream's segment if nothing
-            // needs it.
+            // stream, and move the claim stream past a segment nothing
+            // needs any more.
             self.engine.close();
         } else {
             // Sync, then prove it on disk with a sync mark per stream.
