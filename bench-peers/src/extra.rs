@@ -114,18 +114,35 @@ fn rss_anon() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// CPU time this process has used (user + system, all threads), in ms.
+fn cpu_ms() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `getrusage` fills the struct it is given.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return f64::NAN;
+        }
+        usage.assume_init()
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
+}
+
 /// The child's side: open the store in `dir`, report the open's time and
 /// memory as one JSON line on stdout, then compact if asked, and close.
 pub fn child_open(args: &[String]) -> Result<()> {
     let dir = args.first().ok_or("__open DIR [--compact]")?;
     let compact = args.iter().any(|a| a == "--compact");
     let before = rss_anon();
+    let cpu_before = cpu_ms();
     let started = Instant::now();
     let store = Options::new()
         .durability(Durability::None)
         .retention(RETENTION)
         .open(dir)?;
     let open_ms = started.elapsed().as_secs_f64() * 1e3;
+    let open_cpu_ms = cpu_ms() - cpu_before;
     let after = rss_anon();
     let stats = store.stats();
     // What the allocator keeps of memory freed during the open: RssAnon
@@ -139,6 +156,7 @@ pub fn child_open(args: &[String]) -> Result<()> {
     let mut out = json!({
         "rss_anon_after_trim": after_trim,
         "open_ms": open_ms,
+        "open_cpu_ms": open_cpu_ms,
         "rss_anon_before": before,
         "rss_anon_after": after,
         "live_keys": stats.live_keys,
@@ -269,6 +287,7 @@ pub fn open(parent: &Path, sizes: &[u64], reps: usize) -> Result<Value> {
     let mut rows = Vec::new();
     for &keys in sizes {
         let (mut first, mut compacted) = (Vec::new(), Vec::new());
+        let (mut first_cpu, mut compacted_cpu) = (Vec::new(), Vec::new());
         let mut detail = Vec::new();
         for rep in 0..reps {
             check_space(parent, keys)?;
@@ -279,18 +298,19 @@ pub fn open(parent: &Path, sizes: &[u64], reps: usize) -> Result<Value> {
             let a = open_in_child(dir.path(), true)?;
             let b = open_in_child(dir.path(), false)?;
             drop(dir);
-            let (fa, fb) = (
-                a["open_ms"].as_f64().unwrap_or(f64::NAN),
-                b["open_ms"].as_f64().unwrap_or(f64::NAN),
-            );
+            let ms = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            let (fa, fb) = (ms(&a, "open_ms"), ms(&b, "open_ms"));
+            let (ca, cb) = (ms(&a, "open_cpu_ms"), ms(&b, "open_cpu_ms"));
             eprintln!(
-                "[  open] {keys} keys rep {}/{reps}: built in {built:.1} s; first open after close {fa:.0} ms (from hints {}, records scanned {}); after compaction {fb:.0} ms",
+                "[  open] {keys} keys rep {}/{reps}: built in {built:.1} s; first open after close {fa:.0} ms ({ca:.0} ms CPU; from hints {}, records scanned {}); after compaction {fb:.0} ms ({cb:.0} ms CPU)",
                 rep + 1,
                 a["segments_from_hints"],
                 a["records_scanned"]
             );
             first.push(fa);
             compacted.push(fb);
+            first_cpu.push(ca);
+            compacted_cpu.push(cb);
             detail.push(json!({ "after_close": a, "after_compaction": b, "build_s": built }));
         }
         println!(
@@ -301,10 +321,19 @@ pub fn open(parent: &Path, sizes: &[u64], reps: usize) -> Result<Value> {
             median(&compacted),
             median(&first) / median(&compacted)
         );
+        println!(
+            "  CPU time of those opens (all threads): {} ms (median {:.0}); after a compaction {} ms (median {:.0})",
+            fmt_list(&first_cpu, 0),
+            median(&first_cpu),
+            fmt_list(&compacted_cpu, 0),
+            median(&compacted_cpu)
+        );
         rows.push(json!({
             "keys": keys,
             "after_close_ms": first,
             "after_compaction_ms": compacted,
+            "after_close_cpu_ms": first_cpu,
+            "after_compaction_cpu_ms": compacted_cpu,
             "reps": detail,
         }));
     }

@@ -30,13 +30,13 @@ use super::scan::{checked, first_valid_record, is_damage, read_header, scan, seg
 use super::{Active, Log, Metas, Opened, Sealed};
 use crate::durability::{Durability, PerStream, Stream};
 use crate::error::{Error, Result, io_context};
-use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN};
+use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry};
 use crate::format::record::Decoded;
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::index::SHARDS;
 use crate::loc::MAX_SEGMENT_ID;
 use crate::storage::{Storage, StorageFile, read_all};
-use hinted::{Hinted, ShardedHint, Tally, apply_shard, parallel};
+use hinted::{Hinted, ShardScratch, ShardedHint, Tally, apply_shard, parallel, read_chunk};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -152,15 +152,21 @@ impl<F> Replay<'_, F>
 where
     F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
 {
-    /// Reads and checks the hints of sealed segments `ids`, on `threads`
-    /// threads; `None` for a segment without a usable hint.
-    fn read_hints(&self, ids: &[u32], threads: usize) -> Vec<Result<Option<ShardedHint>>> {
-        parallel(ids.len(), threads, Vec::new, |buf, i| {
-            let (id, f) = (ids[i], &self.found[&ids[i]]);
-            let len = f.file.len().map_err(|e| io_context("stat", &f.path, e))?;
-            Ok(hint_files::read_into(self.storage, self.dir, id, buf)
-                .and_then(|()| ShardedHint::decode(buf, id, len)))
-        })
+    /// Maps and checks the hints of sealed segments `ids`, decoding their
+    /// entries into `buf` on `threads` threads; `None` for a segment
+    /// without a usable hint.
+    fn read_hints(
+        &self,
+        ids: &[u32],
+        threads: usize,
+        buf: &mut Vec<HintEntry>,
+    ) -> Vec<Result<Option<ShardedHint>>> {
+        let listed: Vec<usize> = ids.iter().map(|id| self.found[id].listed).collect();
+        let len_of = |i: usize| {
+            let f = &self.found[&ids[i]];
+            f.file.len().map_err(|e| io_context("stat", &f.path, e))
+        };
+        read_chunk(self.storage, self.dir, ids, &len_of, &listed, threads, buf)
     }
 
     /// Maps sealed segment `id` and publishes it to later views.
@@ -185,6 +191,7 @@ where
         report: &mut RecoveryReport,
         threads: usize,
         current: Option<(u32, &[u8])>,
+        entries: &[HintEntry],
     ) -> Result<()> {
         let Some(first) = batch.first() else {
             return Ok(());
@@ -197,25 +204,22 @@ where
             current_path: &self.found[&first.id].path,
             base,
         };
-        let entries: usize = batch.iter().map(|h| h.hint.hint.entries.len()).sum();
-        let threads = if entries < PARALLEL_HINT_ENTRIES {
+        let listed: usize = batch.iter().map(|h| h.hint.entries.len()).sum();
+        let threads = if listed < PARALLEL_HINT_ENTRIES {
             1
         } else {
             threads
         };
         let mut tallies = vec![Tally::new(); batch.len()];
-        for shard in parallel(
-            SHARDS,
-            threads,
-            || (),
-            |(), shard| apply_shard(batch, shard, &view, self.apply),
-        ) {
+        for shard in parallel(SHARDS, threads, ShardScratch::default, |scratch, shard| {
+            apply_shard(batch, entries, shard, &view, self.apply, scratch)
+        }) {
             for (t, s) in tallies.iter_mut().zip(shard?) {
                 *t = t.merge(s);
             }
         }
         for (h, tally) in batch.drain(..).zip(tallies) {
-            let header = &h.hint.hint.header;
+            let header = &h.hint.header;
             // Records the hint leaves out were superseded in the segment.
             let unlisted = h
                 .len
@@ -228,7 +232,7 @@ where
                 ..tally
             }
             .into_meta(&self.metas.get_or_insert(h.id));
-            let hint_bytes = (HINT_HEADER_LEN + h.hint.hint.entries.len() * HINT_ENTRY_LEN) as u64;
+            let hint_bytes = (HINT_HEADER_LEN + h.hint.entries.len() * HINT_ENTRY_LEN) as u64;
             if h.last {
                 self.metas
                     .get_or_insert(h.id)
@@ -330,20 +334,17 @@ where
     ) -> Result<Option<Vec<u8>>> {
         let f = &self.found[&id];
         let len = f.file.len().map_err(|e| io_context("stat", &f.path, e))?;
-        let mut buf = Vec::new();
-        let Some(hint) = hint_files::read_into(self.storage, self.dir, id, &mut buf)
-            .and_then(|()| ShardedHint::decode(&buf, id, len))
-        else {
+        let mut entries = vec![];
+        let Some(Ok(Some(hint))) = self.read_hints(&[id], 1, &mut entries).pop() else {
             return Ok(None);
         };
-        drop(buf);
         let bytes = read_all(&*f.file).map_err(|e| io_context("read", &f.path, e))?;
         if bytes.len() as u64 != len {
             return Ok(None);
         }
         *next_seq = (*next_seq)
             .max(f.header.first_seq)
-            .max(hint.hint.header.last_seq + 1);
+            .max(hint.header.last_seq + 1);
         let mut batch = vec![Hinted {
             id,
             len,
@@ -351,14 +352,8 @@ where
             last: true,
         }];
         let threads = self.threads;
-        self.apply_batch(
-            &mut batch,
-            sealed,
-            base,
-            report,
-            threads,
-            Some((id, &bytes)),
-        )?;
+        let current = Some((id, &bytes[..]));
+        self.apply_batch(&mut batch, sealed, base, report, threads, current, &entries)?;
         // Not a sealed segment: opened from its hint, but not counted so.
         report.hinted_segments -= 1;
         Ok(Some(bytes))
@@ -383,6 +378,8 @@ where
         let listed_of = |id: &u32| self.found[id].listed;
         let mut next_seq = 1u64;
         let mut start = 0;
+        // The entries of a chunk's hints: one buffer for every chunk.
+        let mut chunk_entries = Vec::new();
         while start < sealed_ids.len() {
             let mut end = start + 1;
             let mut entries = listed_of(&sealed_ids[start]);
@@ -399,27 +396,30 @@ where
             };
             let chunk = &sealed_ids[start..end];
             let mut batch = Vec::new();
-            for (&id, hint) in chunk.iter().zip(self.read_hints(chunk, workers)) {
+            let hints = self.read_hints(chunk, workers, &mut chunk_entries);
+            for (&id, hint) in chunk.iter().zip(hints) {
                 self.map_sealed(id, sealed)?;
                 if let Some(hint) = hint? {
                     let first_seq = self.found[&id].header.first_seq;
-                    next_seq = next_seq.max(first_seq).max(hint.hint.header.last_seq + 1);
+                    next_seq = next_seq.max(first_seq).max(hint.header.last_seq + 1);
                     batch.push(Hinted {
                         id,
-                        len: hint.hint.header.segment_len,
+                        len: hint.header.segment_len,
                         hint,
                         last: false,
                     });
                     continue;
                 }
                 // Everything before this segment first, in log order.
-                self.apply_batch(&mut batch, sealed, base, report, workers, None)?;
+                let e = &chunk_entries;
+                self.apply_batch(&mut batch, sealed, base, report, workers, None, e)?;
                 let (_, hint) =
                     self.scan_segment(id, false, &mut next_seq, report, sealed, base)?;
                 // A sealed segment's scan gathers its hint.
                 new_hints.extend(hint);
             }
-            self.apply_batch(&mut batch, sealed, base, report, workers, None)?;
+            let e = &chunk_entries;
+            self.apply_batch(&mut batch, sealed, base, report, workers, None, e)?;
             start = end;
         }
 
