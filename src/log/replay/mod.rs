@@ -20,6 +20,7 @@
 //! | header with a valid checksum and an unknown version | `IncompatibleFormat` |
 
 mod hinted;
+mod last;
 mod view;
 
 pub(crate) use view::{Applied, Recovered, RecoveryView};
@@ -137,6 +138,23 @@ fn classify(
     Ok(found)
 }
 
+/// Where a batch's entries are, and the bytes of the stream's last segment
+/// when the batch is that segment (it is not mapped: its bytes were read).
+#[derive(Clone, Copy)]
+struct BatchSource<'a> {
+    entries: &'a [HintEntry],
+    current: Option<(u32, &'a [u8])>,
+}
+
+impl<'a> BatchSource<'a> {
+    fn sealed(entries: &'a [HintEntry]) -> Self {
+        BatchSource {
+            entries,
+            current: None,
+        }
+    }
+}
+
 /// What replaying the segments of both streams works with.
 struct Replay<'r, F> {
     storage: &'r dyn Storage,
@@ -190,8 +208,7 @@ where
         base: ViewBase<'_>,
         report: &mut RecoveryReport,
         threads: usize,
-        current: Option<(u32, &[u8])>,
-        entries: &[HintEntry],
+        BatchSource { entries, current }: BatchSource<'_>,
     ) -> Result<()> {
         let Some(first) = batch.first() else {
             return Ok(());
@@ -314,51 +331,6 @@ where
         Ok((bytes, hint))
     }
 
-    /// The stream's last segment from the hint closing wrote for it, if
-    /// that hint passes every check against the file as it is (same id,
-    /// same length): its bytes are read for the active buffer but not
-    /// decoded. `None`: scan it. Sound because the hint was written after
-    /// the closing sync, so it describes bytes that were all durable, and
-    /// an active segment's bytes below a durable length never change (it
-    /// only grows; a torn tail is cut only past what was fsynced; `repair`
-    /// deletes the hint of a segment it rewrites): whenever the file has
-    /// the hint's length again, it holds the bytes the hint describes
-    /// (DESIGN.md §6, "The last segment's hint").
-    fn last_from_hint(
-        &self,
-        id: u32,
-        next_seq: &mut u64,
-        report: &mut RecoveryReport,
-        sealed: &BTreeMap<u32, Sealed>,
-        base: ViewBase<'_>,
-    ) -> Result<Option<Vec<u8>>> {
-        let f = &self.found[&id];
-        let len = f.file.len().map_err(|e| io_context("stat", &f.path, e))?;
-        let mut entries = vec![];
-        let Some(Ok(Some(hint))) = self.read_hints(&[id], 1, &mut entries).pop() else {
-            return Ok(None);
-        };
-        let bytes = read_all(&*f.file).map_err(|e| io_context("read", &f.path, e))?;
-        if bytes.len() as u64 != len {
-            return Ok(None);
-        }
-        *next_seq = (*next_seq)
-            .max(f.header.first_seq)
-            .max(hint.header.last_seq + 1);
-        let mut batch = vec![Hinted {
-            id,
-            len,
-            hint,
-            last: true,
-        }];
-        let threads = self.threads;
-        let current = Some((id, &bytes[..]));
-        self.apply_batch(&mut batch, sealed, base, report, threads, current, &entries)?;
-        // Not a sealed segment: opened from its hint, but not counted so.
-        report.hinted_segments -= 1;
-        Ok(Some(bytes))
-    }
-
     /// One stream's replay: its sealed segments, a chunk at a time (hints
     /// are read and checked in parallel, then each run of hinted segments is
     /// applied as one batch, and a segment without a usable hint is scanned
@@ -411,15 +383,15 @@ where
                     continue;
                 }
                 // Everything before this segment first, in log order.
-                let e = &chunk_entries;
-                self.apply_batch(&mut batch, sealed, base, report, workers, None, e)?;
+                let e = BatchSource::sealed(&chunk_entries);
+                self.apply_batch(&mut batch, sealed, base, report, workers, e)?;
                 let (_, hint) =
                     self.scan_segment(id, false, &mut next_seq, report, sealed, base)?;
                 // A sealed segment's scan gathers its hint.
                 new_hints.extend(hint);
             }
-            let e = &chunk_entries;
-            self.apply_batch(&mut batch, sealed, base, report, workers, None, e)?;
+            let e = BatchSource::sealed(&chunk_entries);
+            self.apply_batch(&mut batch, sealed, base, report, workers, e)?;
             start = end;
         }
 
