@@ -243,6 +243,7 @@ fn completed_claim_segments_are_deleted_without_copying() {
     // so the active claim segment goes too (the stream moves to a new,
     // empty segment), and the main stream's active segment gets a hint.
     let old_claims = stream_paths(dir.path(), true);
+    let newest_before = common::segment_paths(dir.path()).pop().unwrap();
     drop(
         options(&clock)
             .background_compaction(true)
@@ -260,6 +261,12 @@ fn completed_claim_segments_are_deleted_without_copying() {
         std::fs::metadata(&new_claims[0]).unwrap().len(),
         32,
         "the claim stream goes on in a new segment holding its header only"
+    );
+    // Its id is above every id used before: a location a ticket remembers
+    // never names another record.
+    assert!(
+        new_claims[0] > newest_before,
+        "{new_claims:?} after {newest_before:?}"
     );
     let active_hint = stream_paths(dir.path(), false)
         .pop()
