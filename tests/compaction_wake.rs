@@ -13,6 +13,13 @@ const RETENTION: Duration = Duration::from_secs(10);
 /// Virtual time between pairs: 100 pairs per retention window.
 const STEP: Duration = Duration::from_millis(100);
 const PAIRS: u64 = 3_000;
+/// Pairs per virtual second.
+const PAIRS_PER_S: u64 = 10;
+/// Bytes of a complete record: the 60-byte header, a 10-byte key and a
+/// 100-byte response.
+const COMPLETE_LEN: u64 = 170;
+/// Bytes of a hint entry.
+const HINT_ENTRY_LEN: u64 = 24;
 
 fn pair(store: &Store, i: u64) {
     let key = format!("key-{i:06}");
@@ -49,12 +56,13 @@ fn disk_stays_within_the_retention_window_at_any_write_rate() {
             continue;
         }
         let s = store.stats();
-        // Bytes a retention window of pairs takes in both streams (claims
-        // included, though their segments go sooner), their hints, plus
-        // a segment in its expiry window, each stream's active one, and a
-        // segment of slack.
-        let pair_bytes = s.bytes_appended / (i + 1);
-        bound = window_pairs * (pair_bytes + 24) * 5 / 4 + 4 * SEGMENT_SIZE;
+        // What must stay: the main stream's records of one retention
+        // window (plus a second, as drop-after times are whole seconds)
+        // with their hint entries. Then one main segment whose records
+        // expired since the last rollover (which is what wakes the
+        // compactor), and one segment of the claim stream's (its active
+        // one, and any sealed meanwhile). Everything else must go.
+        bound = (window_pairs + PAIRS_PER_S) * (COMPLETE_LEN + HINT_ENTRY_LEN) + 3 * SEGMENT_SIZE;
         // The compactor runs on its own thread: wait for it to catch up,
         // bounded in real time.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -82,6 +90,11 @@ fn disk_stays_within_the_retention_window_at_any_write_rate() {
         s.bytes_appended > 10 * bound,
         "the test wrote many windows' worth: {} bytes against a bound of {bound}",
         s.bytes_appended
+    );
+    assert_eq!(
+        s.bytes_appended,
+        PAIRS * (COMPLETE_LEN + 70),
+        "a claim is 70 bytes and a complete {COMPLETE_LEN}; no sync marks"
     );
     println!(
         "worst disk {worst} bytes within a bound of {bound}; {} bytes appended; {} segments dropped",

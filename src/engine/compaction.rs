@@ -172,7 +172,8 @@ impl Pass<'_> {
     fn run(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
         // Whether this pass made everything appended so far durable.
         let mut synced = false;
-        for id in self.log.sealed_ids() {
+        let ids = self.log.sealed_ids();
+        for &id in &ids {
             let Some(meta) = self.log.metas.get(id) else {
                 continue;
             };
@@ -217,8 +218,10 @@ impl Pass<'_> {
             }
         }
         // Last, so a segment deleted above (a claim segment whose claims
-        // were all completed, most often) never gets a hint.
-        self.log.write_missing_hints()
+        // were all completed, most often) never gets a hint; and only of
+        // the segments this pass looked at: one sealed meanwhile (a claim
+        // segment most often) is the next pass's, which its rollover woke.
+        self.log.write_missing_hints(&ids)
     }
 
     /// Evicts the expired entries that point at `records`; returns the live
