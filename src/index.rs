@@ -134,7 +134,11 @@ impl Index {
 
     /// Makes room for `keys` more entries spread over the shards. A shard
     /// gets its share plus four standard deviations; in the rare shard that
-    /// gets more, the table grows once.
+    /// gets more, the table grows once. The tables are allocated here, at
+    /// once, on the calling thread: open calls this before it allocates
+    /// anything else sizeable, so no table is wedged among the buffers open
+    /// frees later, which would keep the allocator from returning their
+    /// memory (with glibc, a table this early gets a mapping of its own).
     pub(crate) fn reserve(&self, keys: usize) {
         let share = keys / SHARDS;
         let per_shard = share + 4 * share.isqrt() + 16;
@@ -174,10 +178,6 @@ pub(crate) struct Shard {
     slots: Box<[Entry]>,
     /// Slots that hold an entry.
     len: usize,
-    /// Slots `reserve` asked for while the table had none: allocated at the
-    /// first insert, so a shard's table is zeroed just before it fills (by
-    /// whichever thread fills it).
-    planned: usize,
 }
 
 /// Decides whether an entry with the right hash is the key looked for
@@ -284,7 +284,7 @@ impl Shard {
     /// Makes room for `additional` more entries without growing on the way.
     pub(crate) fn reserve(&mut self, additional: usize) {
         if self.slots.is_empty() {
-            self.planned = self.planned.max(slots_for(additional, GROW_LOAD));
+            self.resize(slots_for(additional, GROW_LOAD));
         } else if self.must_grow(additional) {
             self.resize(slots_for(self.len + additional, GROW_LOAD));
         }
@@ -384,8 +384,7 @@ impl Shard {
     }
 
     fn grow(&mut self) {
-        let planned = std::mem::take(&mut self.planned);
-        self.resize((self.slots.len() * 2).max(MIN_SLOTS).max(planned));
+        self.resize((self.slots.len() * 2).max(MIN_SLOTS));
     }
 
     /// Puts `entry` in the first empty slot from its home; the caller counts it.

@@ -142,15 +142,22 @@ impl Options {
     }
 
     /// Whether a background thread runs compaction every
-    /// [`compaction_interval`](Options::compaction_interval). Turn it off to
-    /// run [`Store::compact`](crate::Store::compact) by hand. Default on.
+    /// [`compaction_interval`](Options::compaction_interval), and as soon
+    /// as a segment fills while a sealed one has something to expire or
+    /// reclaim, so expiry keeps up with any write rate. With it on,
+    /// dropping the last handle also settles the store as a pass would
+    /// (hints written, settled claim segments deleted; nothing rewritten),
+    /// so the next open is as fast as after a compaction. Turn it off to
+    /// run [`Store::compact`](crate::Store::compact) by hand; closing then
+    /// leaves the segments as they are. Default on.
     pub fn background_compaction(mut self, on: bool) -> Self {
         self.background_compaction = on;
         self
     }
 
-    /// How often background compaction runs. Each pass costs little when
-    /// nothing expired. Default 10 s.
+    /// How often background compaction runs at least (a filled segment
+    /// can wake it sooner). Each pass costs little when nothing expired.
+    /// Default 10 s.
     pub fn compaction_interval(mut self, every: Duration) -> Self {
         self.compaction_interval = every;
         self

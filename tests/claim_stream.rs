@@ -231,13 +231,50 @@ fn completed_claim_segments_are_deleted_without_copying() {
         stats.bytes_on_disk
     );
     drop(store);
-    // Closing writes at most one 60-byte sync mark per stream.
+    // Without a background compactor, closing writes at most one 60-byte
+    // sync mark per stream.
     let grown = disk_bytes(dir.path()) - stats.bytes_on_disk;
     assert!(
         [0, 60, 120].contains(&grown),
         "close grew the store by {grown} bytes"
     );
+    // With one (whose timer never fires here, and no write wakes it),
+    // closing settles the store as it would: every claim was completed,
+    // so the active claim segment goes too (the stream moves to a new,
+    // empty segment), and the main stream's active segment gets a hint.
+    let old_claims = stream_paths(dir.path(), true);
+    let newest_before = common::segment_paths(dir.path()).pop().unwrap();
+    drop(
+        options(&clock)
+            .background_compaction(true)
+            .compaction_interval(Duration::from_secs(3600))
+            .open(dir.path())
+            .unwrap(),
+    );
+    let new_claims = stream_paths(dir.path(), true);
+    assert_eq!(new_claims.len(), 1, "{new_claims:?}");
+    assert!(
+        !old_claims.contains(&new_claims[0]),
+        "closing deleted the claim segment nothing pointed into: {old_claims:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&new_claims[0]).unwrap().len(),
+        32,
+        "the claim stream goes on in a new segment holding its header only"
+    );
+    // Its id is above every id used before: a location a ticket remembers
+    // never names another record.
+    assert!(
+        new_claims[0] > newest_before,
+        "{new_claims:?} after {newest_before:?}"
+    );
+    let active_hint = stream_paths(dir.path(), false)
+        .pop()
+        .unwrap()
+        .with_extension("hint");
+    assert!(active_hint.exists(), "closing hinted the active segment");
     let store = options(&clock).open(dir.path()).unwrap();
+    assert_eq!(stream_paths(dir.path(), true), new_claims);
     for i in 0..210 {
         let key = format!("filler-{i}");
         match store.get(&key).unwrap() {

@@ -190,3 +190,148 @@ fn damage_in_a_segment_opened_from_its_hint_is_found_on_read_and_by_verify() {
         Err(idemkv::Error::Corrupt { .. })
     ));
 }
+
+/// Options whose background compactor runs, so closing settles the store,
+/// but whose timer never fires during a test.
+fn settling() -> Options {
+    options()
+        .background_compaction(true)
+        .compaction_interval(Duration::from_secs(3_600))
+}
+
+/// The stream's last segment and its hint file.
+fn last_segment(dir: &Path, claims: bool) -> (PathBuf, PathBuf) {
+    let seg = common::stream_paths(dir, claims).pop().unwrap();
+    let hint = seg.with_extension("hint");
+    (seg, hint)
+}
+
+/// The segment length a hint file says it describes.
+fn hinted_len(hint: &Path) -> u64 {
+    common::le_u64(&std::fs::read(hint).unwrap(), 16)
+}
+
+#[test]
+fn closing_hints_the_active_segments_and_open_trusts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    // Nothing is written, so nothing wakes the compactor: closing is the
+    // pass that settles the store.
+    drop(settling().open(dir.path()).unwrap());
+    for claims in [false, true] {
+        let (seg, hint) = last_segment(dir.path(), claims);
+        let len = std::fs::metadata(&seg).unwrap().len();
+        if claims && len == 32 {
+            // Every claim in the claim stream's last segment was settled:
+            // closing moved the stream to a new, empty segment.
+            assert!(!hint.exists());
+            continue;
+        }
+        assert!(hint.exists(), "{} has a hint", seg.display());
+        assert_eq!(hinted_len(&hint), len);
+    }
+    for seg in common::sealed_segment_paths(dir.path()) {
+        assert!(seg.with_extension("hint").exists(), "{}", seg.display());
+    }
+
+    // A byte of a completed response in the main stream's last segment,
+    // flipped: open does not read payloads it has a hint for, so it opens
+    // and the damage shows when that record is read. Without the hint,
+    // open scans the segment and refuses it (the closing mark attests it).
+    let (seg, hint) = last_segment(dir.path(), false);
+    let bytes = std::fs::read(&seg).unwrap();
+    let victim = common::walk(&bytes)
+        .into_iter()
+        .rev()
+        .find(|r| {
+            // A complete: it carries a response.
+            !common::is_sync_mark(&bytes, r)
+                && r.key.starts_with(b"key-")
+                && r.len > 60 + r.key.len()
+        })
+        .unwrap();
+    let key = String::from_utf8(victim.key.clone()).unwrap();
+    let mut damaged = bytes.clone();
+    damaged[victim.end() - 1] ^= 0x40;
+    std::fs::write(&seg, &damaged).unwrap();
+    {
+        let store = options().open(dir.path()).unwrap();
+        assert!(
+            matches!(store.get(&key), Err(idemkv::Error::Corrupt { .. })),
+            "{key} reads as damaged"
+        );
+    }
+    std::fs::remove_file(&hint).unwrap();
+    assert!(matches!(
+        options().open(dir.path()),
+        Err(idemkv::Error::Corrupt { .. })
+    ));
+    // The segment as closing left it, without its hint: scanned, whole.
+    std::fs::write(&seg, &bytes).unwrap();
+    check(&options().open(dir.path()).unwrap());
+}
+
+#[test]
+fn a_stale_active_hint_is_ignored_and_replaced_once_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    drop(settling().open(dir.path()).unwrap());
+    let (seg, hint) = last_segment(dir.path(), false);
+    let closed_len = hinted_len(&hint);
+    // More records in that segment, and a close that writes no hint: the
+    // hint describes a shorter file now.
+    {
+        let store = options().open(dir.path()).unwrap();
+        for i in 0..3u32 {
+            let key = format!("late-{i}");
+            let Claim::Acquired(t) = store.claim(&key, Fingerprint::of(&key)).unwrap() else {
+                panic!()
+            };
+            store.complete(t, b"late").unwrap();
+        }
+    }
+    let grown = std::fs::metadata(&seg).unwrap().len();
+    assert!(grown > closed_len, "{grown} > {closed_len}");
+    assert_eq!(
+        hinted_len(&hint),
+        closed_len,
+        "the stale hint is still there"
+    );
+    let late = |store: &Store| {
+        for i in 0..3u32 {
+            match store.get(format!("late-{i}")).unwrap() {
+                Some(Record::Completed(c)) => assert_eq!(c.response(), b"late"),
+                other => panic!("late-{i}: {other:?}"),
+            }
+        }
+    };
+    {
+        let store = options().open(dir.path()).unwrap();
+        check(&store);
+        late(&store);
+        // Fill the segment until it is sealed, then write missing hints:
+        // the sealed segment gets its own hint, not the stale one.
+        for i in 0..40u32 {
+            let key = format!("fill-{i}");
+            let Claim::Acquired(t) = store.claim(&key, Fingerprint::of(&key)).unwrap() else {
+                panic!()
+            };
+            store.complete(t, &response(i)).unwrap();
+        }
+        assert!(
+            common::stream_paths(dir.path(), false)
+                .last()
+                .is_some_and(|last| *last != seg),
+            "the segment was sealed"
+        );
+        store.compact().unwrap();
+    }
+    assert_eq!(
+        hinted_len(&hint),
+        std::fs::metadata(&seg).unwrap().len(),
+        "the sealed segment's hint describes it whole"
+    );
+    let store = options().open(dir.path()).unwrap();
+    check(&store);
+    late(&store);
+}

@@ -12,10 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn options() -> Options {
+    // No background compactor, so closing leaves every segment as it was
+    // written (claim segments kept, no hints): the damage the tests put in
+    // a segment is then met by open, which reads it.
     Options::new()
         .clock(clock())
         .segment_size(4096)
         .max_response_len(512)
+        .background_compaction(false)
 }
 
 /// Completes "key-0".."key-59", enough to fill several segments.

@@ -5,6 +5,7 @@
 
 mod chart;
 mod engines;
+mod extra;
 mod workload;
 
 use engines::Engine;
@@ -79,6 +80,9 @@ const ROWS: [Row; 7] = [
     },
 ];
 
+/// Rows of their own shape (`extra.rs`), run after the timed rows.
+const EXTRA_ROWS: [&str; 4] = ["rss", "open", "raw_fsync", "a1000"];
+
 /// The row whose claim latencies are recorded.
 const LATENCY_ROW: &str = "d64";
 
@@ -115,6 +119,14 @@ struct Args {
     ops: Option<u64>,
     reps: usize,
     rows: Vec<Row>,
+    /// Which of [`EXTRA_ROWS`] to run.
+    extra: Vec<&'static str>,
+    /// Keys of the `rss` row's store.
+    rss_keys: u64,
+    /// Store sizes of the `open` row.
+    open_keys: Vec<u64>,
+    /// Writes per run of the `raw_fsync` row.
+    fsync_ops: u64,
     engines: Vec<&'static str>,
     replay_keys: u64,
     dir: PathBuf,
@@ -126,7 +138,10 @@ usage: bench-peers [flags]
   --seconds S      length of each timed run (default 3)
   --ops N          instead of --seconds: operations per client thread
   --reps N         repetitions per engine and row (default 3)
-  --rows LIST      comma-separated rows: 1t,2t,replay,d1,d2,d16,d64 (default all)
+  --rows LIST      comma-separated rows: 1t,2t,replay,d1,d2,d16,d64,rss,open,raw_fsync,a1000 (default all)
+  --rss-keys N     keys in the rss row's store (default 10000000)
+  --open-keys LIST store sizes of the open row (default 1000000,10000000)
+  --fsync-ops N    4 KiB writes per raw_fsync run (default 2000)
   --engines LIST   comma-separated engines: map,idemkv,fjall,redb,sled[,rocksdb] (default all built)
   --replay-keys N  completed keys preloaded for the replay row (default 100000)
   --dir PATH       where the per-run temporary directories go (default: the system temp dir)
@@ -138,6 +153,10 @@ fn parse_args() -> Result<Args, String> {
         ops: None,
         reps: 3,
         rows: ROWS.to_vec(),
+        extra: EXTRA_ROWS.to_vec(),
+        rss_keys: 10_000_000,
+        open_keys: vec![1_000_000, 10_000_000],
+        fsync_ops: 2000,
         engines: all_engines(),
         replay_keys: 100_000,
         dir: std::env::temp_dir(),
@@ -158,16 +177,26 @@ fn parse_args() -> Result<Args, String> {
             "--replay-keys" => args.replay_keys = value.parse().map_err(|_| bad())?,
             "--dir" => args.dir = value.into(),
             "--out" => args.out = value.into(),
-            "--rows" => {
-                args.rows = value
+            "--rss-keys" => args.rss_keys = value.parse().map_err(|_| bad())?,
+            "--fsync-ops" => args.fsync_ops = value.parse().map_err(|_| bad())?,
+            "--open-keys" => {
+                args.open_keys = value
                     .split(',')
-                    .map(|id| {
-                        ROWS.iter()
-                            .find(|r| r.id == id)
-                            .copied()
-                            .ok_or_else(|| format!("unknown row {id}"))
-                    })
+                    .map(|n| n.parse().map_err(|_| bad()))
                     .collect::<Result<_, _>>()?;
+            }
+            "--rows" => {
+                args.rows.clear();
+                args.extra.clear();
+                for id in value.split(',') {
+                    if let Some(r) = ROWS.iter().find(|r| r.id == id) {
+                        args.rows.push(*r);
+                    } else if let Some(x) = EXTRA_ROWS.iter().find(|x| **x == id) {
+                        args.extra.push(x);
+                    } else {
+                        return Err(format!("unknown row {id}"));
+                    }
+                }
             }
             "--engines" => {
                 let known = all_engines();
@@ -185,8 +214,17 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
-    if args.reps == 0 || args.replay_keys == 0 || args.seconds <= 0.0 {
-        return Err("--reps, --replay-keys and --seconds must be positive".into());
+    if args.reps == 0
+        || args.replay_keys == 0
+        || args.seconds <= 0.0
+        || args.rss_keys == 0
+        || args.fsync_ops == 0
+        || args.open_keys.contains(&0)
+    {
+        return Err(
+            "--reps, --replay-keys, --seconds, --rss-keys, --open-keys and --fsync-ops must be positive"
+                .into(),
+        );
     }
     Ok(args)
 }
@@ -298,7 +336,22 @@ fn machine() -> Value {
 }
 
 fn main() {
-    let args = match parse_args() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some(extra::OPEN_SUBCOMMAND) {
+        if let Err(e) = extra::child_open(&argv[1..]) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if argv.first().map(String::as_str) == Some(extra::BUILD_SUBCOMMAND) {
+        if let Err(e) = extra::child_build(&argv[1..]) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let mut args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
@@ -395,6 +448,9 @@ fn main() {
             .map_or(f64::NAN, |c| median(&c.rates))
     };
 
+    if args.rows.is_empty() {
+        args.engines.clear();
+    }
     // The table: engines down, rows across.
     println!();
     print!("| engine |");
@@ -466,7 +522,9 @@ fn main() {
     }
 
     // Ratios.
-    println!("\nratios (medians):");
+    if !args.rows.is_empty() {
+        println!("\nratios (medians):");
+    }
     let peers: Vec<&str> = args
         .engines
         .iter()
@@ -495,6 +553,24 @@ fn main() {
         }
         println!("{line}");
         ratios.push(entry);
+    }
+    // Rows of their own shape; `idemkv` only.
+    let mut extras = Vec::new();
+    for &x in &args.extra {
+        let result = match x {
+            "rss" => extra::rss(&args.dir, args.rss_keys, args.reps),
+            "open" => extra::open(&args.dir, &args.open_keys, args.reps),
+            "raw_fsync" => extra::raw_fsync(&args.dir, args.fsync_ops, args.reps),
+            "a1000" => extra::a1000(&args.dir, args.seconds, args.reps),
+            _ => Err(format!("unknown row {x}").into()),
+        };
+        match result {
+            Ok(v) => extras.push(v),
+            Err(e) => {
+                eprintln!("[{x}] FAILED: {e}");
+                extras.push(json!({ "row": x, "error": e.to_string() }));
+            }
+        }
     }
     let took = began.elapsed();
     println!(
@@ -540,6 +616,7 @@ fn main() {
         "loadavg_at_end": loadavg(),
         "results": results,
         "ratios": ratios,
+        "extra_rows": extras,
     });
     if let Err(e) = std::fs::create_dir_all(&args.out) {
         eprintln!("cannot create {}: {e}", args.out.display());
@@ -569,6 +646,11 @@ fn main() {
             })
             .collect()
     };
+    if args.rows.is_empty() {
+        // No timed row: the chart of the last full run stays.
+        println!("wrote {}", json_path.display());
+        return;
+    }
     let svg_path = args.out.join("pairs_vs_threads.svg");
     if let Err(e) = chart::draw(&svg_path, &series(true), &series(false)) {
         eprintln!("cannot draw {}: {e}", svg_path.display());

@@ -21,14 +21,17 @@
 //! segments expire whole and are dropped without copying; rewriting is for
 //! mixed retentions and for segments full of superseded records.
 
+use crate::durability::{PerStream, Stream};
 use crate::error::Result;
 use crate::format::record::RecordFields;
 use crate::index::{Entry, Index, Shard};
 use crate::log::{AppendOpts, Log, SegmentRecord};
 use crate::reports::CompactionReport;
 use crate::retention::gone;
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Compaction settings and running totals.
 #[derive(Debug)]
@@ -42,6 +45,11 @@ pub(crate) struct Compaction {
     pub bytes_reclaimed: AtomicU64,
     pub bytes_copied: AtomicU64,
     pub entries_evicted: AtomicU64,
+    /// Wakes the background compactor, when there is one.
+    wake: OnceLock<Sender<()>>,
+    /// The active segment each stream's last write went to, to notice a
+    /// rollover.
+    active_seen: PerStream<AtomicU32>,
 }
 
 impl Compaction {
@@ -54,6 +62,39 @@ impl Compaction {
             bytes_reclaimed: AtomicU64::new(0),
             bytes_copied: AtomicU64::new(0),
             entries_evicted: AtomicU64::new(0),
+            wake: OnceLock::new(),
+            active_seen: PerStream([AtomicU32::new(0), AtomicU32::new(0)]),
+        }
+    }
+
+    /// Lets writes wake the background compactor through `wake` (DESIGN.md
+    /// §5b, "When a pass runs").
+    pub(crate) fn set_wake(&self, wake: Sender<()>) {
+        let _ = self.wake.set(wake);
+    }
+
+    /// After a write of stream `stream` to segment `segment`: if the stream
+    /// rolled over since its last write (one relaxed load per write
+    /// otherwise) and a sealed segment has work (something in it expired,
+    /// or its live fraction is below the threshold), wakes the background
+    /// compactor, so expiry keeps up however fast segments fill, whatever
+    /// `compaction_interval` is.
+    pub(crate) fn after_write(&self, log: &Log, stream: Stream, segment: u32, now_ms: u64) {
+        let seen = &self.active_seen[stream];
+        if seen.load(Relaxed) == segment || seen.swap(segment, Relaxed) == segment {
+            return;
+        }
+        let Some(wake) = self.wake.get() else {
+            return;
+        };
+        let due = log.sealed_ids().into_iter().any(|id| {
+            log.metas.get(id).is_some_and(|m| {
+                gone(m.min_drop_after_s.load(Relaxed), now_ms) || m.live_fraction() < self.threshold
+            })
+        });
+        if due {
+            // Full: a wake-up is pending already.
+            let _ = wake.try_send(());
         }
     }
 
@@ -75,12 +116,37 @@ pub(crate) fn compact(
     compaction: &Compaction,
     now_ms: u64,
 ) -> Result<CompactionReport> {
+    run_pass(log, index, compaction, now_ms, true)
+}
+
+/// The pass that closing a store runs (DESIGN.md §5b, "Closing"): what a
+/// compaction pass does but rewrite, so that closing copies no record. It
+/// drops the segments whose entries all expired and the claim segments
+/// whose claims were all superseded, and writes the hint of every sealed
+/// segment left.
+pub(crate) fn closing_pass(
+    log: &Log,
+    index: &Index,
+    compaction: &Compaction,
+    now_ms: u64,
+) -> Result<CompactionReport> {
+    run_pass(log, index, compaction, now_ms, false)
+}
+
+fn run_pass(
+    log: &Log,
+    index: &Index,
+    compaction: &Compaction,
+    now_ms: u64,
+    rewrite: bool,
+) -> Result<CompactionReport> {
     let _one_at_a_time = compaction.running.lock();
     let mut report = CompactionReport::default();
     let pass = Pass {
         log,
         index,
         threshold: compaction.threshold,
+        rewrite,
     };
     let outcome = pass.run(now_ms, &mut report);
     compaction.add(&report);
@@ -98,13 +164,16 @@ struct Pass<'a> {
     index: &'a Index,
     /// Rewrite a segment whose live fraction falls below this.
     threshold: f64,
+    /// Whether sparse segments are rewritten (not while closing).
+    rewrite: bool,
 }
 
 impl Pass<'_> {
     fn run(&self, now_ms: u64, report: &mut CompactionReport) -> Result<()> {
         // Whether this pass made everything appended so far durable.
         let mut synced = false;
-        for id in self.log.sealed_ids() {
+        let ids = self.log.sealed_ids();
+        for &id in &ids {
             let Some(meta) = self.log.metas.get(id) else {
                 continue;
             };
@@ -140,15 +209,18 @@ impl Pass<'_> {
                 }
                 report.bytes_reclaimed += self.log.remove_sealed(id)?;
                 report.segments_dropped += 1;
-            } else if meta.live_fraction() < self.threshold
+            } else if self.rewrite
+                && meta.live_fraction() < self.threshold
                 && stays_for_ms > 2 * meta.span_ms() + 2 * 1000
             {
                 self.rewrite(id, &records, now_ms, report)?;
             }
         }
         // Last, so a segment deleted above (a claim segment whose claims
-        // were all completed, most often) never gets a hint.
-        self.log.write_missing_hints()
+        // were all completed, most often) never gets a hint; and only of
+        // the segments this pass looked at: one sealed meanwhile (a claim
+        // segment most often) is the next pass's, which its rollover woke.
+        self.log.write_missing_hints(&ids)
     }
 
     /// Evicts the expired entries that point at `records`; returns the live

@@ -178,6 +178,48 @@ impl Engine {
         )
     }
 
+    /// Closes the engine, best effort (DESIGN.md §5b, "Closing"): makes
+    /// everything appended durable; runs the closing pass (dead segments
+    /// dropped, every sealed segment left hinted, nothing rewritten);
+    /// writes the closing sync marks (`Log::close`); moves the claim
+    /// stream to a new, empty segment and deletes its active one if no
+    /// index entry points into it; writes the hint of each active segment
+    /// left. A failure
+    /// at any step leaves a store that opens: each step is one a
+    /// compaction pass or a close already takes.
+    pub(crate) fn close(&self) {
+        let now_ms = self.clock.now_ms();
+        if self.log.sync().is_err() {
+            return;
+        }
+        let _ = compaction::closing_pass(&self.log, &self.index, &self.compaction, now_ms);
+        if self.log.is_poisoned() || self.log.close(now_ms).is_err() {
+            return;
+        }
+        let claims_deleted = self.remove_dead_active_claims().unwrap_or(false);
+        let _ = self.log.write_active_hints(claims_deleted);
+    }
+
+    /// At close, moves the claim stream to a new, empty segment and
+    /// deletes its active one if that holds records and no index entry
+    /// points into it (`Log::remove_closing_claims`).
+    fn remove_dead_active_claims(&self) -> Result<bool> {
+        let Some(claims) = self.log.closing_claims()? else {
+            return Ok(false);
+        };
+        for r in &claims.records {
+            if self
+                .index
+                .shard(r.hash)
+                .position_at(r.hash, r.loc)
+                .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        self.log.remove_closing_claims(&claims)
+    }
+
     /// The key's index entry and what its latest record says.
     #[expect(
         clippy::expect_used,
@@ -248,6 +290,8 @@ impl Engine {
             },
         )?;
         self.waiters.notify(hash);
+        self.compaction
+            .after_write(&self.log, fields.tag.stream(), app.loc.segment, now_ms);
         Ok((
             Entry::new(hash, app.loc, state_of(fields.tag), drop_after_s),
             app,

@@ -6,7 +6,7 @@ use crate::format::record::{self, Decoded, RecordRef, SyncMark};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::key::key_hash;
 use crate::loc::seg_u32;
-use crate::storage::{Storage, replace_durably};
+use crate::storage::{SealedBytes, Storage, replace_durably};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -145,6 +145,14 @@ pub(crate) fn read_into(
     buf.clear();
     buf.resize(len, 0);
     file.read_exact_at(0, buf).ok()
+}
+
+/// The hint file of segment `id`, mapped (nothing checked yet); `None` if
+/// it cannot be opened or mapped. Hint files are written whole and renamed
+/// into place, and nothing writes them while the store is locked, so the
+/// map does not change under its reader.
+pub(crate) fn map(storage: &dyn Storage, dir: &Path, id: u32) -> Option<SealedBytes> {
+    storage.open(&dir.join(hint_file_name(id))).ok()?.map().ok()
 }
 
 /// How many entries the hint of segment `id` lists, from its header alone

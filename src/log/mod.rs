@@ -28,6 +28,7 @@
 pub(crate) mod active;
 mod append;
 pub(crate) mod brlock;
+mod closing;
 pub(crate) mod commit;
 pub(crate) mod hint_files;
 mod meta;
@@ -319,9 +320,10 @@ impl Log {
             .map(|s| (s.path.clone(), s.bytes.clone()))
     }
 
-    /// Writes the hint file of every sealed segment that lacks one.
-    pub(crate) fn write_missing_hints(&self) -> Result<()> {
-        for id in self.sealed_ids() {
+    /// Writes the hint file of each sealed segment of `ids` that is still
+    /// there and lacks one.
+    pub(crate) fn write_missing_hints(&self, ids: &[u32]) -> Result<()> {
+        for &id in ids {
             let Some(meta) = self.metas.get(id) else {
                 continue;
             };

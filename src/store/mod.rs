@@ -24,8 +24,11 @@ use std::time::Duration;
 /// A handle to an open store. Cheap to clone; clones share one engine.
 ///
 /// Dropping the last clone writes out and fsyncs everything acknowledged,
-/// stops the background thread and releases the directory lock, so the
-/// directory can be opened again at once.
+/// stops the background threads and releases the directory lock, so the
+/// directory can be opened again at once. With background compaction on
+/// (the default), it first leaves the store as a compaction pass would
+/// (without rewriting anything): settled claim segments deleted, a hint
+/// file for every segment, so the next open reads hints only.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -51,6 +54,9 @@ struct Inner {
     workers: Vec<(Sender<()>, JoinHandle<()>)>,
     /// The thread behind async durability and deadlines; see `wait.rs`.
     service: Option<JoinHandle<()>>,
+    /// Whether closing settles the segments as the background compactor
+    /// would (on when it runs; DESIGN.md §5b, "Closing").
+    settle_on_close: bool,
 }
 
 impl Store {

@@ -27,7 +27,15 @@ impl Drop for Inner {
         if let Some(thread) = self.service.take() {
             let _ = thread.join();
         }
-        if !self.engine.log.is_poisoned() {
+        if self.engine.log.is_poisoned() {
+            // Nothing more is written to a poisoned log.
+        } else if self.settle_on_close {
+            // Sync, settle the segments as the background compactor would,
+            // prove the active segments durable with a sync mark per
+            // stream, and move the claim stream past a segment nothing
+            // needs any more.
+            self.engine.close();
+        } else {
             // Sync, then prove it on disk with a sync mark per stream.
             let _ = self.engine.log.close(self.engine.clock.now_ms());
         }
@@ -123,12 +131,7 @@ impl Store {
             )?);
         }
         if opts.background_compaction {
-            workers.push(spawn_worker(
-                "idemkv-compact",
-                engine.clone(),
-                opts.compaction_interval,
-                |e| e.compact().map(drop),
-            )?);
+            workers.push(spawn_compactor(engine.clone(), opts.compaction_interval)?);
         }
         let service = {
             let engine = engine.clone();
@@ -142,6 +145,7 @@ impl Store {
                 engine,
                 workers,
                 service: Some(service),
+                settle_on_close: opts.background_compaction,
             }),
         })
     }
@@ -161,6 +165,31 @@ fn spawn_worker(
         .spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 if work(&engine).is_err() && engine.log.is_poisoned() {
+                    break;
+                }
+            }
+        })
+        .map_err(Error::Io)?;
+    Ok((stop, thread))
+}
+
+/// The background compactor: a pass every `every`, and one as soon as a
+/// rollover finds a sealed segment with work (`Compaction::after_write`),
+/// until the returned sender is dropped or the store is poisoned.
+fn spawn_compactor(engine: Arc<Engine>, every: Duration) -> Result<(Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let (wake, woken) = crossbeam_channel::bounded::<()>(1);
+    engine.compaction.set_wake(wake);
+    let thread = std::thread::Builder::new()
+        .name("idemkv-compact".into())
+        .spawn(move || {
+            loop {
+                crossbeam_channel::select! {
+                    recv(stopped) -> _ => break,
+                    recv(woken) -> _ => {}
+                    default(every) => {}
+                }
+                if engine.compact().is_err() && engine.log.is_poisoned() {
                     break;
                 }
             }

@@ -5,12 +5,17 @@
 use super::view::{Applied, Recovered, RecoveryView};
 use crate::error::Result;
 use crate::format::bytes::le_u64;
+use crate::format::hint::HintHeader;
 use crate::format::hint::{HINT_ENTRY_LEN, HintEntry};
 use crate::format::record::{self, Tag};
 use crate::index::{SHARDS, shard_of};
 use crate::loc::Loc;
 use crate::log::SegMeta;
-use crate::log::hint_files::{self, Hint};
+use crate::log::hint_files;
+use crate::storage::Storage;
+use parking_lot::Mutex;
+use std::ops::Range;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A segment's figures summed over records without touching shared
@@ -76,20 +81,42 @@ impl Tally {
     }
 }
 
-/// A hint whose entries are ordered by index shard, in offset order within
-/// a shard.
+/// An entry that holds nothing, to fill an entry buffer with.
+const NO_ENTRY: HintEntry = HintEntry {
+    hash: 0,
+    tag: Tag::Claim,
+    until_ms: 0,
+    offset: 0,
+    len: 0,
+};
+
+/// A checked hint whose entries were decoded into a chunk's entry buffer,
+/// ordered by index shard, in offset order within a shard.
 pub(super) struct ShardedHint {
-    pub(super) hint: Hint,
-    /// Shard `s` has `hint.entries[starts[s]..starts[s + 1]]`.
-    pub(super) starts: Vec<u32>,
+    pub(super) header: HintHeader,
+    /// Where its entries are in the chunk's buffer.
+    pub(super) entries: Range<usize>,
+    /// Shard `s` has `entries.start + starts[s]..entries.start + starts[s + 1]`.
+    starts: [u32; SHARDS + 1],
 }
 
 impl ShardedHint {
     /// Checks hint file bytes as `hint::decode` does and decodes the
-    /// entries straight into shard order.
-    pub(super) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Option<ShardedHint> {
+    /// entries straight into shard order, into `out`, which must be exactly
+    /// as long as the hint's entry count (from its header, read before) and
+    /// starts at `at` in the chunk's buffer.
+    pub(super) fn decode_into(
+        bytes: &[u8],
+        id: u32,
+        segment_len: u64,
+        out: &mut [HintEntry],
+        at: usize,
+    ) -> Option<ShardedHint> {
         let (header, body) = hint_files::entry_bytes(bytes, id, segment_len)?;
-        let mut starts = vec![0u32; SHARDS + 1];
+        if body.len() != out.len() * HINT_ENTRY_LEN {
+            return None;
+        }
+        let mut starts = [0u32; SHARDS + 1];
         for chunk in body.chunks_exact(HINT_ENTRY_LEN) {
             let hash = le_u64(chunk, 0);
             starts[shard_of(hash) + 1] += 1;
@@ -97,31 +124,65 @@ impl ShardedHint {
         for s in 0..SHARDS {
             starts[s + 1] += starts[s];
         }
-        let mut at = starts.clone();
-        let mut entries = vec![
-            HintEntry {
-                hash: 0,
-                tag: Tag::Claim,
-                until_ms: 0,
-                offset: 0,
-                len: 0,
-            };
-            body.len() / HINT_ENTRY_LEN
-        ];
+        let mut next = starts;
         hint_files::decode_entries(body, segment_len, |e| {
             let s = shard_of(e.hash);
-            entries[at[s] as usize] = e;
-            at[s] += 1;
+            out[next[s] as usize] = e;
+            next[s] += 1;
         })?;
         Some(ShardedHint {
-            hint: Hint { header, entries },
+            header,
+            entries: at..at + out.len(),
             starts,
         })
     }
 
-    pub(super) fn shard(&self, shard: usize) -> std::ops::Range<usize> {
-        self.starts[shard] as usize..self.starts[shard + 1] as usize
+    /// Where shard `shard`'s entries are in the chunk's buffer.
+    pub(super) fn shard(&self, shard: usize) -> Range<usize> {
+        self.entries.start + self.starts[shard] as usize
+            ..self.entries.start + self.starts[shard + 1] as usize
     }
+}
+
+/// Maps, checks and decodes the hints of segments `ids` (segment `ids[i]`
+/// is `len_of(i)` bytes long, its hint's header states `listed[i]`
+/// entries) on up to `threads` threads, into `buf`, which is reused from
+/// chunk to chunk: one allocation for a whole open, instead of a buffer
+/// per hint and per thread that the allocator might keep after open.
+/// `None` for a segment without a usable hint.
+pub(super) fn read_chunk(
+    storage: &dyn Storage,
+    dir: &Path,
+    ids: &[u32],
+    len_of: &(dyn Fn(usize) -> Result<u64> + Sync),
+    listed: &[usize],
+    threads: usize,
+    buf: &mut Vec<HintEntry>,
+) -> Vec<Result<Option<ShardedHint>>> {
+    buf.clear();
+    buf.resize(listed.iter().sum(), NO_ENTRY);
+    let mut rest: &mut [HintEntry] = buf;
+    let mut slots = Vec::with_capacity(ids.len());
+    let mut at = 0;
+    for &n in listed {
+        let (out, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        slots.push(Mutex::new((at, out)));
+        rest = tail;
+        at += n;
+    }
+    parallel(
+        ids.len(),
+        threads,
+        || (),
+        |(), i| {
+            let len = len_of(i)?;
+            let mut slot = slots[i].lock();
+            let (at, out) = &mut *slot;
+            Ok(hint_files::map(storage, dir, ids[i]).and_then(|bytes| {
+                ShardedHint::decode_into((*bytes).as_ref(), ids[i], len, out, *at)
+            }))
+        },
+    )
 }
 
 /// A hinted segment waiting for its entries to be applied.
@@ -129,6 +190,17 @@ pub(super) struct Hinted {
     pub(super) id: u32,
     pub(super) len: u64,
     pub(super) hint: ShardedHint,
+    /// The stream's last segment, from the hint closing wrote: not marked
+    /// as hinted, so its hint is written anew once it is sealed.
+    pub(super) last: bool,
+}
+
+/// What one thread's `apply_shard` calls reuse from shard to shard: the
+/// counting sort's buckets and its output.
+#[derive(Default)]
+pub(super) struct ShardScratch {
+    at: Vec<u32>,
+    ordered: Vec<BatchEntry>,
 }
 
 /// An entry of a hinted segment in a batch, with the segment's place in
@@ -190,9 +262,11 @@ pub(super) fn parallel<S, T: Send>(
 /// order, so a key's entries still come in log order.
 pub(super) fn apply_shard<F>(
     batch: &[Hinted],
+    entries: &[HintEntry],
     shard: usize,
     view: &RecoveryView<'_>,
     apply: &F,
+    scratch: &mut ShardScratch,
 ) -> Result<Vec<Tally>>
 where
     F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
@@ -201,13 +275,15 @@ where
         batch
             .iter()
             .enumerate()
-            .map(move |(seg, h)| (seg as u32, &h.hint.hint.entries[h.hint.shard(shard)]))
+            .map(move |(seg, h)| (seg as u32, &entries[h.hint.shard(shard)]))
     };
     let n: usize = slices().map(|(_, s)| s.len()).sum();
     // About one entry a bucket, so a bucket covers a few slots.
     let bits = n.next_power_of_two().trailing_zeros().min(20);
     let bucket = |e: &HintEntry| ((u64::from(e.hash as u32) << bits) >> 32) as usize;
-    let mut at = vec![0u32; (1 << bits) + 1];
+    let ShardScratch { at, ordered } = scratch;
+    at.clear();
+    at.resize((1 << bits) + 1, 0);
     for (_, s) in slices() {
         for e in s {
             at[bucket(e) + 1] += 1;
@@ -219,13 +295,14 @@ where
     let Some((_, first)) = slices().find(|(_, s)| !s.is_empty()) else {
         return Ok(vec![Tally::new(); batch.len()]);
     };
-    let mut ordered = vec![
+    ordered.clear();
+    ordered.resize(
+        n,
         BatchEntry {
             entry: first[0],
-            seg: 0
-        };
-        n
-    ];
+            seg: 0,
+        },
+    );
     for (seg, s) in slices() {
         for e in s {
             let b = bucket(e);
@@ -234,9 +311,9 @@ where
         }
     }
     let mut tallies = vec![Tally::new(); batch.len()];
-    for BatchEntry { entry: e, seg } in ordered {
+    for &BatchEntry { entry: e, seg } in ordered.iter() {
         let h = &batch[seg as usize];
-        let first_ms = h.hint.hint.header.first_ms;
+        let first_ms = h.hint.header.first_ms;
         let rec = Recovered {
             loc: Loc {
                 segment: h.id,

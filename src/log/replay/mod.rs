@@ -20,6 +20,7 @@
 //! | header with a valid checksum and an unknown version | `IncompatibleFormat` |
 
 mod hinted;
+mod last;
 mod view;
 
 pub(crate) use view::{Applied, Recovered, RecoveryView};
@@ -30,13 +31,13 @@ use super::scan::{checked, first_valid_record, is_damage, read_header, scan, seg
 use super::{Active, Log, Metas, Opened, Sealed};
 use crate::durability::{Durability, PerStream, Stream};
 use crate::error::{Error, Result, io_context};
-use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN};
+use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry};
 use crate::format::record::Decoded;
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::index::SHARDS;
 use crate::loc::MAX_SEGMENT_ID;
 use crate::storage::{Storage, StorageFile, read_all};
-use hinted::{Hinted, ShardedHint, Tally, apply_shard, parallel};
+use hinted::{Hinted, ShardScratch, ShardedHint, Tally, apply_shard, parallel, read_chunk};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,23 @@ fn classify(
     Ok(found)
 }
 
+/// Where a batch's entries are, and the bytes of the stream's last segment
+/// when the batch is that segment (it is not mapped: its bytes were read).
+#[derive(Clone, Copy)]
+struct BatchSource<'a> {
+    entries: &'a [HintEntry],
+    current: Option<(u32, &'a [u8])>,
+}
+
+impl<'a> BatchSource<'a> {
+    fn sealed(entries: &'a [HintEntry]) -> Self {
+        BatchSource {
+            entries,
+            current: None,
+        }
+    }
+}
+
 /// What replaying the segments of both streams works with.
 struct Replay<'r, F> {
     storage: &'r dyn Storage,
@@ -152,15 +170,21 @@ impl<F> Replay<'_, F>
 where
     F: Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
 {
-    /// Reads and checks the hints of sealed segments `ids`, on `threads`
-    /// threads; `None` for a segment without a usable hint.
-    fn read_hints(&self, ids: &[u32], threads: usize) -> Vec<Result<Option<ShardedHint>>> {
-        parallel(ids.len(), threads, Vec::new, |buf, i| {
-            let (id, f) = (ids[i], &self.found[&ids[i]]);
-            let len = f.file.len().map_err(|e| io_context("stat", &f.path, e))?;
-            Ok(hint_files::read_into(self.storage, self.dir, id, buf)
-                .and_then(|()| ShardedHint::decode(buf, id, len)))
-        })
+    /// Maps and checks the hints of sealed segments `ids`, decoding their
+    /// entries into `buf` on `threads` threads; `None` for a segment
+    /// without a usable hint.
+    fn read_hints(
+        &self,
+        ids: &[u32],
+        threads: usize,
+        buf: &mut Vec<HintEntry>,
+    ) -> Vec<Result<Option<ShardedHint>>> {
+        let listed: Vec<usize> = ids.iter().map(|id| self.found[id].listed).collect();
+        let len_of = |i: usize| {
+            let f = &self.found[&ids[i]];
+            f.file.len().map_err(|e| io_context("stat", &f.path, e))
+        };
+        read_chunk(self.storage, self.dir, ids, &len_of, &listed, threads, buf)
     }
 
     /// Maps sealed segment `id` and publishes it to later views.
@@ -184,36 +208,35 @@ where
         base: ViewBase<'_>,
         report: &mut RecoveryReport,
         threads: usize,
+        BatchSource { entries, current }: BatchSource<'_>,
     ) -> Result<()> {
         let Some(first) = batch.first() else {
             return Ok(());
         };
+        let (current_id, current) = current.unwrap_or((u32::MAX, &[]));
         let view = RecoveryView {
             sealed,
-            current_id: u32::MAX,
-            current: &[],
-            current_path: &sealed[&first.id].path,
+            current_id,
+            current,
+            current_path: &self.found[&first.id].path,
             base,
         };
-        let entries: usize = batch.iter().map(|h| h.hint.hint.entries.len()).sum();
-        let threads = if entries < PARALLEL_HINT_ENTRIES {
+        let listed: usize = batch.iter().map(|h| h.hint.entries.len()).sum();
+        let threads = if listed < PARALLEL_HINT_ENTRIES {
             1
         } else {
             threads
         };
         let mut tallies = vec![Tally::new(); batch.len()];
-        for shard in parallel(
-            SHARDS,
-            threads,
-            || (),
-            |(), shard| apply_shard(batch, shard, &view, self.apply),
-        ) {
+        for shard in parallel(SHARDS, threads, ShardScratch::default, |scratch, shard| {
+            apply_shard(batch, entries, shard, &view, self.apply, scratch)
+        }) {
             for (t, s) in tallies.iter_mut().zip(shard?) {
                 *t = t.merge(s);
             }
         }
         for (h, tally) in batch.drain(..).zip(tallies) {
-            let header = &h.hint.hint.header;
+            let header = &h.hint.header;
             // Records the hint leaves out were superseded in the segment.
             let unlisted = h
                 .len
@@ -226,8 +249,15 @@ where
                 ..tally
             }
             .into_meta(&self.metas.get_or_insert(h.id));
-            let hint_bytes = (HINT_HEADER_LEN + h.hint.hint.entries.len() * HINT_ENTRY_LEN) as u64;
-            self.metas.set_hinted(h.id, hint_bytes);
+            let hint_bytes = (HINT_HEADER_LEN + h.hint.entries.len() * HINT_ENTRY_LEN) as u64;
+            if h.last {
+                self.metas
+                    .get_or_insert(h.id)
+                    .hint_bytes
+                    .store(hint_bytes, Ordering::Relaxed);
+            } else {
+                self.metas.set_hinted(h.id, hint_bytes);
+            }
             report.records += u64::from(header.records);
             report.hinted_segments += 1;
         }
@@ -320,6 +350,8 @@ where
         let listed_of = |id: &u32| self.found[id].listed;
         let mut next_seq = 1u64;
         let mut start = 0;
+        // The entries of a chunk's hints: one buffer for every chunk.
+        let mut chunk_entries = Vec::new();
         while start < sealed_ids.len() {
             let mut end = start + 1;
             let mut entries = listed_of(&sealed_ids[start]);
@@ -336,30 +368,40 @@ where
             };
             let chunk = &sealed_ids[start..end];
             let mut batch = Vec::new();
-            for (&id, hint) in chunk.iter().zip(self.read_hints(chunk, workers)) {
+            let hints = self.read_hints(chunk, workers, &mut chunk_entries);
+            for (&id, hint) in chunk.iter().zip(hints) {
                 self.map_sealed(id, sealed)?;
                 if let Some(hint) = hint? {
                     let first_seq = self.found[&id].header.first_seq;
-                    next_seq = next_seq.max(first_seq).max(hint.hint.header.last_seq + 1);
+                    next_seq = next_seq.max(first_seq).max(hint.header.last_seq + 1);
                     batch.push(Hinted {
                         id,
-                        len: hint.hint.header.segment_len,
+                        len: hint.header.segment_len,
                         hint,
+                        last: false,
                     });
                     continue;
                 }
                 // Everything before this segment first, in log order.
-                self.apply_batch(&mut batch, sealed, base, report, workers)?;
+                let e = BatchSource::sealed(&chunk_entries);
+                self.apply_batch(&mut batch, sealed, base, report, workers, e)?;
                 let (_, hint) =
                     self.scan_segment(id, false, &mut next_seq, report, sealed, base)?;
                 // A sealed segment's scan gathers its hint.
                 new_hints.extend(hint);
             }
-            self.apply_batch(&mut batch, sealed, base, report, workers)?;
+            let e = BatchSource::sealed(&chunk_entries);
+            self.apply_batch(&mut batch, sealed, base, report, workers, e)?;
             start = end;
         }
 
-        let (bytes, _) = self.scan_segment(last_id, true, &mut next_seq, report, sealed, base)?;
+        let bytes = match self.last_from_hint(last_id, &mut next_seq, report, sealed, base)? {
+            Some(bytes) => bytes,
+            None => {
+                self.scan_segment(last_id, true, &mut next_seq, report, sealed, base)?
+                    .0
+            }
+        };
         let f = &self.found[&last_id];
         let meta = self.metas.get_or_insert(last_id);
         // Open fsyncs the segment; the next group commit's mark then attests

@@ -1,0 +1,122 @@
+//! What closing a store does to the log after the closing sync and marks
+//! (DESIGN.md §5b, "Closing"): the claim stream moved to a new, empty
+//! segment and its active segment deleted when nothing needs it any more,
+//! so the next open neither reads it nor orders its claims against the
+//! completes that ended them; and the active segments' hints.
+
+use super::append::create_segment;
+use super::{Log, SegmentRecord, hint_files};
+use crate::durability::Stream;
+use crate::error::{Result, io_context};
+use crate::format::hint::hint_file_name;
+use crate::format::record::Decoded;
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::loc::{Loc, MAX_SEGMENT_ID, seg_u32};
+use crate::storage::remove_if_exists;
+
+/// The claim stream's active segment as closing sees it.
+pub(crate) struct ClosingClaims {
+    id: u32,
+    /// Its length when it was looked at.
+    len: usize,
+    /// Its records: whether an index entry points at one decides.
+    pub records: Vec<SegmentRecord>,
+}
+
+impl Log {
+    /// The claim stream's active segment and its records, if it holds any
+    /// (an empty one has nothing to save). Only once the closing sync and
+    /// marks are written, with nothing appended since.
+    pub(crate) fn closing_claims(&self) -> Result<Option<ClosingClaims>> {
+        let w = self.writer.lock();
+        let a = &w.active[Stream::Claims];
+        let mut records = Vec::new();
+        let mut pos = SEGMENT_HEADER_LEN;
+        let bytes: &[u8] = &a.buf;
+        while pos < bytes.len() {
+            let offset = seg_u32(pos);
+            let (entry, len) = super::decode_any_at(&a.path, bytes, offset)?;
+            if let Decoded::Record(rec) = entry {
+                records.push(SegmentRecord {
+                    hash: crate::key::key_hash(rec.key),
+                    loc: Loc {
+                        segment: a.id,
+                        offset,
+                    },
+                    len: seg_u32(len),
+                });
+            }
+            pos += len;
+        }
+        Ok((!records.is_empty()).then_some(ClosingClaims {
+            id: a.id,
+            len: bytes.len(),
+            records,
+        }))
+    }
+
+    /// Moves the claim stream to a new, empty segment and deletes the one
+    /// `claims` described (its hint file first, if one is there):
+    /// 1. create the next segment (the next id, `first_seq` the next
+    ///    sequence number), **fsync it**, **fsync the directory**;
+    /// 2. remove the old segment's hint and file, **fsync the directory**.
+    ///
+    /// The new segment keeps segment ids and sequence numbers rising past
+    /// everything the deleted one held, so no location or generation is
+    /// ever used twice. Does nothing if the segment changed since. The
+    /// caller has checked that no index entry points into it, and
+    /// everything that superseded its claims is durable (the closing
+    /// sync). Returns whether it was deleted. The store is closing: the
+    /// writer is not moved to the new segment, and nothing is appended.
+    pub(crate) fn remove_closing_claims(&self, claims: &ClosingClaims) -> Result<bool> {
+        let mut w = self.writer.lock();
+        let a = &w.active[Stream::Claims];
+        let unchanged = a.id == claims.id && a.buf.len() == claims.len;
+        if !unchanged || a.dirty || a.flushed != a.buf.len() || w.next_id > MAX_SEGMENT_ID {
+            return Ok(false);
+        }
+        let old = a.path.clone();
+        let id = w.next_id;
+        // Header only: no buffer beyond it is needed.
+        drop(create_segment(
+            &*self.storage,
+            &self.dir,
+            id,
+            w.next_seq,
+            Stream::Claims,
+            SEGMENT_HEADER_LEN,
+            self.metas.get_or_insert(id),
+        )?);
+        w.next_id = id + 1;
+        let hint = self.dir.join(hint_file_name(claims.id));
+        remove_if_exists(&*self.storage, &hint).map_err(|e| io_context("remove", &hint, e))?;
+        self.storage
+            .remove(&old)
+            .map_err(|e| io_context("remove", &old, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io_context("fsync directory", &self.dir, e))?;
+        self.metas.remove(claims.id);
+        Ok(true)
+    }
+
+    /// Writes the hint of each stream's active segment as it stands after
+    /// the closing sync and marks (`claims_moved`: the claim stream was
+    /// moved to a new, empty segment, which needs none), so the next open
+    /// reads the segment's bytes without decoding them. The hint describes
+    /// exactly the segment's durable bytes: open uses it only while the
+    /// file has that length (DESIGN.md §6, "The last segment's hint"). Not
+    /// marked as the segment's hint: once more is appended and the segment
+    /// is sealed, its hint is written anew.
+    pub(crate) fn write_active_hints(&self, claims_moved: bool) -> Result<()> {
+        let w = self.writer.lock();
+        for (s, a) in w.active.iter() {
+            if (s == Stream::Claims && claims_moved) || a.dirty || a.flushed != a.buf.len() {
+                continue;
+            }
+            let hint = hint_files::build(a.id, &a.path, &a.buf)?;
+            hint_files::write(&*self.storage, &self.dir, &hint)?;
+        }
+        Ok(())
+    }
+}
