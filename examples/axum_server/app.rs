@@ -13,7 +13,9 @@
 //! called (a slow side effect, for showing the 409 and the waiting).
 //!
 //! `POST /v1/orders` is made idempotent by `idemkv_tower::IdempotencyLayer`
-//! (see [`idempotency`]): the routes know nothing about keys.
+//! (see [`idempotency`]): the routes know nothing about keys, nor about the
+//! backend that keeps the records (the embedded store here; `idemkv-redis`'s
+//! `axum_redis` example serves these same routes over Redis).
 
 use axum::Json;
 use axum::Router;
@@ -23,7 +25,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use idemkv::{Fingerprint, Store};
+use idemkv::{Backend, Fingerprint};
 use idemkv_tower::{IdempotencyLayer, Rejection};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -78,12 +80,13 @@ pub const X_TENANT: HeaderName = HeaderName::from_static("x-tenant");
 /// The longest `X-Tenant` value accepted, in bytes.
 pub const MAX_TENANT_LEN: usize = 128;
 
-/// The idempotency layer over `store` with the example's notion of the
-/// caller (see [`caller`]) and the crate's defaults otherwise: POST and
-/// PATCH need an `Idempotency-Key`, 24 h retention, 1 MiB bodies, a 5xx
-/// releases the key, `content-type` and `location` are replayed.
-pub fn idempotency(store: Store) -> IdempotencyLayer<Store> {
-    IdempotencyLayer::new(store).caller(caller)
+/// The idempotency layer over `backend` (the store) with the example's
+/// notion of the caller (see [`caller`]) and the crate's defaults
+/// otherwise: POST and PATCH need an `Idempotency-Key`, 24 h retention,
+/// 1 MiB bodies, a 5xx releases the key, `content-type` and `location` are
+/// replayed.
+pub fn idempotency<B: Backend>(backend: B) -> IdempotencyLayer<B> {
+    IdempotencyLayer::new(backend).caller(caller)
 }
 
 /// Who is calling: the `Authorization` header if present (its digest, so
@@ -114,14 +117,17 @@ pub fn caller(parts: &Parts) -> Result<String, Rejection> {
     dead_code,
     reason = "the server builds its app from its options; the end-to-end test uses this"
 )]
-pub fn app(idempotency: IdempotencyLayer<Store>) -> Router {
+pub fn app<B: Backend + 'static>(idempotency: IdempotencyLayer<B>) -> Router {
     app_with_orders(Some(idempotency), Orders::new())
 }
 
 /// The service over existing `orders` (which outlive a server restart, as a
 /// database would); without a layer, `POST /v1/orders` is not idempotent
 /// (the benchmark's baseline).
-pub fn app_with_orders(idempotency: Option<IdempotencyLayer<Store>>, orders: Orders) -> Router {
+pub fn app_with_orders<B: Backend + 'static>(
+    idempotency: Option<IdempotencyLayer<B>>,
+    orders: Orders,
+) -> Router {
     let mut idempotent = Router::new().route("/v1/orders", post(create_order));
     if let Some(layer) = idempotency {
         idempotent = idempotent.route_layer(layer);

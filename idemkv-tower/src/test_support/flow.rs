@@ -253,20 +253,24 @@ fn breakable_layer<B: Backend>(
     let reported = Reported::default();
     let r = Arc::clone(&reported);
     let layer = layer(backend).on_backend_error(move |stage, error| {
-        assert!(matches!(error, idemkv::Error::Unreachable { .. }));
+        assert!(
+            matches!(error, idemkv::Error::Unreachable { .. }),
+            "{error:?}"
+        );
         r.lock().unwrap().push(stage);
     });
     (layer, switch, reported)
 }
 
-/// A backend that cannot be reached: 503 with `Retry-After`, the handler
-/// does not run, and once it is back the same key runs normally.
+/// A backend that cannot be reached ([`E2eHarness::set_down`]): 503 with
+/// `Retry-After`, the handler does not run, and once it is back the same
+/// key runs normally.
 pub async fn backend_down_is_503_and_the_handler_does_not_run<H: E2eHarness>(h: &H) {
     let shop = Shop::default();
     let (layer, switch, reported) = breakable_layer(h.backend().await);
     let (server, client) =
         serve(&shop, layer.unavailable_retry_after(Duration::from_secs(3))).await;
-    switch.set_down(true);
+    h.set_down(&switch, true).await;
     let down = client.post("/orders", "k-7", "a rug").await;
     down.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(down.retry_after(), Some(3));
@@ -276,16 +280,18 @@ pub async fn backend_down_is_503_and_the_handler_does_not_run<H: E2eHarness>(h: 
     );
     assert_eq!(shop.started(), 0, "the handler did not run");
     assert_eq!(*reported.lock().unwrap(), [BackendStage::Claim]);
-    switch.set_down(false);
+    h.set_down(&switch, false).await;
     let up = client.post("/orders", "k-7", "a rug").await;
     assert_fresh_order(&up);
     assert_eq!((shop.started(), shop.orders()), (1, 1));
     server.stop().await;
 }
 
-/// The backend fails after the handler ran: the client still gets the
-/// answer (without `Idempotency-Expires`), and a retry finds the key in
-/// progress (409) rather than running the handler again.
+/// The backend goes down ([`E2eHarness::set_down`]) after the handler
+/// started: the client still gets the answer (without
+/// `Idempotency-Expires`), and once the backend is back a retry finds the
+/// key in progress (409: the claim was recorded) rather than running the
+/// handler again.
 pub async fn failed_complete_still_answers_and_never_runs_twice<H: E2eHarness>(h: &H) {
     let shop = Shop::default();
     let (layer, switch, reported) = breakable_layer(h.backend().await);
@@ -293,13 +299,13 @@ pub async fn failed_complete_still_answers_and_never_runs_twice<H: E2eHarness>(h
     let c = client.clone();
     let first = tokio::spawn(async move { c.post("/hold", "k-8", "a bed").await });
     until("the handler runs", || shop.started() == 1).await;
-    switch.set_down(true);
+    h.set_down(&switch, true).await;
     shop.open_gate();
     let first = first.await.unwrap();
     assert_eq!(first.status, StatusCode::CREATED);
     assert_eq!(first.expires(), None, "not stored");
     assert_eq!(*reported.lock().unwrap(), [BackendStage::Complete]);
-    switch.set_down(false);
+    h.set_down(&switch, false).await;
     let retry = client.post("/hold", "k-8", "a bed").await;
     retry.assert_problem(StatusCode::CONFLICT);
     assert!(retry.retry_after().is_some());

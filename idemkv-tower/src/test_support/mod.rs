@@ -8,7 +8,7 @@
 //! backend crate runs them all with [`e2e_tests!`](crate::e2e_tests):
 //!
 //! ```ignore
-//! use idemkv_tower::test_support::E2eHarness;
+//! use idemkv_tower::test_support::{BreakSwitch, E2eHarness};
 //!
 //! struct RedisE2e { /* a server address, a namespace per backend */ }
 //!
@@ -16,6 +16,7 @@
 //!     type Backend = RedisBackend;
 //!     async fn backend(&self) -> RedisBackend { /* a fresh namespace */ }
 //!     async fn reopen(&self) -> RedisBackend { /* a new client, same namespace */ }
+//!     async fn set_down(&self, _: &BreakSwitch, down: bool) { /* stop or restart the server */ }
 //! }
 //!
 //! idemkv_tower::e2e_tests! {
@@ -53,6 +54,26 @@ pub trait E2eHarness: Send + Sync {
     /// stopped server let go of it); for a remote backend, a new client of
     /// the same server and namespace.
     fn reopen(&self) -> impl Future<Output = Self::Backend> + Send;
+
+    /// Takes the backend most recently returned by
+    /// [`backend`](E2eHarness::backend) down (`down`: returns once its
+    /// calls fail with [`Unreachable`](idemkv::Error::Unreachable)) or
+    /// brings it back up with its records (`!down`: returns once its calls
+    /// succeed again). The scenarios that need an outage serve
+    /// that backend wrapped in a [`Breakable`], and pass its switch.
+    ///
+    /// The default flips `switch`: calls then fail with
+    /// [`Unreachable`](idemkv::Error::Unreachable) without reaching the
+    /// backend, the stand-in for an outage of a backend that lives in the
+    /// process (the embedded store). A harness for a remote backend stops
+    /// its server for real instead (a kill by PID, or a pause) and starts
+    /// it again on the same address with the same data, leaving the switch
+    /// alone, so that the scenarios see the backend's own errors and its
+    /// own recovery.
+    fn set_down(&self, switch: &BreakSwitch, down: bool) -> impl Future<Output = ()> + Send {
+        switch.set_down(down);
+        std::future::ready(())
+    }
 }
 
 /// Lists every scenario, for [`e2e_tests!`](crate::e2e_tests) and
