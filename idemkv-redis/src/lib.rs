@@ -32,7 +32,7 @@
 //! # }
 //! ```
 //!
-//! The example needs a server; `cargo run -p idemkv-redis --example demo
+//! The example needs a server; `cargo run -p idemkv-redis --example redis_demo
 //! --features test-support` starts one and runs the same flow. With the
 //! `test-support` feature, [`test_support`] starts a local server or a
 //! 3 + 3 cluster in one call, for tests.

@@ -13,6 +13,7 @@ use crate::format::record::Decoded;
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::loc::{Loc, MAX_SEGMENT_ID, seg_u32};
 use crate::storage::remove_if_exists;
+use std::sync::atomic::Ordering;
 
 /// The claim stream's active segment as closing sees it.
 pub(crate) struct ClosingClaims {
@@ -28,11 +29,13 @@ impl Log {
     /// (an empty one has nothing to save). Only once the closing sync and
     /// marks are written, with nothing appended since.
     pub(crate) fn closing_claims(&self) -> Result<Option<ClosingClaims>> {
-        let w = self.writer.lock();
-        let a = &w.active[Stream::Claims];
+        let st = &self.streams[Stream::Claims];
+        let _flush = st.flush.lock();
+        // SAFETY: the write-out lock is held, so no rollover swaps it.
+        let a = unsafe { &*st.active.load(Ordering::Acquire) };
         let mut records = Vec::new();
         let mut pos = SEGMENT_HEADER_LEN;
-        let bytes: &[u8] = &a.buf;
+        let bytes: &[u8] = a.buf.bytes();
         while pos < bytes.len() {
             let offset = seg_u32(pos);
             let (entry, len) = super::decode_any_at(&a.path, bytes, offset)?;
@@ -69,25 +72,31 @@ impl Log {
     /// sync). Returns whether it was deleted. The store is closing: the
     /// writer is not moved to the new segment, and nothing is appended.
     pub(crate) fn remove_closing_claims(&self, claims: &ClosingClaims) -> Result<bool> {
-        let mut w = self.writer.lock();
-        let a = &w.active[Stream::Claims];
-        let unchanged = a.id == claims.id && a.buf.len() == claims.len;
-        if !unchanged || a.dirty || a.flushed != a.buf.len() || w.next_id > MAX_SEGMENT_ID {
+        let st = &self.streams[Stream::Claims];
+        let flush = st.flush.lock();
+        // SAFETY: the write-out lock is held, so no rollover swaps it.
+        let a = unsafe { &*st.active.load(Ordering::Acquire) };
+        let len = a.buf.len();
+        let (_, next_rel) = a.buf.published_and_tag();
+        let mut next_id = self.next_id.lock();
+        let unchanged = a.id == claims.id && len == claims.len;
+        if !unchanged || flush.dirty || flush.flushed != len || *next_id > MAX_SEGMENT_ID {
             return Ok(false);
         }
         let old = a.path.clone();
-        let id = w.next_id;
+        let id = *next_id;
         // Header only: no buffer beyond it is needed.
         drop(create_segment(
             &*self.storage,
             &self.dir,
             id,
-            w.next_seq,
+            a.base + u64::from(next_rel),
             Stream::Claims,
             SEGMENT_HEADER_LEN,
             self.metas.get_or_insert(id),
         )?);
-        w.next_id = id + 1;
+        *next_id = id + 1;
+        drop(next_id);
         let hint = self.dir.join(hint_file_name(claims.id));
         remove_if_exists(&*self.storage, &hint).map_err(|e| io_context("remove", &hint, e))?;
         self.storage
@@ -109,12 +118,16 @@ impl Log {
     /// marked as the segment's hint: once more is appended and the segment
     /// is sealed, its hint is written anew.
     pub(crate) fn write_active_hints(&self, claims_moved: bool) -> Result<()> {
-        let w = self.writer.lock();
-        for (s, a) in w.active.iter() {
-            if (s == Stream::Claims && claims_moved) || a.dirty || a.flushed != a.buf.len() {
+        for st in &self.streams.0 {
+            let flush = st.flush.lock();
+            // SAFETY: the write-out lock is held, so no rollover swaps it.
+            let a = unsafe { &*st.active.load(Ordering::Acquire) };
+            let len = a.buf.len();
+            if (st.stream == Stream::Claims && claims_moved) || flush.dirty || flush.flushed != len
+            {
                 continue;
             }
-            let hint = hint_files::build(a.id, &a.path, &a.buf)?;
+            let hint = hint_files::build(a.id, &a.path, a.buf.bytes())?;
             hint_files::write(&*self.storage, &self.dir, &hint)?;
         }
         Ok(())

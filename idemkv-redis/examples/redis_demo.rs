@@ -3,7 +3,7 @@
 //! and this runs as root), then walks one key through a first attempt, a
 //! retry, a concurrent duplicate, a reused key and a crashed owner.
 //!
-//! `cargo run -p idemkv-redis --example demo --features test-support`
+//! `cargo run -p idemkv-redis --example redis_demo --features test-support`
 
 use idemkv::{Backend, BackendTicket, Claim, Fingerprint};
 use idemkv_redis::RedisOptions;
