@@ -27,6 +27,7 @@ pub struct Options {
     pub(crate) compaction_threshold: f64,
     pub(crate) namespaces: Vec<(String, Box<[u8]>)>,
     pub(crate) metrics_interval: Option<Duration>,
+    pub(crate) preallocate: bool,
 }
 
 impl fmt::Debug for Options {
@@ -46,6 +47,7 @@ impl fmt::Debug for Options {
                 &self.namespaces.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("metrics_interval", &self.metrics_interval)
+            .field("preallocate", &self.preallocate)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +85,7 @@ impl Options {
             compaction_threshold: 0.5,
             namespaces: Vec::new(),
             metrics_interval: cfg!(feature = "metrics").then_some(Duration::from_secs(10)),
+            preallocate: true,
         }
     }
 
@@ -138,6 +141,19 @@ impl Options {
     /// injects faults.
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// Whether each segment file gets its whole size on disk when it starts
+    /// (`fallocate` on Linux), so that appends never grow the file and an
+    /// fsync has no file size to record: about a third less time per
+    /// durable write on ext4 (DESIGN.md §5, "Preallocation"). The space
+    /// shows in `du` at once (a main and a claim segment, 80 MiB with the
+    /// default `segment_size`); a sealed segment is cut to its last record,
+    /// and closing the store cuts the active ones. Storage without support
+    /// just grows files as they are written. Default on.
+    pub fn preallocate(mut self, on: bool) -> Self {
+        self.preallocate = on;
         self
     }
 

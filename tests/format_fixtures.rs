@@ -197,7 +197,7 @@ fn torn_v3_opens() {
             other => panic!("{}: {other:?}", late_key(i)),
         }
     }
-    let cut = std::fs::metadata(&main).unwrap().len();
+    let cut = common::written_len(&std::fs::read(&main).unwrap());
     let valid_len = std::fs::metadata(fixture(3, "valid").join(main.file_name().unwrap()))
         .unwrap()
         .len();

@@ -76,6 +76,10 @@ fn options(now_ms: u64) -> Options {
         .lease(Duration::from_millis(LEASE_MS))
         .retention(Duration::from_millis(RETENTION_MS))
         .segment_size(SEGMENT_SIZE)
+        // Files exactly as long as what was written, so each case below
+        // is one crash state, byte for byte (`tests/preallocation.rs`
+        // covers preallocated files).
+        .preallocate(false)
         .max_response_len(1024)
         // No background compactor: closing then only syncs and writes its
         // marks (stripped from the fixture, as a crash would leave the
@@ -420,6 +424,19 @@ fn last_segment(fx: &Fixture, claims: bool) -> (String, Vec<u8>, Vec<RawRecord>,
     (name, bytes, recs, before)
 }
 
+/// What open does to a last segment whose valid records end at `kept`:
+/// the torn bytes it counts (from `kept` to the last byte that is not zero;
+/// zeros after it are space never written, such as preallocated space) and
+/// the file's length after it (cut to `kept` if anything was torn, else as
+/// it was).
+fn torn_tail(bytes: &[u8], kept: usize) -> (u64, u64) {
+    let len = |n: usize| u64::try_from(n).unwrap();
+    match bytes[kept..].iter().rposition(|&b| b != 0) {
+        Some(last) => (len(last + 1), len(kept)),
+        None => (0, len(bytes.len())),
+    }
+}
+
 #[test]
 fn truncation_at_every_byte_of_the_last_records_loses_only_the_cut_record() {
     truncate_every_byte_of_the_tail(false);
@@ -444,15 +461,16 @@ fn truncate_every_byte_of_the_tail(claims: bool) {
         let boundary = whole.last().map_or(SEGMENT_HEADER_LEN, |r| r.end());
         let copy = damaged_copy(&fx, claims, |b| b.truncate(cut));
         let tail_file = copy.path().join(&name);
+        let (torn_bytes, tail_len) = torn_tail(&original[..cut], boundary);
         verify_recovery(
             &fx,
             copy.path(),
             &Outcome {
                 whole_records: before + whole.len(),
                 lost: lost_after(&recs, cut),
-                torn_bytes: u64::try_from(cut - boundary).unwrap(),
+                torn_bytes,
                 tail_file: &tail_file,
-                tail_len: Some(u64::try_from(boundary).unwrap()),
+                tail_len: Some(tail_len),
             },
             &format!("{name} cut to {cut} bytes (last whole record ends at {boundary})"),
         );
@@ -504,18 +522,19 @@ fn garbling_any_byte_of_the_final_record_drops_only_that_record() {
             // Garbage equal to what was there is no damage at all.
             let intact = damaged == original;
             unchanged += usize::from(intact);
+            let kept = if intact { last.end() } else { last.start };
+            let (torn_bytes, tail_len) = torn_tail(&damaged, kept);
             let copy = damaged_copy(&fx, false, |b| *b = damaged);
             let tail_file = copy.path().join(&name);
-            let kept = if intact { last.end() } else { last.start };
             verify_recovery(
                 &fx,
                 copy.path(),
                 &Outcome {
                     whole_records: before + recs.len() - usize::from(!intact),
                     lost: lost_after(&recs, kept),
-                    torn_bytes: u64::try_from(original.len() - kept).unwrap(),
+                    torn_bytes,
                     tail_file: &tail_file,
-                    tail_len: Some(u64::try_from(kept).unwrap()),
+                    tail_len: Some(tail_len),
                 },
                 &format!(
                     "{name}: final record ({}..{}) garbled by {mode:?} at byte {offset}",
@@ -534,7 +553,7 @@ fn garbling_any_byte_of_the_final_record_drops_only_that_record() {
 }
 
 #[test]
-fn zero_filled_tail_is_torn_and_cut() {
+fn zeros_after_the_records_are_kept_and_a_torn_write_before_them_is_cut() {
     let fx = build();
     let (name, original, recs, before) = last_segment(&fx, false);
     let last = recs.last().unwrap().clone();
@@ -553,22 +572,25 @@ fn zero_filled_tail_is_torn_and_cut() {
         (last.end() - 1, 4096),
     ];
     for (cut, zeros) in cases {
-        let copy = damaged_copy(&fx, false, |b| {
-            b.truncate(cut);
-            b.resize(cut + zeros, 0);
-        });
-        let tail_file = copy.path().join(&name);
+        let mut bytes = original[..cut].to_vec();
+        bytes.resize(cut + zeros, 0);
         let whole = recs.iter().filter(|r| r.end() <= cut).count();
         let boundary = recs[..whole].last().unwrap().end();
+        // Zeros right after the last record: preallocated space, kept,
+        // nothing torn. A part of a record before them: cut with them.
+        let (torn_bytes, tail_len) = torn_tail(&bytes, boundary);
+        assert_eq!(torn_bytes == 0, cut == boundary);
+        let copy = damaged_copy(&fx, false, |b| *b = bytes);
+        let tail_file = copy.path().join(&name);
         verify_recovery(
             &fx,
             copy.path(),
             &Outcome {
                 whole_records: before + whole,
                 lost: lost_after(&recs, boundary),
-                torn_bytes: u64::try_from(cut + zeros - boundary).unwrap(),
+                torn_bytes,
                 tail_file: &tail_file,
-                tail_len: Some(u64::try_from(boundary).unwrap()),
+                tail_len: Some(tail_len),
             },
             &format!("{name} written to {cut} bytes, then {zeros} zero bytes"),
         );
@@ -597,20 +619,26 @@ fn a_new_segment_with_only_part_of_its_header_opens() {
     header[16..24].copy_from_slice(&(fx.records.len() as u64 + 1).to_le_bytes());
     seal_header(&mut header);
 
-    // (contents of the new file, bytes counted as torn)
-    let mut files: Vec<(Vec<u8>, usize)> = (0..SEGMENT_HEADER_LEN)
-        .map(|k| (header[..k].to_vec(), k))
+    // Contents of the new file.
+    let mut files: Vec<Vec<u8>> = (0..SEGMENT_HEADER_LEN)
+        .map(|k| header[..k].to_vec())
         .collect();
-    files.push((header.to_vec(), 0)); // a complete header and no records: nothing torn
-    files.push((vec![0; SEGMENT_HEADER_LEN], SEGMENT_HEADER_LEN));
-    files.push((vec![0; 4096], 4096));
-    files.push((vec![0xFF; SEGMENT_HEADER_LEN], SEGMENT_HEADER_LEN));
+    files.push(header.to_vec()); // a complete header and no records: nothing torn
+    files.push(vec![0; SEGMENT_HEADER_LEN]);
+    files.push(vec![0; 4096]);
+    files.push(vec![0xFF; SEGMENT_HEADER_LEN]);
     let mut bad_crc = header;
     bad_crc[31] ^= 0x01;
-    files.push((bad_crc.to_vec(), SEGMENT_HEADER_LEN));
+    files.push(bad_crc.to_vec());
 
     let whole_records = before + recs.len();
-    for (contents, torn) in &files {
+    for contents in &files {
+        // Bytes of a header that is not whole, up to the last that is not
+        // zero: a file of zeros is space never written.
+        let torn = match contents[..] == header[..] {
+            true => 0,
+            false => contents.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
+        };
         let copy = tempfile::tempdir().unwrap();
         copy_dir(fx.dir.path(), copy.path());
         let new_file = copy.path().join(&next_name);
@@ -621,7 +649,7 @@ fn a_new_segment_with_only_part_of_its_header_opens() {
             &Outcome {
                 whole_records,
                 lost: Vec::new(),
-                torn_bytes: u64::try_from(*torn).unwrap(),
+                torn_bytes: u64::try_from(torn).unwrap(),
                 tail_file: &new_file,
                 // A whole header stays (an empty main segment); a torn one
                 // is removed with its file.

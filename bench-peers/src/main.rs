@@ -96,6 +96,10 @@ fn all_engines() -> Vec<&'static str> {
     v
 }
 
+/// Engines run only when `--engines` names them: idemkv variants, neither
+/// peers nor the ceiling.
+const VARIANTS: [&str; 1] = ["idemkv-grow"];
+
 /// Runs one repetition of `spec` on the named engine in `dir`.
 fn run_engine(name: &str, dir: &Path, spec: RunSpec) -> engines::Result<RunResult> {
     fn go<E: Engine>(dir: &Path, spec: RunSpec) -> engines::Result<RunResult> {
@@ -104,6 +108,7 @@ fn run_engine(name: &str, dir: &Path, spec: RunSpec) -> engines::Result<RunResul
     match name {
         "map" => go::<engines::map::ShardedMap>(dir, spec),
         "idemkv" => go::<engines::idem::Idemkv>(dir, spec),
+        "idemkv-grow" => go::<engines::idem::IdemkvGrowing>(dir, spec),
         "fjall" => go::<engines::fjall_engine::Fjall>(dir, spec),
         "redb" => go::<engines::redb_engine::Redb>(dir, spec),
         "sled" => go::<engines::sled_engine::Sled>(dir, spec),
@@ -199,7 +204,8 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--engines" => {
-                let known = all_engines();
+                let mut known = all_engines();
+                known.extend(VARIANTS);
                 args.engines = value
                     .split(',')
                     .map(|name| {
@@ -529,7 +535,7 @@ fn main() {
         .engines
         .iter()
         .copied()
-        .filter(|e| *e != "map" && *e != "idemkv")
+        .filter(|e| *e != "map" && *e != "idemkv" && !VARIANTS.contains(e))
         .collect();
     let mut ratios = Vec::new();
     for row in &args.rows {

@@ -16,6 +16,8 @@ use crate::durability::Stream;
 
 /// Bytes before the key in every record.
 pub(crate) const RECORD_HEADER_LEN: usize = 60;
+/// Where a record's (or sync mark's) tag byte is; zero is never a tag.
+pub(crate) const TAG_OFFSET: usize = 4;
 /// Longest key the format can hold (the key length field is a `u16`).
 pub(crate) const MAX_KEY_LEN: usize = u16::MAX as usize;
 /// Longest value the format accepts; larger lengths are treated as damage.

@@ -22,16 +22,15 @@
 //! (`AppendOpts::min_seq`), so same-key records keep their order across
 //! streams as well as within one.
 
-use super::active::PublishedBuf;
-use super::{Active, ActiveView, Flush, Log, Sealed, SegMeta, StreamLog, active};
+use super::numbering::{count_at_least, seq_of};
+use super::segment_files::{NewSegment, create_segment};
+use super::{Active, ActiveView, Flush, Log, Sealed, StreamLog, active};
 use crate::durability::{Durability, DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result, io_context};
 use crate::format::record::{self, RecordFields, SyncMark};
-use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
+use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::loc::{Loc, MAX_SEGMENT_ID, seg_u32};
-use crate::storage::Storage;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -66,24 +65,6 @@ fn unpack(w: u64) -> (usize, u64, bool) {
     let tail = (w & ((1 << TAIL_BITS) - 1)) as usize;
     let rel = (w >> TAIL_BITS) & MAX_REL;
     (tail, rel, w & EPOCH != 0)
-}
-
-/// The low bit of a stream's sequence numbers.
-fn parity(s: Stream) -> u64 {
-    match s {
-        Stream::Main => 0,
-        Stream::Claims => 1,
-    }
-}
-
-/// The sequence number of counter `count` in stream `s`.
-fn seq_of(s: Stream, count: u64) -> u64 {
-    2 * count + parity(s)
-}
-
-/// The smallest counter of stream `s` whose sequence number is at least `seq`.
-fn count_at_least(s: Stream, seq: u64) -> u64 {
-    seq.saturating_sub(parity(s)).div_ceil(2)
 }
 
 /// What an append returns: where the record went and its sequence number.
@@ -327,7 +308,8 @@ impl Log {
                 self.append_mark(st.stream, id, synced, now_ms)?;
             }
         }
-        self.sync()
+        self.sync()?;
+        self.cut_preallocation()
     }
 
     /// Writes out what stream `st` has published since the last write-out;
@@ -438,6 +420,12 @@ impl Log {
         }
         let path = sealing.path.clone();
         write_active(st, sealing, &mut flush, tail).map_err(|e| self.fail("write", &path, e))?;
+        // A sealed segment ends at its last record: space preallocated
+        // past it (now, or by an earlier open) goes.
+        sealing
+            .file
+            .set_len(tail as u64)
+            .map_err(|e| self.fail("truncate", &path, e))?;
         sealing
             .file
             .sync_data()
@@ -471,12 +459,16 @@ impl Log {
         let next = create_segment(
             &*self.storage,
             &self.dir,
-            id,
-            base,
-            st.stream,
-            st.capacity,
+            NewSegment {
+                id,
+                stream: st.stream,
+                base,
+                size: st.capacity,
+                preallocate: self.preallocate,
+            },
             self.metas.get_or_insert(id),
         )?;
+        let next_allocated = next.allocated;
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
         crate::observe::event!(debug, sealed = sealed_id, next = id, "segment rolled over");
         let s = st.stream;
@@ -494,6 +486,7 @@ impl Log {
         }
         flush.flushed = SEGMENT_HEADER_LEN;
         flush.dirty = false;
+        flush.allocated = next_allocated;
         st.flushed_hint.store(SEGMENT_HEADER_LEN, Ordering::Relaxed);
         st.base.store(base, Ordering::Release);
         st.reserve
@@ -502,7 +495,7 @@ impl Log {
         Ok(())
     }
 
-    fn fail(&self, op: &str, path: &Path, e: std::io::Error) -> Error {
+    pub(super) fn fail(&self, op: &str, path: &Path, e: std::io::Error) -> Error {
         crate::observe::event!(
             error,
             op,
@@ -539,46 +532,6 @@ fn write_active(
         st.flushed_hint.store(upto, Ordering::Relaxed);
     }
     Ok(())
-}
-
-/// Creates segment `id` of `stream` with its header, fsyncs it and the
-/// directory. Its first record gets counter `base`.
-pub(crate) fn create_segment(
-    storage: &dyn Storage,
-    dir: &Path,
-    id: u32,
-    base: u64,
-    stream: Stream,
-    segment_size: usize,
-    meta: Arc<SegMeta>,
-) -> Result<Active> {
-    let path = dir.join(segment_file_name(id));
-    let file = storage
-        .create(&path)
-        .map_err(|e| io_context("create", &path, e))?;
-    let header = SegmentHeader::new(id, seq_of(stream, base), stream).encode();
-    file.write_all_at(0, &header)
-        .map_err(|e| io_context("write", &path, e))?;
-    file.sync_data()
-        .map_err(|e| io_context("fsync", &path, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| io_context("fsync directory", dir, e))?;
-    let mut buf = PublishedBuf::with_capacity(segment_size);
-    buf.append(&header, 0);
-    // The header is durable and needs no mark.
-    meta.synced_len
-        .fetch_max(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
-    meta.marked_len
-        .fetch_max(SEGMENT_HEADER_LEN as u64, Ordering::Relaxed);
-    Ok(Active {
-        id,
-        path,
-        file,
-        buf,
-        base,
-        meta,
-    })
 }
 
 #[cfg(test)]

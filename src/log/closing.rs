@@ -4,7 +4,7 @@
 //! so the next open neither reads it nor orders its claims against the
 //! completes that ended them; and the active segments' hints.
 
-use super::append::create_segment;
+use super::segment_files::{NewSegment, create_segment};
 use super::{Log, SegmentRecord, hint_files};
 use crate::durability::Stream;
 use crate::error::{Result, io_context};
@@ -89,10 +89,13 @@ impl Log {
         drop(create_segment(
             &*self.storage,
             &self.dir,
-            id,
-            a.base + u64::from(next_rel),
-            Stream::Claims,
-            SEGMENT_HEADER_LEN,
+            NewSegment {
+                id,
+                stream: Stream::Claims,
+                base: a.base + u64::from(next_rel),
+                size: SEGMENT_HEADER_LEN,
+                preallocate: false,
+            },
             self.metas.get_or_insert(id),
         )?);
         *next_id = id + 1;

@@ -32,8 +32,10 @@ mod closing;
 pub(crate) mod commit;
 pub(crate) mod hint_files;
 mod meta;
+mod numbering;
 mod replay;
 pub(crate) mod scan;
+mod segment_files;
 
 pub(crate) use append::{AppendOpts, Appended, claim_segment_size};
 pub(crate) use meta::{Metas, SegMeta};
@@ -67,6 +69,9 @@ pub(crate) struct Active {
     /// `2 * (base + r) + parity` (`append.rs`).
     pub base: u64,
     pub meta: Arc<SegMeta>,
+    /// The length the file was given on disk ahead of the appends
+    /// (DESIGN.md §5, "Preallocation"), or 0.
+    pub allocated: usize,
 }
 
 pub(crate) struct Sealed {
@@ -81,6 +86,8 @@ pub(crate) struct Flush {
     pub flushed: usize,
     /// Bytes were written to the file since its last fsync.
     pub dirty: bool,
+    /// The length the file was given on disk ahead of the appends, or 0.
+    pub allocated: usize,
 }
 
 /// One write stream's appending state. Appenders reserve space with one
@@ -162,10 +169,22 @@ pub(crate) struct LogCounters {
     pub hint_bytes_written: AtomicU64,
 }
 
+/// How a log writes: the settings it is opened with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogConfig {
+    pub durability: Durability,
+    /// Each stream's segment size.
+    pub segment_size: PerStream<usize>,
+    /// Whether segment files get their whole size on disk when they start
+    /// (DESIGN.md §5, "Preallocation").
+    pub preallocate: bool,
+}
+
 pub(crate) struct Log {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     durability: Durability,
+    preallocate: bool,
     streams: PerStream<StreamLog>,
     /// The id the next new segment of either stream gets.
     next_id: Mutex<u32>,
@@ -188,11 +207,15 @@ impl Log {
     pub(crate) fn new(
         storage: Arc<dyn Storage>,
         dir: PathBuf,
-        durability: Durability,
-        segment_size: PerStream<usize>,
+        config: LogConfig,
         metas: Arc<Metas>,
         opened: Opened,
     ) -> Log {
+        let LogConfig {
+            durability,
+            segment_size,
+            preallocate,
+        } = config;
         let Opened {
             sealed,
             mut active,
@@ -232,6 +255,7 @@ impl Log {
                 flush: Mutex::new(Flush {
                     flushed: len,
                     dirty: false,
+                    allocated: a.allocated,
                 }),
                 flushed_hint: AtomicUsize::new(len),
                 active: AtomicPtr::new(Box::into_raw(Box::new(a))),
@@ -243,6 +267,7 @@ impl Log {
             storage,
             dir,
             durability,
+            preallocate,
             streams: PerStream([
                 stream_log(Stream::Main, main),
                 stream_log(Stream::Claims, claims),
@@ -424,7 +449,10 @@ impl Log {
             .streams
             .0
             .iter()
-            .map(|st| st.flush.lock().flushed as u64)
+            .map(|st| {
+                let flush = st.flush.lock();
+                flush.flushed.max(flush.allocated) as u64
+            })
             .sum();
         let sealed: u64 = self
             .segments

@@ -243,6 +243,16 @@ pub(crate) fn durable_past(bytes: &[u8], bad: usize, min_seq: u64, marks: bool) 
     None
 }
 
+/// Where the bytes that are not zeros end, at or after `end`: a stream's
+/// last segment may be preallocated, and the zeros past its valid prefix
+/// are space never written, not a torn tail.
+pub(crate) fn torn_end(bytes: &[u8], end: usize) -> usize {
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(end, |last| (last + 1).max(end))
+}
+
 /// Offset of the first position at or after `from` where a valid record
 /// or sync mark decodes, if any. A record that belongs after the damage has a sequence
 /// number of at least `min_seq`. There is no upper bound: the other stream's
@@ -250,8 +260,18 @@ pub(crate) fn durable_past(bytes: &[u8], bad: usize, min_seq: u64, marks: bool) 
 /// amount. The header's cheap checks (tag, flags, lengths that fit) run
 /// before the checksum, so garbage rarely costs a checksum.
 pub(crate) fn first_valid_record(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
-    (from..bytes.len()).find(|&p| {
-        record::peek_header(&bytes[p..]).is_ok_and(|h| h.seq >= min_seq)
+    let mut p = from;
+    while p < bytes.len() {
+        // No record has a zero tag: skip to the next position whose tag
+        // byte is not zero (long runs of preallocated zeros cost a scan).
+        let tag_at = p.checked_add(record::TAG_OFFSET)?;
+        p += bytes.get(tag_at..)?.iter().position(|&b| b != 0)?;
+        if record::peek_header(&bytes[p..]).is_ok_and(|h| h.seq >= min_seq)
             && record::decode_any(&bytes[p..]).is_ok()
-    })
+        {
+            return Some(p);
+        }
+        p += 1;
+    }
+    None
 }

@@ -8,7 +8,7 @@ use crate::format::hint::hint_file_name;
 use crate::format::record::{self, Decoded};
 use crate::format::segment::{HeaderError, SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::log::scan::{
-    durable_past, first_valid_record, last_of_stream, read_streams, segment_ids,
+    durable_past, first_valid_record, last_of_stream, read_streams, segment_ids, torn_end,
 };
 use crate::reports::{RepairReport, RepairedFile};
 use crate::storage::{Storage, remove_if_exists, replace_durably, write_new_durably};
@@ -154,7 +154,7 @@ fn salvage(
                 pos += len;
             }
             _ if is_last && durable_past(bytes, pos, *next_seq, marks).is_none() => {
-                torn = Some(pos..bytes.len());
+                torn = Some(pos..torn_end(bytes, pos));
                 break;
             }
             _ => {

@@ -12,7 +12,7 @@ use crate::format::record::Decoded;
 use crate::format::segment::segment_file_name;
 use crate::loc::Loc;
 use crate::log::hint_files;
-use crate::log::scan::{check_header, last_of_stream, read_streams, scan, segment_ids};
+use crate::log::scan::{check_header, last_of_stream, read_streams, scan, segment_ids, torn_end};
 use crate::reports::{DamagedHint, VerifyReport};
 use crate::storage::{Storage, read_all};
 use std::io;
@@ -83,7 +83,7 @@ pub(crate) fn walk(
         report.bytes += bytes.len() as u64;
         total = total.max(done + bytes.len() as u64);
         let Some(header) = check_header(&path, id, &bytes, is_last, *next_seq)? else {
-            report.torn_tail_bytes += bytes.len() as u64;
+            report.torn_tail_bytes += torn_end(&bytes, 0) as u64;
             done += bytes.len() as u64;
             on_progress(done, total);
             continue;
@@ -114,7 +114,7 @@ pub(crate) fn walk(
         let ControlFlow::Continue(end) = scanned else {
             break;
         };
-        report.torn_tail_bytes += (bytes.len() - end) as u64;
+        report.torn_tail_bytes += (torn_end(&bytes, end) - end) as u64;
         done += bytes.len() as u64;
         on_progress(done, total);
         if check_hints {

@@ -96,6 +96,22 @@ impl StorageFile for FsFile {
         self.file.set_len(len)
     }
 
+    #[cfg(target_os = "linux")]
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if len <= self.len()? {
+            return Ok(());
+        }
+        let len = libc::off_t::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: `fallocate` on a descriptor this value owns; mode 0
+        // allocates the range and extends the file to it, changing no byte
+        // that is already there.
+        match unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }

@@ -62,6 +62,19 @@ pub trait StorageFile: Send + Sync {
     fn write_all_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Truncates or extends the file to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves disk space for the file up to `len` bytes, extending it to
+    /// `len` with bytes that read as zeros, so that later writes below `len`
+    /// change no file size and an fsync after them has no size to record
+    /// (`fallocate` on Linux). Never shrinks the file. Like a length change,
+    /// it is durable only after [`sync_data`](StorageFile::sync_data).
+    ///
+    /// Preallocation only saves work, so the default does nothing; the
+    /// engine treats a failure (no space, not supported) as "not
+    /// preallocated" and goes on.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
     /// Makes the file's data and length durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only view of the whole file. Only called on sealed files, which

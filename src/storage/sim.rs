@@ -546,6 +546,21 @@ impl StorageFile for SimHandle {
         })
     }
 
+    /// Extends the file with zeros, as a pending length change (a
+    /// `SetLen` operation for faults and crash points).
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.with(|s, ino| {
+            if len as usize <= file(s, ino).live.len() {
+                return Ok(());
+            }
+            s.admit(SimOp::SetLen)?;
+            let f = file(s, ino);
+            f.live.resize(len as usize, 0);
+            f.pending.push(FileOp::SetLen(len));
+            Ok(())
+        })
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.with(|s, ino| {
             s.admit(SimOp::Sync)?;

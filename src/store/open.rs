@@ -8,7 +8,7 @@ use crate::engine::compaction::Compaction;
 use crate::engine::rebuild::apply_recovered;
 use crate::error::{Error, Result, io_context};
 use crate::index::Index;
-use crate::log::{Metas, claim_segment_size, recover};
+use crate::log::{LogConfig, Metas, claim_segment_size, recover};
 use crate::observe::event;
 use crate::options::Options;
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -73,11 +73,14 @@ impl Store {
         let (log, recovery) = recover(
             storage,
             dir,
-            opts.durability,
-            PerStream([
-                segment_size,
-                claim_segment_size(segment_size, opts.max_key_len),
-            ]),
+            LogConfig {
+                durability: opts.durability,
+                segment_size: PerStream([
+                    segment_size,
+                    claim_segment_size(segment_size, opts.max_key_len),
+                ]),
+                preallocate: opts.preallocate,
+            },
             metas.clone(),
             |keys| index.reserve(keys),
             |r, view| apply_recovered(&index, &metas, r, view, now_ms, retention_ms),

@@ -288,7 +288,8 @@ impl RawRecord {
 }
 
 /// Every record of an undamaged segment file, checked as it is walked: the
-/// magic, the header checksum, and each record's length and checksum.
+/// magic, the header checksum, and each record's length and checksum. The
+/// walk ends at the file's end or at preallocated space, zeros to the end.
 pub fn walk(bytes: &[u8]) -> Vec<RawRecord> {
     assert_eq!(&bytes[..8], SEGMENT_MAGIC);
     assert_eq!(
@@ -299,6 +300,9 @@ pub fn walk(bytes: &[u8]) -> Vec<RawRecord> {
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < bytes.len() {
+        if bytes[pos..].iter().all(|&b| b == 0) {
+            break;
+        }
         let key_len = usize::from(le_u16(bytes, pos + 6));
         let value_len = usize::try_from(le_u32(bytes, pos + 8)).unwrap();
         let len = RECORD_HEADER_LEN + key_len + value_len;
@@ -321,6 +325,14 @@ pub fn walk(bytes: &[u8]) -> Vec<RawRecord> {
         pos += len;
     }
     out
+}
+
+/// The length of a segment file's records: where the walk ends, before any
+/// preallocated space.
+pub fn written_len(bytes: &[u8]) -> u64 {
+    walk(bytes)
+        .last()
+        .map_or(SEGMENT_HEADER_LEN, RawRecord::end) as u64
 }
 
 /// Whether `r` is a sync mark rather than a key record.

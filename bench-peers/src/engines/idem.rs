@@ -5,8 +5,16 @@ use idemkv::{Claim, Completed, Durability, Fingerprint, Options, Store, Ticket};
 use std::path::Path;
 use std::time::Duration;
 
-/// An idemkv store: `Durability::Immediate` when durable, else `None`.
-pub struct Idemkv(Store);
+/// An idemkv store: `Durability::Immediate` when durable, else `None`;
+/// segment files preallocated (the default) when `PREALLOCATE`.
+pub struct Idem<const PREALLOCATE: bool>(Store);
+
+/// idemkv as it ships.
+pub type Idemkv = Idem<true>;
+
+/// idemkv with `Options::preallocate(false)`: segment files grow as they
+/// are written.
+pub type IdemkvGrowing = Idem<false>;
 
 /// A replayed response, as idemkv hands it back.
 pub struct Response(Completed);
@@ -17,7 +25,7 @@ impl AsRef<[u8]> for Response {
     }
 }
 
-impl Engine for Idemkv {
+impl<const PREALLOCATE: bool> Engine for Idem<PREALLOCATE> {
     type Ticket = Ticket;
     type Response = Response;
 
@@ -30,8 +38,9 @@ impl Engine for Idemkv {
         let store = Options::new()
             .durability(durability)
             .retention(Duration::from_secs(24 * 3600))
+            .preallocate(PREALLOCATE)
             .open(dir)?;
-        Ok(Idemkv(store))
+        Ok(Idem(store))
     }
 
     fn claim(&self, key: &[u8], fp: u128) -> Result<Outcome<Ticket, Response>> {

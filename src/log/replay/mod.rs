@@ -25,11 +25,13 @@ mod view;
 
 pub(crate) use view::{Applied, Recovered, RecoveryView};
 
-use super::append::create_segment;
 use super::hint_files::{self, Hint};
-use super::scan::{checked, first_valid_record, is_damage, read_header, scan, segment_ids};
-use super::{Active, Log, Metas, Opened, Sealed};
-use crate::durability::{Durability, PerStream, Stream};
+use super::scan::{
+    checked, first_valid_record, is_damage, read_header, scan, segment_ids, torn_end,
+};
+use super::segment_files::{NewSegment, create_segment, preallocate};
+use super::{Active, Log, LogConfig, Metas, Opened, Sealed};
+use crate::durability::{PerStream, Stream};
 use crate::error::{Error, Result, io_context};
 use crate::format::hint::{HINT_ENTRY_LEN, HINT_HEADER_LEN, HintEntry};
 use crate::format::record::Decoded;
@@ -119,7 +121,7 @@ fn classify(
                 storage
                     .sync_dir(dir)
                     .map_err(|e| io_context("fsync directory", dir, e))?;
-                report.torn_tail_bytes += bytes.len() as u64;
+                report.torn_tail_bytes += torn_end(&bytes, 0) as u64;
                 ids.pop();
                 break;
             }
@@ -322,11 +324,19 @@ where
 
         if end < bytes.len() {
             debug_assert!(is_last, "only a stream's last segment may have a torn tail");
-            file.set_len(end as u64)
-                .map_err(|e| io_context("truncate", path, e))?;
-            file.sync_data().map_err(|e| io_context("fsync", path, e))?;
-            report.torn_tail_bytes += (bytes.len() - end) as u64;
+            // Zeros past the valid prefix are preallocated space, not a
+            // torn tail; anything else there is cut (and the space
+            // allocated again when the segment becomes active).
+            let torn = torn_end(&bytes, end) - end;
+            if torn > 0 {
+                file.set_len(end as u64)
+                    .map_err(|e| io_context("truncate", path, e))?;
+                file.sync_data().map_err(|e| io_context("fsync", path, e))?;
+                report.torn_tail_bytes += torn as u64;
+            }
             bytes.truncate(end);
+            // Give back the pages the zeros took.
+            bytes.shrink_to_fit();
         }
         Ok((bytes, hint))
     }
@@ -416,6 +426,8 @@ where
             // Set by the log from the counters of both streams.
             base: 0,
             meta,
+            // Given at the end of recovery, when the segment is active.
+            allocated: 0,
         };
         Ok(Some((active, next_seq)))
     }
@@ -427,8 +439,7 @@ where
 pub(crate) fn recover(
     storage: Arc<dyn Storage>,
     dir: &Path,
-    durability: Durability,
-    segment_size: PerStream<usize>,
+    config: LogConfig,
     metas: Arc<Metas>,
     reserve: impl FnOnce(usize),
     apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
@@ -530,19 +541,25 @@ pub(crate) fn recover(
         create_segment(
             &*storage,
             dir,
-            id,
-            next_seq.div_ceil(2),
-            stream,
-            segment_size[stream],
+            NewSegment {
+                id,
+                stream,
+                base: next_seq.div_ceil(2),
+                size: config.segment_size[stream],
+                preallocate: config.preallocate,
+            },
             metas.get_or_insert(id),
         )
     };
-    let active = PerStream([start(Stream::Main, main)?, start(Stream::Claims, claims)?]);
+    let mut active = PerStream([start(Stream::Main, main)?, start(Stream::Claims, claims)?]);
     // What open found in the active files may be only in the page cache (a
     // process that died before its fsync). Answers given from now on rest on
     // it, so it is made durable first; the first append to each then writes
     // a sync mark attesting it.
-    for a in &active.0 {
+    for (a, size) in active.0.iter_mut().zip(config.segment_size.0) {
+        if config.preallocate && a.allocated < size {
+            a.allocated = preallocate(&*a.file, &a.path, size);
+        }
         a.file
             .sync_data()
             .map_err(|e| io_context("fsync", &a.path, e))?;
@@ -553,8 +570,7 @@ pub(crate) fn recover(
     let log = Log::new(
         storage.clone(),
         dir.to_path_buf(),
-        durability,
-        segment_size,
+        config,
         metas.clone(),
         Opened {
             sealed,
