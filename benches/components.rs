@@ -8,11 +8,19 @@
 //!   durable (what a caller pays when someone else's fsync covered it);
 //!   `group_commit/leader`: one caller leading a sync that does nothing, the
 //!   hand-off cost without the disk.
+//! - `append_section/threads_1`, `threads_2`: the steps of an append that
+//!   every appender of a stream takes on shared words, one at a time (the
+//!   reservation compare-and-swap and the in-order publish), with nothing
+//!   else between appends; the time per append at 2 threads is that
+//!   section's cost when the words move between cores, so its inverse is
+//!   the most appends one stream can take, however many cores append.
 //!
 //! Run with `cargo bench --bench components`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use idemkv::internals::{BenchGroupCommit, BenchIndex, decode_record, encode_record, key_hash};
+use idemkv::internals::{
+    BenchAppendSection, BenchGroupCommit, BenchIndex, decode_record, encode_record, key_hash,
+};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -95,5 +103,39 @@ fn group_commit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, index, group_commit);
+fn append_section(c: &mut Criterion) {
+    const LEN: usize = 200;
+    let mut g = c.benchmark_group("append_section");
+    g.throughput(Throughput::Elements(1))
+        .measurement_time(Duration::from_secs(3));
+    for threads in [1usize, 2] {
+        g.bench_function(format!("threads_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                // A buffer per million appends: its length field is 32 bits.
+                let mut left = iters as usize;
+                let mut spent = Duration::ZERO;
+                while left > 0 {
+                    let per_thread = left.min(1 << 20).div_ceil(threads);
+                    left -= left.min(1 << 20);
+                    let section = BenchAppendSection::new(per_thread * threads, LEN);
+                    let start = std::time::Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            s.spawn(|| {
+                                for _ in 0..per_thread {
+                                    assert!(section.append(LEN), "sized for every append");
+                                }
+                            });
+                        }
+                    });
+                    spent += start.elapsed();
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, record, index, group_commit, append_section);
 criterion_main!(benches);

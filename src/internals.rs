@@ -6,7 +6,10 @@ use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::format::record::{self, RecordFields, Tag};
 use crate::index::{Entry, Index, State};
 use crate::loc::Loc;
+use crate::log::active::PublishedBuf;
+use crate::log::append;
 use crate::log::commit::GroupCommit;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Encodes a completed record (header, CRC, key, value) at the end of `out`.
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, key: &[u8], value: &[u8], fingerprint: u128) {
@@ -112,5 +115,49 @@ impl BenchBrLock {
     /// Read-locks, reads the number, unlocks.
     pub fn read(&self) -> u64 {
         *self.0.read()
+    }
+}
+
+/// The steps of an append that every appender of a stream takes on shared
+/// words, one at a time: the compare-and-swap on the reservation word and
+/// the in-order publish of the active buffer's length (`log/append.rs`,
+/// `log/active.rs`), on the engine's own word layout and buffer, without
+/// the encoding and copying that appenders do side by side.
+pub struct BenchAppendSection {
+    word: AtomicU64,
+    buf: PublishedBuf,
+    capacity: usize,
+}
+
+impl BenchAppendSection {
+    /// Room for `appends` appends of `len` bytes.
+    pub fn new(appends: usize, len: usize) -> Self {
+        let capacity = appends * len + 64;
+        BenchAppendSection {
+            word: AtomicU64::new(append::pack(0, 0, false)),
+            buf: PublishedBuf::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Reserves `len` bytes and one counter, then publishes them once
+    /// everything before them is published; `false` when full.
+    pub fn append(&self, len: usize) -> bool {
+        loop {
+            let w = self.word.load(Ordering::Acquire);
+            let (tail, rel, epoch) = append::unpack(w);
+            if tail + len > self.capacity {
+                return false;
+            }
+            let next = append::pack(tail + len, rel + 1, epoch);
+            if self
+                .word
+                .compare_exchange_weak(w, next, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.buf.publish(tail, tail + len, append::rel_tag(rel + 1));
+                return true;
+            }
+        }
     }
 }

@@ -61,7 +61,7 @@ pub(crate) fn pack(tail: usize, rel: u64, epoch: bool) -> u64 {
 }
 
 /// The tail, relative counter and epoch of a reservation word.
-fn unpack(w: u64) -> (usize, u64, bool) {
+pub(crate) fn unpack(w: u64) -> (usize, u64, bool) {
     let tail = (w & ((1 << TAIL_BITS) - 1)) as usize;
     let rel = (w >> TAIL_BITS) & MAX_REL;
     (tail, rel, w & EPOCH != 0)
@@ -510,7 +510,7 @@ impl Log {
 
 /// The tag published with a length: the relative counter of the next
 /// record after it.
-fn rel_tag(next_rel: u64) -> u32 {
+pub(crate) fn rel_tag(next_rel: u64) -> u32 {
     u32::try_from(next_rel).unwrap_or(u32::MAX)
 }
 

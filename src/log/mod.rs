@@ -26,7 +26,7 @@
 )]
 
 pub(crate) mod active;
-mod append;
+pub(crate) mod append;
 pub(crate) mod brlock;
 mod closing;
 pub(crate) mod commit;
