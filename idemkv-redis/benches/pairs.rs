@@ -3,8 +3,11 @@
 //! same run: from the same client (`redis` crate, multiplexed cluster
 //! connections, as many as the backend uses, taken in turn per call) at the
 //! same concurrency, and from `redis-benchmark --cluster` (`-P 1`,
-//! `-P 16`). `WAIT` off and `WAIT 1`. For every cell also the CPU time it
-//! cost per operation, from `/proc`: this process (the client), the three
+//! `-P 16`). `WAIT` off and `WAIT 1`. Also the floor of any design with a
+//! script per transition: pairs of the cheapest script that can write a
+//! record on the server's clock (`TIME`, then `SET .. NX` or `XX` `PXAT`),
+//! sent by the raw client. For every cell also the CPU time it cost per
+//! operation, from `/proc`: this process (the client), the three
 //! primaries, the three replicas.
 //!
 //! `cargo bench -p idemkv-redis --features test-support --bench pairs`
@@ -227,32 +230,19 @@ async fn run_redis_benchmark(cluster: &Arc<RedisCluster>, reps: usize) {
     let pipelines: &[u32] = &[1, 16];
     println!("redis-benchmark --cluster, keys k:{{tag}}:__rand_int__, -c 64, -n 200000:");
     const SET_NX: &[&str] = &["SET", "k:{tag}:__rand_int__", "v", "NX", "PX", "60000"];
-    // What a claim's write costs the server, as a hash (HSET + PEXPIREAT,
-    // replicated as MULTI/HSET/PEXPIREAT/EXEC) and, for comparison, as one
-    // packed string (SET ... PXAT, replicated as one command).
-    const EVAL_HASH: &[&str] = &[
+    // The server's cost of the smallest script that writes a record: one
+    // EVAL, TIME, one SET .. PXAT of a 65-byte value (as a claim on a key
+    // Redis does not hold).
+    const EVAL_SET: &[&str] = &[
         "EVAL",
-        "redis.call('HSET', KEYS[1], 's', 'c', 'g', '1795000000000000', 'f', '0123456789abcdef', \
-         'a', '1795000000000', 'l', '1795000060000', 'x', '1795086460000', 'o', 'fedcba9876543210') \
-         redis.call('PEXPIREAT', KEYS[1], '1995086460000') return 1",
+        "local t = redis.call('TIME') return redis.call('SET', KEYS[1], \
+         string.rep('c', 65), 'NX', 'PXAT', t[1] * 1000 + 60000)",
         "1",
         "k:{tag}:__rand_int__",
     ];
-    const EVAL_STRING: &[&str] = &[
-        "EVAL",
-        "redis.call('SET', KEYS[1], 'c1795000000000000 0123456789abcdef 1795000000000 \
-         1795000060000 1795086460000 fedcba9876543210', 'PXAT', '1995086460000') return 1",
-        "1",
-        "k:{tag}:__rand_int__",
-    ];
-    let commands: [(&str, &[&str], &[u32]); 3] = [
+    let commands: [(&str, &[&str], &[u32]); 2] = [
         ("SET NX PX", SET_NX, pipelines),
-        (
-            "EVAL: HSET 7 fields + PEXPIREAT",
-            EVAL_HASH,
-            &pipelines[..1],
-        ),
-        ("EVAL: SET packed PXAT", EVAL_STRING, &pipelines[..1]),
+        ("EVAL: TIME + SET NX PXAT", EVAL_SET, pipelines),
     ];
     for (name, command, pipelines) in commands {
         for &p in pipelines {
@@ -296,6 +286,47 @@ fn raw_set(
     }
 }
 
+/// The cheapest script that writes a record on the server's clock.
+const MINIMAL: &str = "local t = redis.call('TIME') \
+    return redis.call('SET', KEYS[1], ARGV[1], ARGV[2], 'PXAT', t[1] * 1000 + 60000)";
+
+/// A pair of [`MINIMAL`] scripts on one key (`NX`, then `XX` with a
+/// longer value), by `EVALSHA`, on `conns` connections taken in turn.
+fn minimal_pair(
+    conns: Arc<Vec<ClusterConnection>>,
+    rep: usize,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
++ Send
++ Sync
++ 'static {
+    let next = Arc::new(AtomicUsize::new(0));
+    let script = Arc::new(redis::Script::new(MINIMAL));
+    move |t, i| {
+        let n = next.fetch_add(1, Ordering::Relaxed) % conns.len();
+        let mut conn = conns[n].clone();
+        let script = script.clone();
+        Box::pin(async move {
+            let key = format!("min:{rep}:{t}:{i}");
+            let claimed: redis::RedisResult<Option<String>> = script
+                .key(&key)
+                .arg([b'c'; 65].as_slice())
+                .arg("NX")
+                .invoke_async(&mut conn)
+                .await;
+            if !matches!(claimed, Ok(Some(_))) {
+                return false;
+            }
+            let done: redis::RedisResult<Option<String>> = script
+                .key(&key)
+                .arg(&b"d201 created"[..])
+                .arg("XX")
+                .invoke_async(&mut conn)
+                .await;
+            matches!(done, Ok(Some(_)))
+        })
+    }
+}
+
 async fn run() {
     let secs = Duration::from_secs(env("IDEMKV_BENCH_SECS", 3));
     let reps = env("IDEMKV_BENCH_REPS", 3).max(1) as usize;
@@ -328,14 +359,15 @@ async fn run() {
     let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
     println!(
         "CPU: µs per operation (a SET, or a pair), client / 3 primaries / 3 replicas, medians\n\n\
-         | tasks | conns | raw SET NX PX /s | pairs/s, WAIT off | ratio | pairs/s, WAIT 1 | ratio | CPU per SET | CPU per pair, WAIT off |\n\
-         |---|---|---|---|---|---|---|---|---|"
+         | tasks | conns | raw SET NX PX /s | pairs/s, WAIT off | ratio | pairs/s, WAIT 1 | ratio | minimal script pairs/s | ratio | CPU per SET | CPU per pair, WAIT off | CPU per minimal pair |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let tasks_list = env_list("IDEMKV_BENCH_TASKS", &CONCURRENCY);
     let conns_list = env_list("IDEMKV_BENCH_CONNECTIONS", &[1]);
     for tasks in tasks_list {
         for &conns in &conns_list {
             let mut set_nx = Vec::new();
+            let mut minimal = Vec::new();
             let mut off = Vec::new();
             let mut on = Vec::new();
             let mut raw = Vec::new();
@@ -347,6 +379,9 @@ async fn run() {
                 reset(&cluster).await.unwrap();
                 let op = raw_set(raw.clone(), rep);
                 set_nx.push(rate(tasks, secs, &cluster, &primaries, op).await);
+                reset(&cluster).await.unwrap();
+                let op = minimal_pair(raw.clone(), rep);
+                minimal.push(rate(tasks, secs, &cluster, &primaries, op).await);
                 let waits: &[bool] = if with_wait { &[false, true] } else { &[false] };
                 for &wait in waits {
                     reset(&cluster).await.unwrap();
@@ -377,22 +412,32 @@ async fn run() {
                     if wait { &mut on } else { &mut off }.push(cell);
                 }
             }
-            let rates = |v: &[Cell]| spread(v.iter().map(|c| c.rate).collect());
-            let s = rates(&set_nx);
-            let f = rates(&off);
+            let rates = |v: &[Cell]| fmt(spread(v.iter().map(|c| c.rate).collect()));
+            // Each repetition's ratio to the raw rate measured just before it.
+            let ratio = |v: &[Cell]| {
+                let r = spread(
+                    v.iter()
+                        .zip(&set_nx)
+                        .map(|(p, s)| p.rate / s.rate)
+                        .collect(),
+                );
+                format!("{:.2} ({:.2}-{:.2})", r.0, r.1, r.2)
+            };
             let (wait_rate, wait_ratio) = if with_wait {
-                let n = rates(&on);
-                (fmt(n), format!("{:.2}", n.0 / s.0))
+                (rates(&on), ratio(&on))
             } else {
                 ("-".into(), "-".into())
             };
             println!(
-                "| {tasks} | {conns} | {} | {} | {:.2} | {wait_rate} | {wait_ratio} | {} | {} |",
-                fmt(s),
-                fmt(f),
-                f.0 / s.0,
+                "| {tasks} | {conns} | {} | {} | {} | {wait_rate} | {wait_ratio} | {} | {} | {} | {} | {} |",
+                rates(&set_nx),
+                rates(&off),
+                ratio(&off),
+                rates(&minimal),
+                ratio(&minimal),
                 fmt_cpu(&set_nx),
                 fmt_cpu(&off),
+                fmt_cpu(&minimal),
             );
         }
     }
