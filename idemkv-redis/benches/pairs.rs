@@ -19,7 +19,9 @@
 //! `IDEMKV_BENCH_TASKS=64,1000` (those concurrencies only, without
 //! `redis-benchmark`), `IDEMKV_BENCH_CONNECTIONS=1,4` (connections per node
 //! for both the raw client and the backend; default 1), `IDEMKV_BENCH_WAIT=0`
-//! (without the `WAIT 1` cells).
+//! (without the `WAIT 1` cells), `IDEMKV_BENCH_WAIT_CONNECTIONS=128` (the
+//! backend's `wait_connections` in the `WAIT 1` cells; default the
+//! option's default, 32).
 
 use idemkv::{Backend, Claim, Fingerprint};
 use idemkv_redis::RedisOptions;
@@ -331,6 +333,9 @@ async fn run() {
     let secs = Duration::from_secs(env("IDEMKV_BENCH_SECS", 3));
     let reps = env("IDEMKV_BENCH_REPS", 3).max(1) as usize;
     let with_wait = env("IDEMKV_BENCH_WAIT", 1) != 0;
+    let wait_connections = std::env::var("IDEMKV_BENCH_WAIT_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 1))
         .await
         .unwrap()
@@ -392,6 +397,9 @@ async fn run() {
                         .connections(conns);
                     if wait {
                         options = options.wait_for_replicas(1, Duration::from_millis(500));
+                        if let Some(n) = wait_connections {
+                            options = options.wait_connections(n);
+                        }
                     }
                     let b = options.connect_cluster(&cluster.urls()).await.unwrap();
                     let cell = rate(tasks, secs, &cluster, &primaries, move |t, i| {
