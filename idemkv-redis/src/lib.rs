@@ -38,8 +38,10 @@
 //! 3 + 3 cluster in one call, for tests.
 //!
 //! ## How
-//! - **One Redis key per idempotency key**, a hash (`prefix`, an optional
-//!   [`HashTag`], the key's bytes; keys are binary-safe), and **one Lua
+//! - **One Redis key per idempotency key** (`prefix`, an optional
+//!   [`HashTag`], the key's bytes; keys are binary-safe), whose value is
+//!   one string: a 65-byte header, then the response (DESIGN.md §12 has
+//!   the bytes); and **one Lua
 //!   script per transition** (`EVALSHA`, loaded with `EVAL` on `NOSCRIPT`),
 //!   so every transition is atomic on the key's slot: the fingerprint check
 //!   first, then replay, in progress, or a claim or takeover; `complete`,
@@ -52,7 +54,7 @@
 //!   new one is the server's clock in microseconds, raised above the key's
 //!   last generation, which the record and, after a release or removal, a
 //!   tombstone keep (DESIGN.md §12).
-//! - **Expiry** by Redis itself: `PEXPIREAT` at lease end + retention for a
+//! - **Expiry** by Redis itself: `PXAT` at lease end + retention for a
 //!   claim, at its retention for a completed record or a mark.
 //! - **`claim_wait`** polls with a doubling pause (bounded by the owner's
 //!   lease end and the caller's timeout).

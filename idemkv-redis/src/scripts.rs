@@ -1,26 +1,30 @@
 //! The Lua scripts: one per transition, each run with `EVALSHA` on the one
 //! Redis key of its idempotency key, so each is atomic on that key's slot.
 //!
-//! The record is a hash (DESIGN.md §12 has the table):
+//! The record is one string, a fixed 65-byte header and, in a completed
+//! record, the response after it (DESIGN.md §12 has the table):
 //!
-//! | field | meaning |
-//! |---|---|
-//! | `s` | state: `c` claimed, `d` done (completed), `n` seen mark, `t` tombstone |
-//! | `g` | generation of the last claim (decimal), kept by every state but a fresh mark |
-//! | `f` | request fingerprint, 16 bytes little-endian (`c`, `d`) |
-//! | `a` | claimed at / completed at / seen at (unix ms) |
-//! | `l` | lease end (unix ms; read in `c` only) |
-//! | `x` | when the record stops being live (unix ms); `PEXPIREAT` is set to it |
-//! | `r` | the response bytes (`d` only) |
-//! | `o` | the nonce of the call that made a claim or mark, so a retried call recognises its own write (read in `c` and `n`) |
+//! | bytes | field | meaning |
+//! |---|---|---|
+//! | 0 | state | `c` claimed, `d` done (completed), `n` seen mark, `t` tombstone |
+//! | 1-8 | generation | of the key's last claim; 0 in a mark on a key never claimed |
+//! | 9-24 | fingerprint | 16 bytes little-endian (`c`, `d`; zeros otherwise) |
+//! | 25-32 | at | claimed at / completed at / seen at (unix ms) |
+//! | 33-40 | lease end | unix ms (read in `c` only) |
+//! | 41-48 | end of life | unix ms: live while `now` is below it; the key's `PXAT` |
+//! | 49-64 | nonce | of the call that made a claim or mark (read in `c` and `n`) |
+//! | 65- | response | `d` only |
+//!
+//! Numbers are unsigned 64-bit big-endian (`struct` format `I8`), exact as
+//! Lua numbers (doubles) below 2^53: unix microseconds are about 2^51.
+//! Every write of a record is one `SET .. PXAT`, which Redis replicates and
+//! appends as one command.
 //!
 //! Every time is the server's (`TIME` inside the script; Redis 7 replicates
 //! scripts by their effects, so replicas store the primary's values). A
 //! record is live while `now < x`; a tombstone, or a record past `x` not yet
 //! reaped by Redis, is absent but still gives its generation to the next
-//! claim. Numbers go into the hash through `string.format('%d')` (a Lua
-//! number is a double: exact below 2^53, and unix microseconds are about
-//! 2^51), and come back to Rust as decimal strings.
+//! claim.
 
 /// A script's source and SHA-1, for `EVALSHA` with an `EVAL` fallback.
 pub(crate) struct Script {
@@ -68,7 +72,7 @@ impl Scripts {
     }
 }
 
-/// The server's clock, in ms and in µs, and integer formatting.
+/// The server's clock, the record's format, and its reader.
 macro_rules! prelude {
     () => {
         r"
@@ -77,7 +81,18 @@ local function clock()
   local s, us = tonumber(t[1]), tonumber(t[2])
   return s * 1000 + math.floor(us / 1000), s * 1000000 + us
 end
-local function n(v) return string.format('%d', v) end
+local F = '>c1I8c16I8I8I8c16'
+local Z = string.rep('\0', 16)
+local function decode(v)
+  if #v < 65 or not string.find('cdnt', string.sub(v, 1, 1), 1, true) then
+    error({err = 'WRONGTYPE the key holds a string that is not an idemkv record'})
+  end
+  return struct.unpack(F, v)
+end
+local function read(key)
+  local v = redis.call('GET', key)
+  if v then return v, decode(v) end
+end
 "
     };
 }
@@ -86,42 +101,41 @@ local function n(v) return string.format('%d', v) end
 /// Replies: `{0, now, gen, claimed_at, lease_end}` acquired,
 /// `{1, now, completed_at, expires_at, response}` replay,
 /// `{2, now, lease_end}` in progress, `{3, now}` mismatch.
+///
+/// The common case, a key Redis does not hold, is one `SET .. NX .. GET`:
+/// it writes the claim with the clock's generation, or answers the record
+/// that is there without writing.
 const CLAIM: &str = concat!(
     "#!lua\n",
     prelude!(),
     r"
 local key, fp, nonce = KEYS[1], ARGV[1], ARGV[4]
-local lease, keep = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now, now_us = clock()
-local h = redis.call('HMGET', key, 's', 'g', 'f', 'a', 'l', 'x', 'o')
-local s = h[1]
-if s and s ~= 't' and now < tonumber(h[6]) then
+local l = now + tonumber(ARGV[2])
+local x = l + tonumber(ARGV[3])
+local v = redis.call('SET', key, struct.pack(F, 'c', now_us, fp, now, l, x, nonce), 'NX', 'PXAT', x, 'GET')
+if not v then return {0, now, now_us, now, l} end
+local s, g, f, a, ol, ox, o = decode(v)
+if s ~= 't' and now < ox then
   -- Mismatch first: a live record of another request, or a seen mark.
-  if s == 'n' or h[3] ~= fp then return {3, now} end
-  if s == 'd' then return {1, now, h[4], h[6], redis.call('HGET', key, 'r')} end
-  if h[7] == nonce then
+  if s == 'n' or f ~= fp then return {3, now} end
+  if s == 'd' then return {1, now, a, ox, string.sub(v, 66)} end
+  if o == nonce then
     -- This very call, retried by the client after its reply was lost: the
     -- claim is ours. A write of nothing new, so that a WAIT after it covers
     -- the original write on whichever connection the retry used.
-    redis.call('PEXPIREAT', key, h[6])
-    return {0, now, h[2], h[4], h[5]}
+    redis.call('PEXPIREAT', key, ox)
+    return {0, now, g, a, ol}
   end
-  if now < tonumber(h[5]) then return {2, now, h[5]} end
+  if now < ol then return {2, now, ol} end
   -- In progress, lease passed, same request: a takeover.
 end
--- Absent, expired, a tombstone or a takeover: a new generation, above the
--- key's last one (kept by records and tombstones) and at least the server's
--- clock in microseconds (for a key Redis has forgotten entirely).
+-- Expired (not yet reaped), a tombstone or a takeover: a new generation,
+-- above the key's last one and at least the clock in microseconds.
 local gen = now_us
-local last = tonumber(h[2])
-if last and last >= gen then gen = last + 1 end
-local l = now + lease
-local x = l + keep
--- A record in another state may hold a response: start from an empty hash.
-if s and s ~= 'c' then redis.call('DEL', key) end
-redis.call('HSET', key, 's', 'c', 'g', n(gen), 'f', fp, 'a', n(now), 'l', n(l), 'x', n(x), 'o', nonce)
-redis.call('PEXPIREAT', key, n(x))
-return {0, now, n(gen), n(now), n(l)}
+if g >= gen then gen = g + 1 end
+redis.call('SET', key, struct.pack(F, 'c', gen, fp, now, l, x, nonce), 'PXAT', x)
+return {0, now, gen, now, l}
 "
 );
 
@@ -132,21 +146,19 @@ const COMPLETE: &str = concat!(
     "#!lua\n",
     prelude!(),
     r"
-local key, gen, resp = KEYS[1], ARGV[1], ARGV[2]
+local key, gen, resp = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 local now = clock()
-local h = redis.call('HMGET', key, 's', 'g', 'x')
-if not h[1] or h[2] ~= gen or now >= tonumber(h[3]) then return {-1, now} end
-if h[1] == 'd' then
-  if redis.call('HGET', key, 'r') ~= resp then return {-1, now} end
-  redis.call('PEXPIREAT', key, h[3])
+local v, s, g, f, a, l, x, o = read(key)
+if not v or g ~= gen or now >= x then return {-1, now} end
+if s == 'd' then
+  if string.sub(v, 66) ~= resp then return {-1, now} end
+  redis.call('PEXPIREAT', key, x)
   return {1, now}
 end
-if h[1] ~= 'c' then return {-1, now} end
-local x = now + tonumber(ARGV[3])
--- 'l' and 'o' stay behind: a done record ignores them, and one write
--- fewer is cheaper than a tidy hash.
-redis.call('HSET', key, 's', 'd', 'a', n(now), 'x', n(x), 'r', resp)
-redis.call('PEXPIREAT', key, n(x))
+if s ~= 'c' then return {-1, now} end
+x = now + tonumber(ARGV[3])
+-- The lease end and the nonce stay behind: a done record ignores them.
+redis.call('SET', key, struct.pack(F, 'd', g, f, now, l, x, o) .. resp, 'PXAT', x)
 return {0, now}
 "
 );
@@ -157,14 +169,12 @@ const RELEASE: &str = concat!(
     "#!lua\n",
     prelude!(),
     r"
-local key, gen = KEYS[1], ARGV[1]
+local key, gen = KEYS[1], tonumber(ARGV[1])
 local now = clock()
-local h = redis.call('HMGET', key, 's', 'g', 'x')
-if h[1] ~= 'c' or h[2] ~= gen or now >= tonumber(h[3]) then return {-1, now} end
-local x = now + tonumber(ARGV[2])
-redis.call('DEL', key)
-redis.call('HSET', key, 's', 't', 'g', gen, 'x', n(x))
-redis.call('PEXPIREAT', key, n(x))
+local v, s, g, f, a, l, x = read(key)
+if s ~= 'c' or g ~= gen or now >= x then return {-1, now} end
+x = now + tonumber(ARGV[2])
+redis.call('SET', key, struct.pack(F, 't', g, Z, 0, 0, x, Z), 'PXAT', x)
 return {0, now}
 "
 );
@@ -175,15 +185,14 @@ const EXTEND: &str = concat!(
     "#!lua\n",
     prelude!(),
     r"
-local key, gen = KEYS[1], ARGV[1]
+local key, gen = KEYS[1], tonumber(ARGV[1])
 local now = clock()
-local h = redis.call('HMGET', key, 's', 'g', 'x')
-if h[1] ~= 'c' or h[2] ~= gen or now >= tonumber(h[3]) then return {-1, now} end
-local l = now + tonumber(ARGV[2])
-local x = l + tonumber(ARGV[3])
-redis.call('HSET', key, 'l', n(l), 'x', n(x))
-redis.call('PEXPIREAT', key, n(x))
-return {0, now, n(l)}
+local v, s, g, f, a, l, x, o = read(key)
+if s ~= 'c' or g ~= gen or now >= x then return {-1, now} end
+l = now + tonumber(ARGV[2])
+x = l + tonumber(ARGV[3])
+redis.call('SET', key, struct.pack(F, 'c', g, f, a, l, x, o), 'PXAT', x)
+return {0, now, l}
 "
 );
 
@@ -197,12 +206,11 @@ const GET: &str = concat!(
     r"
 local key = KEYS[1]
 local now = clock()
-local h = redis.call('HMGET', key, 's', 'g', 'f', 'a', 'l', 'x')
-local s = h[1]
-if not s or s == 't' or now >= tonumber(h[6]) then return {-1, now} end
-if s == 'c' then return {0, now, h[2], h[3], h[4], h[5]} end
-if s == 'd' then return {1, now, h[2], h[3], h[4], h[6], redis.call('HGET', key, 'r')} end
-return {2, now, h[2], h[4], h[6]}
+local v, s, g, f, a, l, x = read(key)
+if not v or s == 't' or now >= x then return {-1, now} end
+if s == 'c' then return {0, now, g, f, a, l} end
+if s == 'd' then return {1, now, g, f, a, x, string.sub(v, 66)} end
+return {2, now, g > 0 and g, a, x}
 "
 );
 
@@ -214,13 +222,13 @@ const REMOVE: &str = concat!(
     r"
 local key = KEYS[1]
 local now = clock()
-local h = redis.call('HMGET', key, 's', 'g', 'x')
-if not h[1] or h[1] == 't' or now >= tonumber(h[3]) then return {0, now} end
-redis.call('DEL', key)
-if h[2] then
-  local x = now + tonumber(ARGV[1])
-  redis.call('HSET', key, 's', 't', 'g', h[2], 'x', n(x))
-  redis.call('PEXPIREAT', key, n(x))
+local v, s, g, f, a, l, x = read(key)
+if not v or s == 't' or now >= x then return {0, now} end
+if g > 0 then
+  x = now + tonumber(ARGV[1])
+  redis.call('SET', key, struct.pack(F, 't', g, Z, 0, 0, x, Z), 'PXAT', x)
+else
+  redis.call('DEL', key)
 end
 return {1, now}
 "
@@ -234,19 +242,16 @@ const MARK_SEEN: &str = concat!(
     r"
 local key, nonce = KEYS[1], ARGV[2]
 local now = clock()
-local h = redis.call('HMGET', key, 's', 'g', 'x', 'o')
-if h[1] and h[1] ~= 't' and now < tonumber(h[3]) then
-  if h[1] == 'n' and h[4] == nonce then
-    redis.call('PEXPIREAT', key, h[3])
+local v, s, g, f, a, l, x, o = read(key)
+if v and s ~= 't' and now < x then
+  if s == 'n' and o == nonce then
+    redis.call('PEXPIREAT', key, x)
     return {0, now}
   end
   return {1, now}
 end
-local x = now + tonumber(ARGV[1])
-redis.call('DEL', key)
-redis.call('HSET', key, 's', 'n', 'a', n(now), 'x', n(x), 'o', nonce)
-if h[2] then redis.call('HSET', key, 'g', h[2]) end
-redis.call('PEXPIREAT', key, n(x))
+x = now + tonumber(ARGV[1])
+redis.call('SET', key, struct.pack(F, 'n', g or 0, Z, now, 0, x, nonce), 'PXAT', x)
 return {0, now}
 "
 );

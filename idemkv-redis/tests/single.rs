@@ -26,11 +26,45 @@ async fn acquire(b: &RedisBackend, key: &[u8], fp: Fingerprint) -> idemkv::Remot
     }
 }
 
-/// The record is one hash under `prefix + tag + key`, with the documented
-/// fields, and `PEXPIREAT` set to lease end + retention, then to the
+/// The record as DESIGN.md §12 lays it out: a 65-byte header (state,
+/// then big-endian u64 generation, 16 fingerprint bytes, three u64 times,
+/// 16 nonce bytes) and the response after it.
+#[derive(Debug)]
+struct Stored {
+    state: u8,
+    generation: u64,
+    fingerprint: [u8; 16],
+    at: u64,
+    lease_end: u64,
+    end_of_life: u64,
+    response: Vec<u8>,
+}
+
+fn stored(raw: &mut redis::Connection, name: &[u8]) -> Stored {
+    let v: Vec<u8> = raw.get(name).unwrap();
+    assert!(v.len() >= 65, "a record is at least 65 bytes: {v:?}");
+    let u64_at = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().unwrap());
+    Stored {
+        state: v[0],
+        generation: u64_at(1),
+        fingerprint: v[9..25].try_into().unwrap(),
+        at: u64_at(25),
+        lease_end: u64_at(33),
+        end_of_life: u64_at(41),
+        response: v[65..].to_vec(),
+    }
+}
+
+fn expire_time(raw: &mut redis::Connection, name: &[u8]) -> u64 {
+    let at: i64 = redis::cmd("PEXPIRETIME").arg(name).query(raw).unwrap();
+    u64::try_from(at).expect("the record has an expiry")
+}
+
+/// The record is one string under `prefix + tag + key`, with the
+/// documented layout, and its expiry at lease end + retention, then at the
 /// completed record's expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_hash_per_key_with_the_documented_layout_and_expiry() {
+async fn one_string_per_key_with_the_documented_layout_and_expiry() {
     let h = RedisHarness::single();
     let retention = Duration::from_secs(100);
     let b = h
@@ -40,38 +74,45 @@ async fn one_hash_per_key_with_the_documented_layout_and_expiry() {
     let fp = Fingerprint::of(b"req");
     let t = acquire(&b, b"k1", fp).await;
     assert_eq!(b.redis_key(b"k1"), b"app:k1");
-    let fields: std::collections::HashMap<String, Vec<u8>> = raw.hgetall("app:k1").unwrap();
-    let text = |f: &str| String::from_utf8(fields[f].clone()).unwrap();
-    assert_eq!(text("s"), "c");
-    assert_eq!(text("g"), t.generation().to_string());
-    assert_eq!(fields["f"], fp.as_u128().to_le_bytes());
-    assert_eq!(text("a"), t.claimed_at_ms().to_string());
-    assert_eq!(text("l"), t.lease_expires_at_ms().to_string());
-    let expire_at: i64 = redis::cmd("PEXPIRETIME")
-        .arg("app:k1")
-        .query(&mut raw)
-        .unwrap();
-    assert_eq!(expire_at as u64, t.lease_expires_at_ms() + 100_000);
+    let claimed = stored(&mut raw, b"app:k1");
+    assert_eq!(claimed.state, b'c');
+    assert_eq!(claimed.generation, t.generation());
+    assert_eq!(claimed.fingerprint, fp.as_u128().to_le_bytes());
+    assert_eq!(claimed.at, t.claimed_at_ms());
+    assert_eq!(claimed.lease_end, t.lease_expires_at_ms());
+    assert_eq!(claimed.end_of_life, t.lease_expires_at_ms() + 100_000);
+    assert!(claimed.response.is_empty());
+    assert_eq!(expire_time(&mut raw, b"app:k1"), claimed.end_of_life);
 
+    let extended = b.extend_lease(&t, LONG * 2).await.unwrap();
+    let after = stored(&mut raw, b"app:k1");
+    assert_eq!((after.state, after.lease_end), (b'c', extended));
+    assert_eq!(after.end_of_life, extended + 100_000);
+    assert_eq!(expire_time(&mut raw, b"app:k1"), after.end_of_life);
+
+    let generation = t.generation();
     b.complete(t, b"done", Duration::from_secs(50))
         .await
         .unwrap();
     let Some(Record::Completed(done)) = b.get(b"k1").await.unwrap() else {
         panic!("completed")
     };
-    let expire_at: i64 = redis::cmd("PEXPIRETIME")
-        .arg("app:k1")
-        .query(&mut raw)
-        .unwrap();
-    assert_eq!(expire_at as u64, done.expires_at_ms());
-    let state: String = raw.hget("app:k1", "s").unwrap();
-    let at: String = raw.hget("app:k1", "a").unwrap();
-    assert_eq!(
-        (state.as_str(), at),
-        ("d", done.completed_at_ms().to_string())
-    );
-    let response: Vec<u8> = raw.hget("app:k1", "r").unwrap();
-    assert_eq!(response, b"done");
+    let completed = stored(&mut raw, b"app:k1");
+    assert_eq!(completed.state, b'd');
+    assert_eq!(completed.generation, generation);
+    assert_eq!(completed.fingerprint, fp.as_u128().to_le_bytes());
+    assert_eq!(completed.at, done.completed_at_ms());
+    assert_eq!(completed.end_of_life, done.expires_at_ms());
+    assert_eq!(completed.response, b"done");
+    assert_eq!(expire_time(&mut raw, b"app:k1"), done.expires_at_ms());
+
+    // A mark on a key never claimed has generation 0, shown as none.
+    assert_eq!(b.mark_seen(b"m", LONG).await.unwrap(), idemkv::Seen::First);
+    let mark = stored(&mut raw, &b.redis_key(b"m"));
+    assert_eq!((mark.state, mark.generation), (b'n', 0));
+    assert_eq!(expire_time(&mut raw, &b.redis_key(b"m")), mark.end_of_life);
+    let inspected = b.inspect(b"m").await.unwrap().expect("a live mark");
+    assert_eq!(inspected.generation, None);
 }
 
 /// Keys are bytes: braces, NUL, CRLF and invalid UTF-8 are stored and
@@ -130,17 +171,13 @@ async fn generations_never_repeat_and_rise_above_the_last_one() {
     let g1 = acquire(&b, b"k", fp).await;
     let g1n = g1.generation();
     b.release(g1).await.unwrap();
-    let (state, g): (String, String) = redis::cmd("HMGET")
-        .arg(&name)
-        .arg("s")
-        .arg("g")
-        .query(&mut raw)
-        .unwrap();
+    let tombstone = stored(&mut raw, &name);
     assert_eq!(
-        (state.as_str(), g),
-        ("t", g1n.to_string()),
-        "a tombstone keeps g"
+        (tombstone.state, tombstone.generation),
+        (b't', g1n),
+        "a tombstone keeps the generation"
     );
+    assert_eq!(expire_time(&mut raw, &name), tombstone.end_of_life);
     let g2 = acquire(&b, b"k", fp).await;
     assert!(g2.generation() > g1n);
     let g2n = g2.generation();
@@ -151,11 +188,11 @@ async fn generations_never_repeat_and_rise_above_the_last_one() {
     // A generation far ahead of the server's clock (as after a failover to
     // a node whose clock is behind): the next claim is still above it.
     let ahead: u64 = g3.generation() + 10_000_000_000_000;
-    let _: () = raw.hset(&name, "g", ahead.to_string()).unwrap();
+    let _: () = raw.setrange(&name, 1, &ahead.to_be_bytes()[..]).unwrap();
     b.release(g3)
         .await
         .expect_err("the ticket's generation changed");
-    let _: () = raw.hset(&name, "s", "t").unwrap();
+    let _: () = raw.setrange(&name, 0, "t").unwrap();
     let g4 = acquire(&b, b"k", fp).await;
     assert_eq!(g4.generation(), ahead + 1);
     assert!(b.remove(b"k").await.unwrap());
@@ -197,18 +234,38 @@ async fn noscript_falls_back_to_eval() {
     }
 }
 
-/// A key of another type under the prefix is a typed error, never a
-/// panic, and the foreign key is left as it was.
+/// A key under the prefix that is not a record (a short string, a long
+/// one that does not start with a state, a hash) is a typed error for
+/// every call, never a panic, and is left as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_key_under_the_prefix_is_a_typed_error() {
     let h = RedisHarness::single();
     let b = h.connect(h.options()).await;
     let mut raw = h.node().connection().unwrap();
-    let _: () = raw.set(b.redis_key(b"k"), "not a record").unwrap();
-    match b.claim(b"k", Fingerprint::of(b"x")).await {
-        Err(idemkv::Error::Io(e)) => assert!(e.to_string().contains("WRONGTYPE"), "{e}"),
-        other => panic!("expected Io(WRONGTYPE), got {other:?}"),
+    let long = "x".repeat(80);
+    let _: () = raw.set(b.redis_key(b"short"), "not a record").unwrap();
+    let _: () = raw.set(b.redis_key(b"long"), &long).unwrap();
+    let _: () = raw.hset(b.redis_key(b"hash"), "s", "c").unwrap();
+    let wrong_type = |what: &str, r: idemkv::Result<String>| match r {
+        Err(idemkv::Error::Io(e)) => assert!(e.to_string().contains("WRONGTYPE"), "{what}: {e}"),
+        other => panic!("{what}: expected Io(WRONGTYPE), got {other:?}"),
+    };
+    let fp = Fingerprint::of(b"x");
+    for key in [&b"short"[..], b"long", b"hash"] {
+        let what = String::from_utf8_lossy(key).into_owned();
+        let claim = b.claim(key, fp).await.map(|c| format!("{c:?}"));
+        wrong_type(&format!("claim {what}"), claim);
+        let get = b.get(key).await.map(|r| format!("{r:?}"));
+        wrong_type(&format!("get {what}"), get);
+        let mark = b.mark_seen(key, LONG).await.map(|m| format!("{m:?}"));
+        wrong_type(&format!("mark_seen {what}"), mark);
+        let removed = b.remove(key).await.map(|r| format!("{r:?}"));
+        wrong_type(&format!("remove {what}"), removed);
     }
-    let kept: String = raw.get(b.redis_key(b"k")).unwrap();
+    let kept: String = raw.get(b.redis_key(b"short")).unwrap();
     assert_eq!(kept, "not a record");
+    let kept: String = raw.get(b.redis_key(b"long")).unwrap();
+    assert_eq!(kept, long);
+    let kept: String = raw.hget(b.redis_key(b"hash"), "s").unwrap();
+    assert_eq!(kept, "c");
 }
