@@ -427,70 +427,94 @@ pub fn raw_fsync(parent: &Path, ops: u64, reps: usize) -> Result<Value> {
     }))
 }
 
-/// `a1000`: durable pairs through `claim_async` + `complete_async` from
-/// 1,000 tokio tasks on a 2-worker runtime, for `seconds`.
+/// `a1000`: pairs through `claim_async` + `complete_async` from 1,000
+/// tokio tasks on a 2-worker runtime, for `seconds`, durable
+/// (`Immediate`) and not (`None`), alternated within each rep: goal 3
+/// compares the two.
 pub fn a1000(parent: &Path, seconds: f64, reps: usize) -> Result<Value> {
-    const TASKS: usize = 1000;
-    let mut rates = Vec::new();
+    let mut durable = Vec::new();
+    let mut not_durable = Vec::new();
     for rep in 0..reps {
-        let dir = fresh_dir(parent)?;
-        let store = Options::new()
-            .durability(Durability::Immediate)
-            .retention(RETENTION)
-            .open(dir.path())?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let pairs = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        let elapsed = runtime.block_on(async {
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|t| {
-                    let (store, stop, pairs) = (store.clone(), stop.clone(), pairs.clone());
-                    tokio::spawn(async move { task_loop(&store, t, &stop, &pairs).await })
-                })
-                .collect();
-            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-            stop.store(true, Ordering::Relaxed);
-            let mut failure = None;
-            for task in tasks {
-                match task.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => failure = Some(e),
-                    Err(e) => failure = Some(e.to_string()),
-                }
-            }
-            failure.map_or(Ok(started.elapsed()), Err)
-        })?;
-        drop(runtime);
-        drop(store);
-        drop(dir);
-        let rate = pairs.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
-        eprintln!(
-            "[ a1000] rep {}/{reps}: {} durable pairs/s",
-            rep + 1,
-            crate::fmt_rate(rate)
-        );
-        rates.push(rate);
+        for (durability, rates) in [
+            (Durability::Immediate, &mut durable),
+            (Durability::None, &mut not_durable),
+        ] {
+            let rate = a1000_rep(parent, seconds, durability)?;
+            eprintln!(
+                "[ a1000] rep {}/{reps}: {} pairs/s, {durability:?}",
+                rep + 1,
+                crate::fmt_rate(rate)
+            );
+            rates.push(rate);
+        }
     }
-    println!(
-        "\nasync API, 1,000 tasks, 2 tokio workers, Durability::Immediate: {} pairs/s (median {})",
+    let list = |rates: &[f64]| {
         rates
             .iter()
             .map(|r| crate::fmt_rate(*r))
             .collect::<Vec<_>>()
-            .join(", "),
-        crate::fmt_rate(median(&rates))
+            .join(", ")
+    };
+    let ratio = median(&durable) / median(&not_durable);
+    println!(
+        "\nasync API, 1,000 tasks, 2 tokio workers: Durability::Immediate {} pairs/s (median {}), \
+         Durability::None {} (median {}); durable / not durable {ratio:.2}",
+        list(&durable),
+        crate::fmt_rate(median(&durable)),
+        list(&not_durable),
+        crate::fmt_rate(median(&not_durable)),
     );
     Ok(json!({
         "row": "a1000",
-        "tasks": TASKS,
+        "tasks": A1000_TASKS,
         "seconds": seconds,
-        "pairs_per_s": rates,
-        "median": median(&rates),
+        "pairs_per_s": durable,
+        "median": median(&durable),
+        "not_durable_pairs_per_s": not_durable,
+        "not_durable_median": median(&not_durable),
+        "durable_over_not_durable": ratio,
     }))
+}
+
+const A1000_TASKS: usize = 1000;
+
+/// One rep of `a1000`: pairs per second on a fresh store.
+fn a1000_rep(parent: &Path, seconds: f64, durability: Durability) -> Result<f64> {
+    let dir = fresh_dir(parent)?;
+    let store = Options::new()
+        .durability(durability)
+        .retention(RETENTION)
+        .open(dir.path())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pairs = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let elapsed = runtime.block_on(async {
+        let tasks: Vec<_> = (0..A1000_TASKS)
+            .map(|t| {
+                let (store, stop, pairs) = (store.clone(), stop.clone(), pairs.clone());
+                tokio::spawn(async move { task_loop(&store, t, &stop, &pairs).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut failure = None;
+        for task in tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = Some(e),
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        failure.map_or(Ok(started.elapsed()), Err)
+    })?;
+    drop(runtime);
+    drop(store);
+    drop(dir);
+    Ok(pairs.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
 
 /// One task of `a1000`: fresh pairs until told to stop.

@@ -152,8 +152,12 @@ impl Log {
         self.counters.bytes_appended.add(len as u64);
         match self.durability {
             Durability::Periodic(_) => self.write_out(st, false)?,
+            // Another appender's write-out, or a rollover, may have moved
+            // the hint past this record's end since it was published.
             Durability::None
-                if r.end - st.flushed_hint.load(Ordering::Relaxed) >= NONE_FLUSH_BYTES =>
+                if r.end
+                    .saturating_sub(st.flushed_hint.load(Ordering::Relaxed))
+                    >= NONE_FLUSH_BYTES =>
             {
                 self.write_out(st, true)?;
             }

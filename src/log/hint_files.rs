@@ -8,7 +8,30 @@ use crate::key::key_hash;
 use crate::loc::seg_u32;
 use crate::storage::{SealedBytes, Storage, replace_durably};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
+
+/// A hasher for keys that are hashes already: the key is its own hash.
+#[derive(Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with it; fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// A decoded, checked hint.
 #[derive(Debug, Clone)]
@@ -39,7 +62,14 @@ pub(crate) fn build(id: u32, path: &Path, bytes: &[u8]) -> Result<Hint> {
 #[derive(Default)]
 pub(crate) struct Builder<'a> {
     entries: Vec<Option<HintEntry>>,
-    last_of: HashMap<&'a [u8], usize>,
+    /// Each entry's key.
+    keys: Vec<&'a [u8]>,
+    /// The entry of each key hash's latest record, keyed by the hash the
+    /// entry carries anyway (no second hash of the key).
+    last_of: HashMap<u64, usize, BuildHasherDefault<HashIsKey>>,
+    /// The latest entry of each key whose hash an earlier, different key
+    /// took in `last_of` (64-bit hashes: in practice empty).
+    collided: HashMap<&'a [u8], usize>,
     first_ms: Option<u64>,
     last_ms: u64,
     last_seq: u64,
@@ -49,16 +79,31 @@ pub(crate) struct Builder<'a> {
 impl<'a> Builder<'a> {
     /// Adds the record at `offset`; returns its encoded length.
     pub(crate) fn add(&mut self, offset: u32, rec: &RecordRef<'a>) -> usize {
+        self.add_hashed(offset, rec, key_hash(rec.key))
+    }
+
+    /// [`add`](Builder::add) with the key's hash given.
+    fn add_hashed(&mut self, offset: u32, rec: &RecordRef<'a>, hash: u64) -> usize {
         let len = record::encoded_len(rec.key.len(), rec.value.len());
         self.first_ms = Some(self.first_ms.map_or(rec.since_ms, |t| t.min(rec.since_ms)));
         self.last_ms = self.last_ms.max(rec.since_ms);
         self.last_seq = self.last_seq.max(rec.seq);
         self.records += 1;
-        if let Some(previous) = self.last_of.insert(rec.key, self.entries.len()) {
+        let index = self.entries.len();
+        let previous = match self.last_of.entry(hash) {
+            Entry::Vacant(e) => {
+                e.insert(index);
+                None
+            }
+            Entry::Occupied(mut e) if self.keys[*e.get()] == rec.key => Some(e.insert(index)),
+            Entry::Occupied(_) => self.collided.insert(rec.key, index),
+        };
+        if let Some(previous) = previous {
             self.entries[previous] = None;
         }
+        self.keys.push(rec.key);
         self.entries.push(Some(HintEntry {
-            hash: key_hash(rec.key),
+            hash,
             tag: rec.tag,
             until_ms: rec.until_ms,
             offset,
@@ -218,6 +263,35 @@ mod tests {
     use super::*;
     use crate::format::record::{RecordFields, Tag, encode};
     use crate::format::segment::SegmentHeader;
+
+    #[test]
+    fn keys_whose_hashes_collide_keep_their_own_last_records() {
+        let rec = |key: &'static [u8], t| RecordRef {
+            tag: Tag::Complete,
+            seq: t,
+            fingerprint: 1,
+            generation: 1,
+            since_ms: t,
+            until_ms: t + 100,
+            key,
+            value: b"",
+        };
+        let mut builder = Builder::default();
+        // Two keys under one hash, and a third key of its own.
+        for (offset, key, hash) in [
+            (100, b"a", 7),
+            (200, b"b", 7),
+            (300, b"a", 7),
+            (400, b"c", 9),
+            (500, b"b", 7),
+            (600, b"b", 7),
+        ] {
+            builder.add_hashed(offset, &rec(key, u64::from(offset)), hash);
+        }
+        let hint = builder.finish(1, 1000);
+        let offsets: Vec<u32> = hint.entries.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, [300, 400, 600]);
+    }
 
     #[test]
     fn keeps_the_last_record_of_each_key_and_checks_itself() {
