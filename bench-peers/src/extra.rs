@@ -537,6 +537,10 @@ async fn task_loop(
         }
         pairs.fetch_add(1, Ordering::Relaxed);
         n += 1;
+        // Under `Durability::None` the store's futures are ready at once,
+        // so a task would never give its worker back, and the timer that
+        // ends the run would never fire: a server task awaits its network.
+        tokio::task::yield_now().await;
     }
     Ok(())
 }
