@@ -269,33 +269,37 @@ fn compaction_beside_concurrent_claims_loses_nothing() {
     assert_eq!(check(&store), live_before, "the same keys after reopen");
 }
 
+/// The crash-model workload: 1,500 claims, completes, releases and clock
+/// steps over 200 keys on a store without a compactor, then closed.
+fn crash_workload(sim: &SimStorage, clock: &Arc<ManualClock>) -> crash_model::Harness {
+    use crash_model::{Harness, Op};
+    let store = crash_model::open(sim, clock).unwrap();
+    let mut harness = Harness::default();
+    for i in 0..1_500u32 {
+        let key = ((i * 7 + i / 11) % 200) as u8;
+        let op = match i % 8 {
+            0..=3 => Op::Claim {
+                key,
+                fp: i % 5 == 0,
+            },
+            4 | 5 => Op::Complete {
+                len: (i % 120) as u8,
+            },
+            6 => Op::Release,
+            _ => Op::Advance { ms: 400 },
+        };
+        assert!(harness.apply(&store, clock, op));
+    }
+    drop(store);
+    harness
+}
+
 /// The crash-model workload on a simulated disk, then a crash at every
 /// storage operation of a compaction that drops and rewrites segments.
 #[test]
 fn crash_at_every_step_of_compaction_loses_nothing() {
-    use crash_model::{Harness, Op};
     let dir = Path::new(crash_model::DIR);
-    let build = |sim: &SimStorage, clock: &Arc<ManualClock>| -> Harness {
-        let store = crash_model::open(sim, clock).unwrap();
-        let mut harness = Harness::default();
-        for i in 0..1_500u32 {
-            let key = ((i * 7 + i / 11) % 200) as u8;
-            let op = match i % 8 {
-                0..=3 => Op::Claim {
-                    key,
-                    fp: i % 5 == 0,
-                },
-                4 | 5 => Op::Complete {
-                    len: (i % 120) as u8,
-                },
-                6 => Op::Release,
-                _ => Op::Advance { ms: 400 },
-            };
-            assert!(harness.apply(&store, clock, op));
-        }
-        drop(store);
-        harness
-    };
+    let build = crash_workload;
     let opts = |sim: &SimStorage, clock: &Arc<ManualClock>| {
         Options::new()
             .storage(Arc::new(sim.clone()))
@@ -380,31 +384,10 @@ fn dropping_a_segment_deletes_its_hint_file() {
 /// every acknowledged write; so does the next clean close and open.
 #[test]
 fn crash_at_every_step_of_closing_loses_nothing() {
-    use crash_model::{Harness, Op};
     let dir = Path::new(crash_model::DIR);
-    let build = |sim: &SimStorage, clock: &Arc<ManualClock>| -> Harness {
-        // Built without a compactor: its close leaves every claim segment
-        // and no hint, so the closing pass below has all of that to do.
-        let store = crash_model::open(sim, clock).unwrap();
-        let mut harness = Harness::default();
-        for i in 0..1_500u32 {
-            let key = ((i * 7 + i / 11) % 200) as u8;
-            let op = match i % 8 {
-                0..=3 => Op::Claim {
-                    key,
-                    fp: i % 5 == 0,
-                },
-                4 | 5 => Op::Complete {
-                    len: (i % 120) as u8,
-                },
-                6 => Op::Release,
-                _ => Op::Advance { ms: 400 },
-            };
-            assert!(harness.apply(&store, clock, op));
-        }
-        drop(store);
-        harness
-    };
+    // Built without a compactor: its close leaves every claim segment and
+    // no hint, so the closing pass below has all of that to do.
+    let build = crash_workload;
     // A compactor whose timer never fires here, and no write wakes it: the
     // close is the only pass.
     let opts = |sim: &SimStorage, clock: &Arc<ManualClock>| {
