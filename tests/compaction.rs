@@ -294,6 +294,17 @@ fn crash_workload(sim: &SimStorage, clock: &Arc<ManualClock>) -> crash_model::Ha
     harness
 }
 
+/// Options of the crash tests: the simulated disk and clock, small segments.
+fn crash_options(sim: &SimStorage, clock: &Arc<ManualClock>) -> Options {
+    Options::new()
+        .storage(Arc::new(sim.clone()))
+        .clock(clock.clone())
+        .lease(Duration::from_millis(crash_model::LEASE_MS))
+        .retention(Duration::from_millis(crash_model::RETENTION_MS))
+        .segment_size(4096)
+        .max_response_len(512)
+}
+
 /// The crash-model workload on a simulated disk, then a crash at every
 /// storage operation of a compaction that drops and rewrites segments.
 #[test]
@@ -301,13 +312,7 @@ fn crash_at_every_step_of_compaction_loses_nothing() {
     let dir = Path::new(crash_model::DIR);
     let build = crash_workload;
     let opts = |sim: &SimStorage, clock: &Arc<ManualClock>| {
-        Options::new()
-            .storage(Arc::new(sim.clone()))
-            .clock(clock.clone())
-            .lease(Duration::from_millis(crash_model::LEASE_MS))
-            .retention(Duration::from_millis(crash_model::RETENTION_MS))
-            .segment_size(4096)
-            .max_response_len(512)
+        crash_options(sim, clock)
             .background_compaction(false)
             .compaction_threshold(0.9)
     };
@@ -391,13 +396,7 @@ fn crash_at_every_step_of_closing_loses_nothing() {
     // A compactor whose timer never fires here, and no write wakes it: the
     // close is the only pass.
     let opts = |sim: &SimStorage, clock: &Arc<ManualClock>| {
-        Options::new()
-            .storage(Arc::new(sim.clone()))
-            .clock(clock.clone())
-            .lease(Duration::from_millis(crash_model::LEASE_MS))
-            .retention(Duration::from_millis(crash_model::RETENTION_MS))
-            .segment_size(4096)
-            .max_response_len(512)
+        crash_options(sim, clock)
             .background_compaction(true)
             .compaction_interval(Duration::from_secs(3_600))
     };
