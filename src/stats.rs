@@ -56,6 +56,11 @@ pub struct Stats {
     /// Sealed segments whose index the open rebuilt from hint files rather
     /// than by reading them.
     pub segments_opened_from_hints: u64,
+    /// Streams whose last segment the open read from the hint closing
+    /// wrote for it rather than by decoding it (0 to 2; DESIGN.md §6, "The
+    /// last segment's hint"). Like a sealed segment opened from its hint,
+    /// its records are checked when they are read, not at open.
+    pub last_segments_opened_from_hints: u64,
     /// fsyncs issued since open (group commit makes this far fewer than writes).
     pub fsyncs: u64,
     /// Records read back from disk when the store was opened.

@@ -257,6 +257,10 @@ fn closing_hints_the_active_segments_and_open_trusts_them() {
     {
         let store = options().open(dir.path()).unwrap();
         assert!(
+            store.stats().last_segments_opened_from_hints >= 1,
+            "the main stream's last segment came from its hint"
+        );
+        assert!(
             matches!(store.get(&key), Err(idemkv::Error::Corrupt { .. })),
             "{key} reads as damaged"
         );
@@ -268,7 +272,9 @@ fn closing_hints_the_active_segments_and_open_trusts_them() {
     ));
     // The segment as closing left it, without its hint: scanned, whole.
     std::fs::write(&seg, &bytes).unwrap();
-    check(&options().open(dir.path()).unwrap());
+    let store = options().open(dir.path()).unwrap();
+    assert_eq!(store.stats().last_segments_opened_from_hints, 0);
+    check(&store);
 }
 
 #[test]

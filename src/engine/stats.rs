@@ -44,6 +44,7 @@ impl Engine {
             hint_bytes_written: lc.hint_bytes_written.load(Relaxed)
                 + self.recovery.hint_bytes_written,
             segments_opened_from_hints: self.recovery.hinted_segments,
+            last_segments_opened_from_hints: self.recovery.hinted_last_segments,
             recovered_records: self.recovery.records,
             segments_dropped: self.compaction.segments_dropped.load(Relaxed),
             segments_rewritten: self.compaction.segments_rewritten.load(Relaxed),

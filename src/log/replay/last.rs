@@ -57,8 +57,9 @@ where
             current,
         };
         self.apply_batch(&mut batch, sealed, base, report, threads, source)?;
-        // Not a sealed segment: opened from its hint, but not counted so.
+        // Not a sealed segment: counted apart.
         report.hinted_segments -= 1;
+        report.hinted_last_segments += 1;
         Ok(Some(bytes))
     }
 }

@@ -64,6 +64,8 @@ pub(crate) struct RecoveryReport {
     pub torn_tail_bytes: u64,
     /// Sealed segments whose index came from their hint file.
     pub hinted_segments: u64,
+    /// Streams' last segments opened from the hint closing wrote.
+    pub hinted_last_segments: u64,
     /// Bytes of hint files written by the open.
     pub hint_bytes_written: u64,
 }
