@@ -142,7 +142,7 @@ fn an_earlier_page_lost_and_a_later_one_kept_opens_with_a_prefix() {
     let stats = store.stats();
     assert_eq!(
         stats.torn_tail_bytes_truncated,
-        file.iter().rposition(|&b| b != 0).unwrap() as u64 + 1 - durable_len,
+        common::nonzero_len(&file) - durable_len,
         "the main stream is cut where the hole starts"
     );
     // The failed fsync (of the main stream, which had more to sync)
@@ -295,7 +295,7 @@ fn repair_keeps_a_prefix_and_salvages_durable_records_around_damage() {
     let main_name = main.file_name().unwrap();
     // The batch's later pages, kept; preallocated zeros after them.
     let file = std::fs::read(dir.path().join(main_name)).unwrap();
-    let file_len = file.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    let file_len = common::nonzero_len(&file);
     let report = idemkv::repair(dir.path()).unwrap();
     assert!(!report.salvaged_everything(), "{report:?}");
     assert_eq!(report.records_skipped(), 1, "{report:?}");

@@ -431,9 +431,9 @@ fn last_segment(fx: &Fixture, claims: bool) -> (String, Vec<u8>, Vec<RawRecord>,
 /// it was).
 fn torn_tail(bytes: &[u8], kept: usize) -> (u64, u64) {
     let len = |n: usize| u64::try_from(n).unwrap();
-    match bytes[kept..].iter().rposition(|&b| b != 0) {
-        Some(last) => (len(last + 1), len(kept)),
-        None => (0, len(bytes.len())),
+    match common::nonzero_len(&bytes[kept..]) {
+        0 => (0, len(bytes.len())),
+        torn => (torn, len(kept)),
     }
 }
 
@@ -637,7 +637,7 @@ fn a_new_segment_with_only_part_of_its_header_opens() {
         // zero: a file of zeros is space never written.
         let torn = match contents[..] == header[..] {
             true => 0,
-            false => contents.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
+            false => common::nonzero_len(contents),
         };
         let copy = tempfile::tempdir().unwrap();
         copy_dir(fx.dir.path(), copy.path());
@@ -649,7 +649,7 @@ fn a_new_segment_with_only_part_of_its_header_opens() {
             &Outcome {
                 whole_records,
                 lost: Vec::new(),
-                torn_bytes: u64::try_from(torn).unwrap(),
+                torn_bytes: torn,
                 tail_file: &new_file,
                 // A whole header stays (an empty main segment); a torn one
                 // is removed with its file.

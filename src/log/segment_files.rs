@@ -23,14 +23,22 @@ impl Log {
             // SAFETY: the write-out lock is held, so no rollover swaps it.
             let active = unsafe { &*st.active.load(Ordering::Acquire) };
             let path = &active.path;
-            active
+            // Nothing past the records (never preallocated, or cut
+            // already): no truncate, no fsync.
+            let past_records = active
                 .file
-                .set_len(flush.flushed as u64)
-                .map_err(|e| self.fail("truncate", path, e))?;
-            active
-                .file
-                .sync_data()
-                .map_err(|e| self.fail("fsync", path, e))?;
+                .len()
+                .map_or(true, |len| len > flush.flushed as u64);
+            if past_records {
+                active
+                    .file
+                    .set_len(flush.flushed as u64)
+                    .map_err(|e| self.fail("truncate", path, e))?;
+                active
+                    .file
+                    .sync_data()
+                    .map_err(|e| self.fail("fsync", path, e))?;
+            }
             flush.allocated = 0;
         }
         Ok(())

@@ -335,6 +335,14 @@ pub fn written_len(bytes: &[u8]) -> u64 {
         .map_or(SEGMENT_HEADER_LEN, RawRecord::end) as u64
 }
 
+/// The length of `bytes` up to its last byte that is not zero.
+pub fn nonzero_len(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
 /// Whether `r` is a sync mark rather than a key record.
 pub fn is_sync_mark(bytes: &[u8], r: &RawRecord) -> bool {
     bytes[r.start + 4] == SYNC_MARK_TAG

@@ -336,9 +336,9 @@ where
                 file.sync_data().map_err(|e| io_context("fsync", path, e))?;
                 report.torn_tail_bytes += torn as u64;
             }
+            // The capacity stays: the log reserves the whole segment for
+            // the active buffer anyway.
             bytes.truncate(end);
-            // Give back the pages the zeros took.
-            bytes.shrink_to_fit();
         }
         Ok((bytes, hint))
     }
