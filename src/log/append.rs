@@ -144,8 +144,17 @@ impl Log {
         // slice is gone before it is published.
         let place = unsafe { active.buf.region_mut(r.start, len) };
         record::encode_into(place, seq, &fields);
-        active.buf.publish(r.start, r.end, rel_tag(r.rel + 1));
         active.meta.record(len, opts.drop_after_s, opts.now_ms);
+        let loc = Loc {
+            segment: active.id,
+            offset: seg_u32(r.start),
+        };
+        // The last touch of the segment: once the record is published, a
+        // rollover may free it.
+        active
+            .buf
+            .publisher()
+            .publish(r.start, r.end, rel_tag(r.rel + 1));
         if let Some((segment, dead)) = opts.supersedes {
             self.add_dead(segment, dead);
         }
@@ -164,10 +173,7 @@ impl Log {
             _ => {}
         }
         Ok(Appended {
-            loc: Loc {
-                segment: active.id,
-                offset: seg_u32(r.start),
-            },
+            loc,
             seq,
             target: DurableTarget::covering(s, seq),
         })
@@ -272,8 +278,12 @@ impl Log {
             // SAFETY: `r.start..r.end` is this appender's reservation.
             unsafe { r.active.buf.write(r.start, scratch) };
         });
-        r.active.buf.publish(r.start, r.end, rel_tag(r.rel + 1));
         r.active.meta.sync_mark(record::SYNC_MARK_LEN);
+        // The last touch of the segment (see `append`).
+        r.active
+            .buf
+            .publisher()
+            .publish(r.start, r.end, rel_tag(r.rel + 1));
         self.counters
             .bytes_appended
             .add(record::SYNC_MARK_LEN as u64);
@@ -483,7 +493,10 @@ impl Log {
         unsafe {
             active::hand_over(
                 &self.segments,
-                |segments, next| segments.active[s] = ActiveView::of(next),
+                |segments, sealed: &Active, next: &mut Active| {
+                    next.buf.succeed(&sealed.buf);
+                    segments.active[s] = ActiveView::of(next);
+                },
                 &st.active,
                 Box::new(next),
             );
@@ -515,7 +528,8 @@ impl Log {
 /// The tag published with a length: the relative counter of the next
 /// record after it.
 pub(crate) fn rel_tag(next_rel: u64) -> u32 {
-    u32::try_from(next_rel).unwrap_or(u32::MAX)
+    // At most `MAX_REL`: a reservation's counters end at or below it.
+    u32::try_from(next_rel.min(MAX_REL)).unwrap_or(u32::MAX)
 }
 
 /// Writes out the bytes of `active` from `flush.flushed` up to `upto`,

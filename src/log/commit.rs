@@ -13,18 +13,61 @@
 
 use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result};
-use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard};
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard};
 use std::io;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long a sleeper sleeps before it looks again by itself: only a bound
+/// on a wake-up that went astray, since every sync wakes the sleepers it
+/// covers.
+const SLEEP_BOUND: Duration = Duration::from_millis(100);
+
+/// A caller asleep until its record is durable.
+struct Sleeper {
+    /// The sequence number just past its record.
+    end: u64,
+    thread: Thread,
+    /// Tells this sleeper from the caller's other waits.
+    ticket: u64,
+}
+
+/// What a stream's group commit keeps under its lock.
+struct State {
+    /// Whether a leader is syncing the stream.
+    busy: bool,
+    /// Callers asleep until a sync covers their record, or until they are
+    /// picked to lead the next sync.
+    sleepers: Vec<Sleeper>,
+    next_ticket: u64,
+}
 
 /// One stream's group commit.
 struct StreamCommit {
-    /// Whether a leader is syncing the stream.
-    busy: Mutex<bool>,
-    /// Signalled when a sync of the stream ends (or the log is poisoned).
-    done: Condvar,
+    state: Mutex<State>,
     /// Every record of the stream below this sequence number is durable.
     durable: AtomicU64,
+}
+
+impl StreamCommit {
+    /// Takes out of `st` the sleepers whose records are below `durable`,
+    /// and, with `lead`, the first other one too (to lead the next sync),
+    /// so that the caller wakes them once the lock is released. Only
+    /// those: a sleeper whose record the sync did not cover sleeps on.
+    fn take_woken(st: &mut State, durable: u64, lead: bool) -> Vec<Thread> {
+        let mut woken = Vec::new();
+        let mut lead = lead;
+        let mut i = 0;
+        while i < st.sleepers.len() {
+            if st.sleepers[i].end <= durable || std::mem::take(&mut lead) {
+                woken.push(st.sleepers.swap_remove(i).thread);
+            } else {
+                i += 1;
+            }
+        }
+        woken
+    }
 }
 
 pub(crate) struct GroupCommit {
@@ -38,8 +81,11 @@ impl GroupCommit {
     pub(crate) fn new(durable: u64) -> Self {
         GroupCommit {
             streams: PerStream::from_fn(|_| StreamCommit {
-                busy: Mutex::new(false),
-                done: Condvar::new(),
+                state: Mutex::new(State {
+                    busy: false,
+                    sleepers: Vec::new(),
+                    next_ticket: 0,
+                }),
                 durable: AtomicU64::new(durable),
             }),
             poisoned: AtomicBool::new(false),
@@ -61,8 +107,8 @@ impl GroupCommit {
         // Wake sleepers so they see the poison instead of waiting for a
         // leader that will not come.
         for (_, sc) in self.streams.iter() {
-            let _guard = sc.busy.lock();
-            sc.done.notify_all();
+            let woken = StreamCommit::take_woken(&mut sc.state.lock(), u64::MAX, false);
+            woken.iter().for_each(Thread::unpark);
         }
     }
 
@@ -72,6 +118,12 @@ impl GroupCommit {
     /// stream, returning, for each stream, the sequence number below which
     /// it is now durable (0 for no change); at most one caller per stream
     /// runs it at a time.
+    ///
+    /// A caller that finds a sync running sleeps; a sync wakes exactly the
+    /// sleepers whose records it made durable, plus one of the others, who
+    /// leads the next sync (a thundering herd of callers the sync did not
+    /// cover would only go back to sleep, on a small machine at the cost of
+    /// the next sync).
     pub(crate) fn wait(
         &self,
         target: DurableTarget,
@@ -85,49 +137,86 @@ impl GroupCommit {
         }
         let stream = target.stream;
         let sc = &self.streams[stream];
-        let mut busy = sc.busy.lock();
+        let mut st = sc.state.lock();
+        // This caller's sleeper, while it is in the list.
+        let mut asleep: Option<u64> = None;
         loop {
-            if self.is_poisoned() {
-                return Err(Error::Poisoned);
+            // Out of the list once a sync woke it.
+            asleep = asleep.filter(|&t| st.sleepers.iter().any(|s| s.ticket == t));
+            let done = self.is_durable(target);
+            if done || self.is_poisoned() || !st.busy {
+                if let Some(t) = asleep.take() {
+                    st.sleepers.retain(|s| s.ticket != t);
+                }
             }
-            if self.is_durable(target) {
-                return Ok(());
+            if done || self.is_poisoned() {
+                // Leaving while others sleep and no sync runs (this caller
+                // was picked to lead, but another stream's sync covered
+                // it): one of them leads instead.
+                let next = (!st.busy && !st.sleepers.is_empty()).then(|| st.sleepers.remove(0));
+                drop(st);
+                if let Some(next) = next {
+                    next.thread.unpark();
+                }
+                return if done { Ok(()) } else { Err(Error::Poisoned) };
             }
-            if *busy {
-                sc.done.wait(&mut busy);
+            if !st.busy {
+                self.lead(stream, st, &sync)?;
+                st = sc.state.lock();
                 continue;
             }
-            *busy = true;
-            let synced = MutexGuard::unlocked(&mut busy, || sync(stream));
-            *busy = false;
-            match synced {
-                Ok(ends) => {
-                    sc.durable.fetch_max(ends[stream], Ordering::AcqRel);
-                    sc.done.notify_all();
-                    let other = &self.streams[stream.other()];
-                    if other
-                        .durable
-                        .fetch_max(ends[stream.other()], Ordering::AcqRel)
-                        < ends[stream.other()]
-                    {
-                        drop(busy);
-                        let _guard = other.busy.lock();
-                        other.done.notify_all();
-                        busy = sc.busy.lock();
-                    }
-                }
-                Err(e) => {
-                    crate::observe::event!(
-                        error,
-                        error = %e,
-                        "store poisoned: a write or fsync failed; it refuses writes until reopened"
-                    );
-                    drop(busy);
-                    self.poison();
-                    return Err(e.into());
-                }
+            if asleep.is_none() {
+                let ticket = st.next_ticket;
+                st.next_ticket += 1;
+                st.sleepers.push(Sleeper {
+                    end: target.end,
+                    thread: thread::current(),
+                    ticket,
+                });
+                asleep = Some(ticket);
             }
+            MutexGuard::unlocked(&mut st, || thread::park_timeout(SLEEP_BOUND));
         }
+    }
+
+    /// Runs one sync of `stream` as its leader (`st` is its locked state,
+    /// with no sync running), publishes the watermarks it reports and
+    /// wakes the sleepers they cover.
+    fn lead(
+        &self,
+        stream: Stream,
+        mut st: MutexGuard<'_, State>,
+        sync: &impl Fn(Stream) -> io::Result<PerStream<u64>>,
+    ) -> Result<()> {
+        let sc = &self.streams[stream];
+        st.busy = true;
+        let synced = MutexGuard::unlocked(&mut st, || sync(stream));
+        st.busy = false;
+        let ends = match synced {
+            Ok(ends) => ends,
+            Err(e) => {
+                crate::observe::event!(
+                    error,
+                    error = %e,
+                    "store poisoned: a write or fsync failed; it refuses writes until reopened"
+                );
+                drop(st);
+                self.poison();
+                return Err(e.into());
+            }
+        };
+        sc.durable.fetch_max(ends[stream], Ordering::AcqRel);
+        let durable = sc.durable.load(Ordering::Acquire);
+        let woken = StreamCommit::take_woken(&mut st, durable, true);
+        drop(st);
+        woken.iter().for_each(Thread::unpark);
+        let other = &self.streams[stream.other()];
+        let end = ends[stream.other()];
+        if other.durable.fetch_max(end, Ordering::AcqRel) < end {
+            let woken = StreamCommit::take_woken(&mut other.state.lock(), end, false);
+            woken.iter().for_each(Thread::unpark);
+        }
+        Ok(())
     }
 }
 

@@ -1,16 +1,19 @@
 //! The read path's publication (`src/log/active.rs`, used by `Log::append`
 //! and `Log::read`): appenders write their reserved ranges through a raw
-//! pointer, at the same time, then publish them in reservation order (each
-//! waits until everything before its range is published, then stores its
-//! end with `Release`); readers load the length with `Acquire` and read
-//! only below it.
+//! pointer, at the same time, then complete them: an appender at the front
+//! publishes its end itself, one further on leaves it in the completion
+//! ring, and whoever publishes a range publishes the completed ones after
+//! it; readers load the length with `Acquire` and read only below it.
 //!
 //! Checked in every interleaving: a reader sees a whole number of records,
 //! each with the bytes its appender put there, and each byte it reads is
 //! ordered after the write of that byte (each byte has a loom cell; an
-//! unordered read is reported as a race); the published length only grows
-//! and never covers a range whose appender has not published it. With the
-//! store or the load relaxed, loom reports that race.
+//! unordered read is reported as a race); the published length only grows,
+//! never covers a range whose appender has not completed it, and in the
+//! end covers every range (no completion is left in the ring unseen). With
+//! the slot's store relaxed loom reports the race; with the completing
+//! appender's look at the length a plain load instead of a
+//! read-modify-write, a range stays unpublished.
 
 use super::explore;
 use crate::log::active::PublishedBuf;
@@ -67,5 +70,36 @@ fn readers_see_only_whole_published_records() {
         }
         assert!(is_whole_prefix(buf.bytes()) && buf.len() == total);
         assert_eq!(buf.published_and_tag(), (total, 2), "the last range's tag");
+    });
+}
+
+/// Three appenders: a range may be published by the appender of an
+/// earlier one (from the completion ring) or by its own, and the last
+/// starts so far past the published length (with the models' ring of 4
+/// one-byte slots) that it waits for the first to be published.
+#[test]
+fn completed_ranges_are_published_by_whoever_reaches_them() {
+    const RANGES: [&[u8]; 3] = [&[1, 1, 1], &[2], &[3, 3]];
+    explore("publication, 3 appenders", || {
+        let buf = std::sync::Arc::new(PublishedBuf::with_capacity(6));
+        let mut start = 0;
+        let appenders: Vec<_> = RANGES
+            .iter()
+            .enumerate()
+            .map(|(i, record)| {
+                let (buf, at) = (buf.clone(), start);
+                start += record.len();
+                thread::spawn(move || {
+                    // SAFETY: each appender writes only its own range.
+                    unsafe { buf.write(at, record) };
+                    buf.publish(at, at + record.len(), i as u32 + 1);
+                })
+            })
+            .collect();
+        for t in appenders {
+            t.join().unwrap();
+        }
+        assert_eq!(buf.bytes(), &[1, 1, 1, 2, 3, 3], "every range, in order");
+        assert_eq!(buf.published_and_tag(), (6, 3), "the last range's tag");
     });
 }

@@ -63,7 +63,8 @@ fn rollover_frees_a_buffer_only_after_readers_left_it() {
         unsafe {
             hand_over(
                 &table,
-                |t, next: &PublishedBuf| {
+                |t, old: &PublishedBuf, next: &mut PublishedBuf| {
+                    next.succeed(old);
                     t.id = 2;
                     t.view = next.view();
                 },
