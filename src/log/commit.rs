@@ -162,6 +162,13 @@ impl GroupCommit {
             }
             if !st.busy {
                 self.lead(stream, st, &sync)?;
+                if !self.is_durable(target) {
+                    // The sync wrote out everything published, so the
+                    // record is not published yet: its range waits for an
+                    // earlier appender's (`active.rs`), likely descheduled
+                    // on a busy machine. Let it run.
+                    thread::yield_now();
+                }
                 st = sc.state.lock();
                 continue;
             }
