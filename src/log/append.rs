@@ -290,15 +290,19 @@ impl Log {
         Ok(())
     }
 
-    /// The target covering everything published to stream `st` so far.
-    pub(super) fn published_target(&self, st: &StreamLog) -> DurableTarget {
+    /// The target covering everything appended to stream `st` so far:
+    /// every record reserved, so also those whose appends returned but
+    /// which are not published yet (`active.rs`).
+    pub(super) fn appended_target(&self, st: &StreamLog) -> DurableTarget {
         let _flush = st.flush.lock();
         // SAFETY: the write-out lock is held, so no rollover swaps it.
         let active = unsafe { &*st.active.load(Ordering::Acquire) };
-        let (_, next_rel) = active.buf.published_and_tag();
+        // A rollover under way waits for this lock before it seals, so the
+        // word's counter is still the active segment's.
+        let (_, next_rel, _) = unpack(st.reserve.0.load(Ordering::Acquire));
         DurableTarget {
             stream: st.stream,
-            end: seq_of(st.stream, active.base + u64::from(next_rel)),
+            end: seq_of(st.stream, active.base + next_rel),
         }
     }
 
@@ -567,6 +571,88 @@ mod tests {
             assert_eq!(unpack(w), (tail, rel, epoch));
             assert_eq!(w & ROLLING, 0, "a packed word never says rollover");
         }
+    }
+
+    /// A record completed before the one reserved ahead of it is in the
+    /// index at once (its appender returned), but published only when the
+    /// earlier one is: a read of it waits for that instead of reporting
+    /// its location as past the segment's end, and `sync` waits for it
+    /// too instead of covering only what is published.
+    #[test]
+    fn a_record_completed_out_of_order_is_read_and_synced_once_published() {
+        use crate::format::record::Tag;
+        use crate::log::replay::{Applied, recover};
+        use crate::storage::FsStorage;
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = recover(
+            Arc::new(FsStorage),
+            dir.path(),
+            super::super::LogConfig {
+                durability: Durability::None,
+                segment_size: PerStream([1 << 20, 1 << 18]),
+                preallocate: false,
+            },
+            Arc::default(),
+            |_| {},
+            |_, _| {
+                Ok(Applied {
+                    drop_after_s: 0,
+                    kept: true,
+                })
+            },
+        )
+        .unwrap();
+        let fields = |key: &'static [u8]| RecordFields {
+            tag: Tag::Claim,
+            key,
+            value: b"",
+            fingerprint: 7,
+            generation: 1,
+            since_ms: 1,
+            until_ms: 2,
+        };
+        let st = &log.streams[Stream::Claims];
+        let len = record::encoded_len(5, 0);
+        let first = log.reserve(st, len, 1, 0).unwrap();
+        let second = log.reserve(st, len, 1, 0).unwrap();
+        let seq = |r: &Reserved<'_>| seq_of(Stream::Claims, r.active.base + r.rel);
+        // SAFETY: each range is this test's own reservation.
+        let place = unsafe { second.active.buf.region_mut(second.start, len) };
+        record::encode_into(place, seq(&second), &fields(b"key-2"));
+        let loc = Loc {
+            segment: second.active.id,
+            offset: seg_u32(second.start),
+        };
+        second
+            .active
+            .buf
+            .publisher()
+            .publish(second.start, second.end, rel_tag(second.rel + 1));
+        let second_target = DurableTarget::covering(Stream::Claims, seq(&second));
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| log.read(loc, |r| r.key.to_vec()));
+            // `sync` covers what was appended, published or not.
+            let syncer = scope.spawn(|| log.sync().map(|()| log.is_durable(second_target)));
+            // Both find the record unpublished meanwhile (nothing here
+            // waits for them to start; either way they must see it).
+            std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: as above.
+            let place = unsafe { first.active.buf.region_mut(first.start, len) };
+            record::encode_into(place, seq(&first), &fields(b"key-1"));
+            first
+                .active
+                .buf
+                .publisher()
+                .publish(first.start, first.end, rel_tag(first.rel + 1));
+            assert_eq!(reader.join().unwrap().unwrap(), b"key-2");
+            assert!(
+                syncer.join().unwrap().unwrap(),
+                "sync made the record durable"
+            );
+        });
+        assert_eq!(log.read(loc, |r| r.key.to_vec()).unwrap(), b"key-2");
     }
 
     #[test]

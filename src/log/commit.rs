@@ -144,10 +144,10 @@ impl GroupCommit {
             // Out of the list once a sync woke it.
             asleep = asleep.filter(|&t| st.sleepers.iter().any(|s| s.ticket == t));
             let done = self.is_durable(target);
-            if done || self.is_poisoned() || !st.busy {
-                if let Some(t) = asleep.take() {
-                    st.sleepers.retain(|s| s.ticket != t);
-                }
+            if (done || self.is_poisoned() || !st.busy)
+                && let Some(t) = asleep.take()
+            {
+                st.sleepers.retain(|s| s.ticket != t);
             }
             if done || self.is_poisoned() {
                 // Leaving while others sleep and no sync runs (this caller

@@ -123,6 +123,12 @@ impl Drop for StreamLog {
     }
 }
 
+/// How many times a read of a record completed but not yet published looks
+/// again (spinning, then yielding the processor) before it reports the
+/// location as past the segment's end: far more than the appenders before
+/// it take to complete, unless one of them died mid-append.
+const UNPUBLISHED_READ_TRIES: u32 = 1_000_000;
+
 /// Where readers find records: the sealed segments and the active buffers.
 struct Segments {
     sealed: BTreeMap<u32, Sealed>,
@@ -286,15 +292,34 @@ impl Log {
 
     /// Runs `f` on the record at `loc`, checking its checksum first.
     pub(crate) fn read<R>(&self, loc: Loc, f: impl FnOnce(RecordRef<'_>) -> R) -> Result<R> {
-        let segments = self.segments.read();
-        for active in &segments.active.0 {
-            if loc.segment == active.id {
-                // SAFETY: the buffer stays allocated and in place while the
-                // segment table is read-locked (see `ActiveView`).
-                let bytes = unsafe { active.buf.published() };
-                return decode_at(&active.path, bytes, loc).map(f);
+        let mut waited = 0u32;
+        let segments = loop {
+            let segments = self.segments.read();
+            let Some(active) = segments.active.0.iter().find(|a| a.id == loc.segment) else {
+                break segments;
+            };
+            // SAFETY: the buffer stays allocated and in place while the
+            // segment table is read-locked (see `ActiveView`).
+            let bytes = unsafe { active.buf.published() };
+            // An index entry points at a completed record, but one completed
+            // out of order is published only once the ranges before it are
+            // (`active.rs`): a matter of their appenders' copies, so wait
+            // for them, outside the lock (an appender that never completes
+            // would have poisoned nothing, hence the bound).
+            if usize::try_from(loc.offset).is_ok_and(|o| o >= bytes.len())
+                && waited < UNPUBLISHED_READ_TRIES
+                && !self.commit.is_poisoned()
+            {
+                drop(segments);
+                waited += 1;
+                match waited < 64 {
+                    true => std::hint::spin_loop(),
+                    false => crate::sync::thread::yield_now(),
+                }
+                continue;
             }
-        }
+            return decode_at(&active.path, bytes, loc).map(f);
+        };
         let Some(s) = segments.sealed.get(&loc.segment) else {
             return Err(Error::Corrupt {
                 file: self.dir.join(segment_file_name(loc.segment)),
@@ -433,7 +458,7 @@ impl Log {
     /// Makes everything appended so far durable.
     pub(crate) fn sync(&self) -> Result<()> {
         for st in &self.streams.0 {
-            self.wait_durable(self.published_target(st))?;
+            self.wait_durable(self.appended_target(st))?;
         }
         Ok(())
     }
