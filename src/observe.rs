@@ -90,6 +90,7 @@ pub(crate) fn publish(stats: &Stats) {
         ("idemkv_bytes_appended_total", stats.bytes_appended),
         ("idemkv_fsyncs_total", stats.fsyncs),
         ("idemkv_hint_bytes_written_total", stats.hint_bytes_written),
+        ("idemkv_zero_bytes_written_total", stats.zero_bytes_written),
         ("idemkv_segments_dropped_total", stats.segments_dropped),
         ("idemkv_segments_rewritten_total", stats.segments_rewritten),
         ("idemkv_bytes_reclaimed_total", stats.bytes_reclaimed),

@@ -150,8 +150,12 @@ impl Options {
     /// durable write on ext4 (DESIGN.md §5, "Preallocation"). The space
     /// shows in `du` at once (a main and a claim segment, 80 MiB with the
     /// default `segment_size`); a sealed segment is cut to its last record,
-    /// and closing the store cuts the active ones. Storage without support
-    /// just grows files as they are written. Default on.
+    /// and closing the store cuts the active ones. Unless durability is
+    /// [`Durability::None`], each stream also writes zeros 256 KiB ahead of
+    /// its records, so an fsync commits data alone even when a batch of
+    /// records reaches a new block: about twice the bytes written, counted
+    /// by `Stats::zero_bytes_written`. Storage without support just grows
+    /// files as they are written. Default on.
     pub fn preallocate(mut self, on: bool) -> Self {
         self.preallocate = on;
         self

@@ -53,6 +53,13 @@ pub struct Stats {
     /// Bytes of hint files written since open (by the open itself and by
     /// compaction).
     pub hint_bytes_written: u64,
+    /// Bytes of zeros written into segment files ahead of the records
+    /// since open (DESIGN.md §5, "Preallocation": a durable store writes
+    /// the space it appends into before it appends, so each `fdatasync`
+    /// commits data alone). The write amplification that costs is this
+    /// over `bytes_appended`; 0 with `Durability::None` or
+    /// `Options::preallocate(false)`.
+    pub zero_bytes_written: u64,
     /// Sealed segments whose index the open rebuilt from hint files rather
     /// than by reading them.
     pub segments_opened_from_hints: u64,

@@ -204,3 +204,49 @@ fn without_preallocation_files_grow_as_they_are_written() {
     }
     assert_eq!(store.stats().bytes_on_disk, files_len(dir.path()));
 }
+
+/// A durable store writes zeros into the space it is about to append into
+/// (so each `fdatasync` commits data alone, not the file system's record
+/// of newly written space), at most one chunk ahead of the records per
+/// stream; `Stats::zero_bytes_written` counts them. A store that does not
+/// wait for fsyncs (`Durability::None`), or does not preallocate, writes
+/// none.
+#[test]
+fn durable_stores_write_zeros_just_ahead_of_their_records() {
+    const AHEAD: u64 = 256 << 10;
+    let clock = clock();
+    for (durability, preallocate) in [
+        (Durability::Immediate, true),
+        (Durability::None, true),
+        (Durability::Immediate, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = options(&clock)
+            .segment_size(1 << 20)
+            .durability(durability)
+            .preallocate(preallocate)
+            .open(dir.path())
+            .unwrap();
+        for i in 0..6_000 {
+            pair(&store, i);
+        }
+        let stats = store.stats();
+        let (zeros, appended) = (stats.zero_bytes_written, stats.bytes_appended);
+        let case = format!("{durability:?}, preallocate {preallocate}");
+        assert!(appended > 1 << 20, "{case}: the workload spans segments");
+        if durability == Durability::Immediate && preallocate {
+            // Every append after a stream's first lands in zeroed space;
+            // what lies past the last record is at most a chunk per
+            // segment.
+            assert!(zeros >= appended / 2, "{case}: {zeros} of {appended}");
+            let bound = appended + AHEAD * (stats.segments + 2);
+            assert!(
+                zeros <= bound,
+                "{case}: {zeros} zeros for {appended} appended"
+            );
+        } else {
+            assert_eq!(zeros, 0, "{case}");
+        }
+        assert_completed(&store, 0..6_000);
+    }
+}

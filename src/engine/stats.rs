@@ -43,6 +43,7 @@ impl Engine {
             fsyncs: lc.fsyncs.load(Relaxed),
             hint_bytes_written: lc.hint_bytes_written.load(Relaxed)
                 + self.recovery.hint_bytes_written,
+            zero_bytes_written: lc.zero_bytes_written.load(Relaxed),
             segments_opened_from_hints: self.recovery.hinted_segments,
             last_segments_opened_from_hints: self.recovery.hinted_last_segments,
             recovered_records: self.recovery.records,

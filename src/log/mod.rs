@@ -88,6 +88,9 @@ pub(crate) struct Flush {
     pub dirty: bool,
     /// The length the file was given on disk ahead of the appends, or 0.
     pub allocated: usize,
+    /// The file holds written bytes (records, or the zeros written ahead
+    /// of them) up to here.
+    pub zeroed: usize,
 }
 
 /// One write stream's appending state. Appenders reserve space with one
@@ -173,6 +176,8 @@ pub(crate) struct LogCounters {
     pub bytes_appended: crate::stats::Counter,
     /// Bytes of hint files written since open.
     pub hint_bytes_written: AtomicU64,
+    /// Bytes of zeros written ahead of the records since open.
+    pub zero_bytes_written: AtomicU64,
 }
 
 /// How a log writes: the settings it is opened with.
@@ -191,6 +196,9 @@ pub(crate) struct Log {
     dir: PathBuf,
     durability: Durability,
     preallocate: bool,
+    /// Whether write-outs write zeros ahead of the records (DESIGN.md §5,
+    /// "Preallocation"): with `preallocate`, unless durability is `None`.
+    zero_ahead: bool,
     streams: PerStream<StreamLog>,
     /// The id the next new segment of either stream gets.
     next_id: Mutex<u32>,
@@ -262,6 +270,7 @@ impl Log {
                     flushed: len,
                     dirty: false,
                     allocated: a.allocated,
+                    zeroed: len,
                 }),
                 flushed_hint: AtomicUsize::new(len),
                 active: AtomicPtr::new(Box::into_raw(Box::new(a))),
@@ -274,6 +283,7 @@ impl Log {
             dir,
             durability,
             preallocate,
+            zero_ahead: preallocate && durability != Durability::None,
             streams: PerStream([
                 stream_log(Stream::Main, main),
                 stream_log(Stream::Claims, claims),
