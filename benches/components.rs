@@ -10,7 +10,8 @@
 //!   hand-off cost without the disk.
 //! - `append_section/threads_1`, `threads_2`: the steps of an append that
 //!   every appender of a stream takes on shared words, one at a time (the
-//!   reservation compare-and-swap and the in-order publish), with nothing
+//!   reservation compare-and-swap and the publish: a compare-and-swap by
+//!   the appender at the front, a completion slot otherwise), with nothing
 //!   else between appends; the time per append at 2 threads is that
 //!   section's cost when the words move between cores, so its inverse is
 //!   the most appends one stream can take, however many cores append.

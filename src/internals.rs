@@ -120,7 +120,8 @@ impl BenchBrLock {
 
 /// The steps of an append that every appender of a stream takes on shared
 /// words, one at a time: the compare-and-swap on the reservation word and
-/// the in-order publish of the active buffer's length (`log/append.rs`,
+/// the publish of the active buffer's length, or the completion slot when
+/// an earlier range is not published yet (`log/append.rs`,
 /// `log/active.rs`), on the engine's own word layout and buffer, without
 /// the encoding and copying that appenders do side by side.
 pub struct BenchAppendSection {
@@ -140,8 +141,9 @@ impl BenchAppendSection {
         }
     }
 
-    /// Reserves `len` bytes and one counter, then publishes them once
-    /// everything before them is published; `false` when full.
+    /// Reserves `len` bytes and one counter, then publishes them (or
+    /// leaves them for the appender of the range before); `false` when
+    /// full.
     pub fn append(&self, len: usize) -> bool {
         loop {
             let w = self.word.load(Ordering::Acquire);
