@@ -44,8 +44,9 @@ pub(crate) use replay::{Applied, Recovered, RecoveryReport, RecoveryView, recove
 use crate::durability::{Durability, DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result, io_context};
 use crate::format::record::{self, RecordRef};
-use crate::format::segment::segment_file_name;
-use crate::loc::Loc;
+use crate::format::segment::{SEGMENT_HEADER_LEN, segment_file_name};
+use crate::key::key_hash;
+use crate::loc::{Loc, seg_u32};
 use crate::storage::{SealedBytes, Storage, StorageFile, remove_if_exists};
 use crate::stripes::Padded;
 use crate::sync::{AtomicU64, AtomicUsize, Condvar, Mutex};
@@ -348,15 +349,17 @@ impl Log {
     /// The records of a sealed segment that may be their key's latest: its
     /// key's hash, where it is, and its length. From the hint file when it
     /// is there and checks out, so the segment itself is not read;
-    /// otherwise built from the segment as its hint would be.
+    /// otherwise every record of the segment, read from it (without the
+    /// hint's step of keeping only each key's last record in the segment:
+    /// callers keep a record only if its key's index entry points at it,
+    /// which an earlier record of the key never is).
     pub(crate) fn segment_records(&self, id: u32) -> Result<Vec<SegmentRecord>> {
         let Some((path, bytes)) = self.sealed_bytes(id) else {
             return Ok(Vec::new());
         };
         let bytes = (*bytes).as_ref();
-        let hint = match hint_files::read(&*self.storage, &self.dir, id, bytes.len() as u64) {
-            Some(h) => h,
-            None => hint_files::build(id, &path, bytes)?,
+        let Some(hint) = hint_files::read(&*self.storage, &self.dir, id, bytes.len() as u64) else {
+            return scan_records(id, &path, bytes);
         };
         Ok(hint
             .entries
@@ -507,6 +510,29 @@ impl Log {
 
 /// The record or sync mark at `offset` of a segment whose every byte must
 /// check out; anything else is `Corrupt`.
+/// Every record of the sealed segment `id` (`bytes`), in order, sync marks
+/// left out.
+fn scan_records(id: u32, path: &Path, bytes: &[u8]) -> Result<Vec<SegmentRecord>> {
+    let mut records = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < bytes.len() {
+        let offset = seg_u32(pos);
+        let (decoded, len) = decode_any_at(path, bytes, offset)?;
+        if let record::Decoded::Record(rec) = decoded {
+            records.push(SegmentRecord {
+                hash: key_hash(rec.key),
+                loc: Loc {
+                    segment: id,
+                    offset,
+                },
+                len: seg_u32(len),
+            });
+        }
+        pos += len;
+    }
+    Ok(records)
+}
+
 pub(super) fn decode_any_at<'a>(
     path: &Path,
     bytes: &'a [u8],
