@@ -1,14 +1,18 @@
-//! The store's service thread: fsyncs and deadlines for async callers.
+//! The store's service threads: fsyncs and deadlines for async callers.
 //!
-//! - the durability queue: async callers whose record is not durable yet.
-//!   One thread per store drains it: it joins the group commit for the
-//!   furthest target asked for on each stream, then wakes everyone now
-//!   covered. Executor threads never fsync, and every async caller that
-//!   arrives while an fsync runs shares the next one.
+//! - the durability queues: async callers whose record is not durable yet,
+//!   one queue per stream. One thread per stream drains its queue: it joins
+//!   the stream's group commit for the furthest target asked for, then
+//!   wakes everyone now covered. Executor threads never fsync, every async
+//!   caller that arrives while an fsync runs shares the next one, and the
+//!   two streams' fsyncs run at the same time, as the blocking callers'
+//!   do (one thread for both made a claim's wait include the main
+//!   stream's fsync: 1,000 tasks, durable, about 0.43 of the non-durable
+//!   rate with the processors 70 % busy).
 //! - the timers: async waiters' deadlines (a `claim_wait` timeout or a
-//!   lease end), kept in a heap and fired by the same thread.
+//!   lease end), kept in a heap and fired by the main stream's thread.
 
-use crate::durability::{DurableTarget, PerStream};
+use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::sync::{Condvar, Mutex};
@@ -21,8 +25,8 @@ use std::time::Instant;
 
 #[derive(Default)]
 struct ServiceState {
-    /// Async callers waiting for a durability target.
-    durable: Vec<(DurableTarget, Waker)>,
+    /// Async callers waiting for a durability target, by stream.
+    durable: PerStream<Vec<(DurableTarget, Waker)>>,
     /// Async deadlines; the sequence number keeps equal instants apart.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_wakers: HashMap<u64, Waker>,
@@ -30,19 +34,21 @@ struct ServiceState {
     stop: bool,
 }
 
-/// The per-store thread that fsyncs for async callers and fires their
+/// The per-store threads that fsync for async callers and fire their
 /// deadlines. See the module docs.
 #[derive(Default)]
 pub(crate) struct Service {
     state: Mutex<ServiceState>,
-    work: Condvar,
+    /// Each stream's thread waits here for work (the main stream's for
+    /// timers too).
+    work: PerStream<Condvar>,
 }
 
 impl Service {
     /// Queues `waker` until the durability target `target` is met.
     fn wake_when_durable(&self, target: DurableTarget, waker: &Waker) {
-        self.state.lock().durable.push((target, waker.clone()));
-        self.work.notify_one();
+        self.state.lock().durable[target.stream].push((target, waker.clone()));
+        self.work[target.stream].notify_one();
     }
 
     /// Wakes `waker` at `deadline`.
@@ -53,23 +59,28 @@ impl Service {
         s.timers.push(Reverse((deadline, id)));
         s.timer_wakers.insert(id, waker.clone());
         drop(s);
-        self.work.notify_one();
+        self.work[Stream::Main].notify_one();
     }
 
-    /// Asks the thread to end once it has woken everyone queued.
+    /// Asks the threads to end once they have woken everyone queued.
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
-        self.work.notify_all();
+        for (_, work) in self.work.iter() {
+            work.notify_all();
+        }
     }
 
-    /// The thread's loop: until stopped, fire due timers and make queued
-    /// positions durable, one group commit for all of them at a time.
-    pub(crate) fn run(&self, log: &Log) {
+    /// Stream `stream`'s thread: until stopped, make its queued targets
+    /// durable, one group commit for all of them at a time, and (the main
+    /// stream's) fire due timers.
+    pub(crate) fn run(&self, log: &Log, stream: Stream) {
+        let timers = stream == Stream::Main;
+        let work = &self.work[stream];
         let mut s = self.state.lock();
         loop {
             let now = Instant::now();
             let mut due = Vec::new();
-            while let Some(Reverse((at, id))) = s.timers.peek().copied() {
+            while let Some(Reverse((at, id))) = s.timers.peek().copied().filter(|_| timers) {
                 if at > now {
                     break;
                 }
@@ -82,45 +93,41 @@ impl Service {
                 s = self.state.lock();
                 continue;
             }
-            if !s.durable.is_empty() {
-                // The furthest target queued of each stream; targets of one
-                // stream order as their sequence numbers do.
-                let mut furthest = PerStream([None; 2]);
-                for &(t, _) in &s.durable {
-                    let f = &mut furthest[t.stream];
-                    *f = (*f).max(Some(t.end));
-                }
+            // The furthest target queued; targets of one stream order as
+            // their sequence numbers do.
+            if let Some(target) = s.durable[stream]
+                .iter()
+                .map(|&(t, _)| t)
+                .max_by_key(|t| t.end)
+            {
                 drop(s);
-                let targets = furthest
-                    .iter()
-                    .filter_map(|(stream, end)| end.map(|end| DurableTarget { stream, end }));
-                for target in targets.collect::<Vec<_>>() {
-                    // An error poisons the log; the woken futures then see it.
-                    let _ = log.wait_durable(target);
-                }
+                // An error poisons the log; the woken futures then see it.
+                let _ = log.wait_durable(target);
                 let poisoned = log.is_poisoned();
                 s = self.state.lock();
-                let (ready, waiting) = std::mem::take(&mut s.durable)
+                let (ready, waiting) = std::mem::take(&mut s.durable[stream])
                     .into_iter()
                     .partition::<Vec<_>, _>(|(t, _)| poisoned || log.is_durable(*t));
-                s.durable = waiting;
+                s.durable[stream] = waiting;
                 drop(s);
                 ready.into_iter().for_each(|(_, w)| w.wake());
                 s = self.state.lock();
                 continue;
             }
             if s.stop {
-                let wakers: Vec<_> = s.timer_wakers.drain().map(|(_, w)| w).collect();
-                drop(s);
-                wakers.into_iter().for_each(Waker::wake);
+                if timers {
+                    let wakers: Vec<_> = s.timer_wakers.drain().map(|(_, w)| w).collect();
+                    drop(s);
+                    wakers.into_iter().for_each(Waker::wake);
+                }
                 return;
             }
-            match s.timers.peek() {
+            match s.timers.peek().filter(|_| timers) {
                 Some(Reverse((at, _))) => {
                     let at = *at;
-                    self.work.wait_until(&mut s, at);
+                    work.wait_until(&mut s, at);
                 }
-                None => self.work.wait(&mut s),
+                None => work.wait(&mut s),
             }
         }
     }

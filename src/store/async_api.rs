@@ -1,7 +1,8 @@
 //! The async calls: the same engine steps as the blocking ones, run on the
 //! polling thread (they take only short locks and never wait for the disk),
 //! then a future that resolves once the answer is durable; the fsync runs on
-//! the store's service thread, shared by every caller waiting at the time.
+//! the store's service thread for the record's stream, shared by every
+//! caller waiting at the time.
 
 use super::Store;
 use super::claim_wait::{Attempt, Wait};

@@ -52,8 +52,9 @@ struct Inner {
     engine: Arc<Engine>,
     /// Background threads (sync, compaction), each stopped by dropping its sender.
     workers: Vec<(Sender<()>, JoinHandle<()>)>,
-    /// The thread behind async durability and deadlines; see `wait.rs`.
-    service: Option<JoinHandle<()>>,
+    /// The threads behind async durability and deadlines, one per stream
+    /// (`notify/service.rs`).
+    service: Vec<JoinHandle<()>>,
     /// Whether closing settles the segments as the background compactor
     /// would (on when it runs; DESIGN.md §5b, "Closing").
     settle_on_close: bool,

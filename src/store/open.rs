@@ -2,7 +2,7 @@
 
 use super::{Inner, Store};
 use crate::clock::duration_ms;
-use crate::durability::{Durability, PerStream};
+use crate::durability::{Durability, PerStream, Stream};
 use crate::engine::Engine;
 use crate::engine::compaction::Compaction;
 use crate::engine::rebuild::apply_recovered;
@@ -24,7 +24,7 @@ impl Drop for Inner {
             let _ = thread.join();
         }
         self.engine.service.stop();
-        if let Some(thread) = self.service.take() {
+        for thread in self.service.drain(..) {
             let _ = thread.join();
         }
         if self.engine.log.is_poisoned() {
@@ -136,18 +136,24 @@ impl Store {
         if opts.background_compaction {
             workers.push(spawn_compactor(engine.clone(), opts.compaction_interval)?);
         }
-        let service = {
+        let service = [
+            (Stream::Main, "idemkv-service"),
+            (Stream::Claims, "idemkv-service-claims"),
+        ]
+        .into_iter()
+        .map(|(stream, name)| {
             let engine = engine.clone();
             std::thread::Builder::new()
-                .name("idemkv-service".into())
-                .spawn(move || engine.service.run(&engine.log))
-                .map_err(Error::Io)?
-        };
+                .name(name.into())
+                .spawn(move || engine.service.run(&engine.log, stream))
+                .map_err(Error::Io)
+        })
+        .collect::<Result<Vec<_>>>()?;
         Ok(Store {
             inner: Arc::new(Inner {
                 engine,
                 workers,
-                service: Some(service),
+                service,
                 settle_on_close: opts.background_compaction,
             }),
         })
