@@ -32,8 +32,9 @@ pub struct ClusterNode {
 impl RedisCluster {
     /// `primaries` primaries with `replicas` replicas each, every node with
     /// `appendonly yes`, `appendfsync always` and a 1 s node timeout;
-    /// returns once every node reports `cluster_state:ok` and every
-    /// replica's link to its primary is up.
+    /// returns once every node reports `cluster_state:ok`, every replica's
+    /// link to its primary is up, and the topology lists every primary
+    /// with its replicas.
     pub fn start(primaries: usize, replicas: usize) -> Result<RedisCluster, String> {
         RedisCluster::start_with(primaries, replicas, NodeOptions::default())
     }
@@ -76,6 +77,17 @@ impl RedisCluster {
             ));
         }
         cluster.wait_ok(Duration::from_secs(30))?;
+        // The replicas' links are up, but the node `topology` asks may not
+        // have heard yet whose replica each one is (gossip): wait until it
+        // lists every primary with all of its replicas.
+        cluster.wait_for(Duration::from_secs(30), |t| {
+            t.iter().filter(|n| n.primary && n.slots > 0).all(|p| {
+                t.iter()
+                    .filter(|r| r.primary_id.as_deref() == Some(p.id.as_str()))
+                    .count()
+                    >= replicas
+            })
+        })?;
         Ok(cluster)
     }
 
