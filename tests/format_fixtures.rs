@@ -156,6 +156,36 @@ fn valid_opens(version: u32, segments: u64) {
     check_recipe(&open(dir.path()).unwrap(), false);
 }
 
+/// An older version's last segment whose file goes on in zeros past its
+/// records (space preallocated, or never written before a crash) is read
+/// as ending at its last record, and open, which seals it to go on in a
+/// version 3 segment, cuts it there: a sealed segment is checked whole, so
+/// compaction and verify then read no zeros as a record.
+#[test]
+fn an_older_last_segment_with_zeros_after_it_is_sealed_at_its_last_record() {
+    for version in [1, 2] {
+        let dir = copy_of(version, "valid");
+        let last = stream_paths(dir.path(), false).pop().unwrap();
+        let written = std::fs::metadata(&last).unwrap().len();
+        let mut bytes = std::fs::read(&last).unwrap();
+        bytes.resize(bytes.len() + 4096, 0);
+        std::fs::write(&last, &bytes).unwrap();
+        let store = open(dir.path()).unwrap();
+        check_recipe(&store, false);
+        store.compact().unwrap();
+        drop(store);
+        assert_eq!(
+            std::fs::metadata(&last).unwrap().len(),
+            written,
+            "version {version}: sealed at its last record"
+        );
+        options(Arc::new(ManualClock::new(START_MS + 10_000)))
+            .verify(dir.path())
+            .unwrap();
+        check_recipe(&open(dir.path()).unwrap(), false);
+    }
+}
+
 #[test]
 fn valid_fixtures_open_with_every_record() {
     // Version 1: two segments, then a new main and a new claim segment.

@@ -521,6 +521,15 @@ pub(crate) fn recover(
         match found {
             Some((active, _)) if has_marks(active.id) => return Ok(active),
             Some((old, _)) => {
+                // A sealed segment ends at its last record (as rollover
+                // leaves one): zeros or a torn tail past it, which open
+                // reads as such only in a stream's last segment, go.
+                let valid = old.buf.len() as u64;
+                if old.file.len().map_or(true, |len| len > valid) {
+                    old.file
+                        .set_len(valid)
+                        .map_err(|e| io_context("truncate", &old.path, e))?;
+                }
                 old.file
                     .sync_data()
                     .map_err(|e| io_context("fsync", &old.path, e))?;
