@@ -46,6 +46,18 @@ pub(crate) mod thread {
         loom::thread::yield_now();
     }
 
+    /// One step of waiting for another thread's progress, the `tries`-th:
+    /// a spin while the wait is short (the other thread is most likely
+    /// running), then the processor given up (it may be descheduled).
+    /// Under loom always a yield, so the model runs the other thread.
+    pub(crate) fn backoff(tries: u32) {
+        if tries < 64 && !cfg!(idemkv_loom) {
+            std::hint::spin_loop();
+        } else {
+            yield_now();
+        }
+    }
+
     /// Parks the calling thread for at most `timeout`. Under loom there is
     /// no time: the thread parks until unparked, so a wake-up that a waiter
     /// misses shows as a deadlock instead of a late timeout.

@@ -210,11 +210,7 @@ impl Publisher<'_> {
             }
             // Far ahead of the published length: wait for it to come closer.
             spins += 1;
-            if spins < 64 && !cfg!(idemkv_loom) {
-                std::hint::spin_loop();
-            } else {
-                crate::sync::thread::yield_now();
-            }
+            crate::sync::thread::backoff(spins);
         }
     }
 }

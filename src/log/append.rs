@@ -343,7 +343,7 @@ impl Log {
         // SAFETY: the write-out lock is held, so no rollover swaps it.
         let active = unsafe { &*st.active.load(Ordering::Acquire) };
         let upto = active.buf.len();
-        self.write_active(st, active, &mut flush, upto)
+        self.write_active(st, active, &mut flush, upto, self.zero_ahead)
             .map_err(|e| self.fail("write", &active.path, e))
     }
 
@@ -362,7 +362,7 @@ impl Log {
             // SAFETY: the write-out lock is held, so no rollover swaps it.
             let active = unsafe { &*st.active.load(Ordering::Acquire) };
             let (published, next_rel) = active.buf.published_and_tag();
-            self.write_active(st, active, &mut flush, published)?;
+            self.write_active(st, active, &mut flush, published, self.zero_ahead)?;
             // Invariant (§9): the watermark this cycle reports is never
             // past what was written: every published byte is in the file
             // the fsync below covers.
@@ -438,7 +438,8 @@ impl Log {
             crate::sync::thread::yield_now();
         }
         let path = sealing.path.clone();
-        self.write_active(st, sealing, &mut flush, tail)
+        // No zeros ahead: the file is cut at `tail` right after.
+        self.write_active(st, sealing, &mut flush, tail, false)
             .map_err(|e| self.fail("write", &path, e))?;
         // A sealed segment ends at its last record: space preallocated
         // past it (now, or by an earlier open) goes.
@@ -551,7 +552,8 @@ impl Log {
     /// which the caller read as published (appenders go on publishing
     /// meanwhile).
     ///
-    /// With `zero_ahead`, the file is first written with zeros up to
+    /// With `zero_ahead` (the log's, unless the segment is being sealed),
+    /// the file is first written with zeros up to
     /// [`ZERO_AHEAD`] past `upto` whenever less than half of that is left:
     /// an `fdatasync` after appends into space that was only allocated
     /// must also commit the file system's record that the space is now
@@ -567,11 +569,12 @@ impl Log {
         active: &Active,
         flush: &mut Flush,
         upto: usize,
+        zero_ahead: bool,
     ) -> std::io::Result<()> {
         if flush.flushed >= upto {
             return Ok(());
         }
-        if self.zero_ahead && upto + ZERO_AHEAD / 2 > flush.zeroed {
+        if zero_ahead && upto + ZERO_AHEAD / 2 > flush.zeroed {
             let from = flush.zeroed.max(upto);
             let end = (upto + ZERO_AHEAD).min(st.capacity);
             if end > from {
@@ -582,14 +585,13 @@ impl Log {
                     .zero_bytes_written
                     .fetch_add((end - from) as u64, Ordering::Relaxed);
             }
-            flush.zeroed = end.max(upto);
+            flush.zeroed = end;
         }
         let bytes = &active.buf.bytes()[..upto];
         active
             .file
             .write_all_at(flush.flushed as u64, &bytes[flush.flushed..])?;
         flush.flushed = upto;
-        flush.zeroed = flush.zeroed.max(upto);
         flush.dirty = true;
         st.flushed_hint.store(upto, Ordering::Relaxed);
         Ok(())

@@ -9,9 +9,8 @@ use super::{Log, SegmentRecord, hint_files};
 use crate::durability::Stream;
 use crate::error::{Result, io_context};
 use crate::format::hint::hint_file_name;
-use crate::format::record::Decoded;
 use crate::format::segment::SEGMENT_HEADER_LEN;
-use crate::loc::{Loc, MAX_SEGMENT_ID, seg_u32};
+use crate::loc::MAX_SEGMENT_ID;
 use crate::storage::remove_if_exists;
 use std::sync::atomic::Ordering;
 
@@ -33,24 +32,8 @@ impl Log {
         let _flush = st.flush.lock();
         // SAFETY: the write-out lock is held, so no rollover swaps it.
         let a = unsafe { &*st.active.load(Ordering::Acquire) };
-        let mut records = Vec::new();
-        let mut pos = SEGMENT_HEADER_LEN;
         let bytes: &[u8] = a.buf.bytes();
-        while pos < bytes.len() {
-            let offset = seg_u32(pos);
-            let (entry, len) = super::decode_any_at(&a.path, bytes, offset)?;
-            if let Decoded::Record(rec) = entry {
-                records.push(SegmentRecord {
-                    hash: crate::key::key_hash(rec.key),
-                    loc: Loc {
-                        segment: a.id,
-                        offset,
-                    },
-                    len: seg_u32(len),
-                });
-            }
-            pos += len;
-        }
+        let records = super::scan_records(a.id, &a.path, bytes)?;
         Ok((!records.is_empty()).then_some(ClosingClaims {
             id: a.id,
             len: bytes.len(),

@@ -68,6 +68,13 @@ impl StreamCommit {
         }
         woken
     }
+
+    /// Wakes the sleepers whose records are below `durable` (all of them
+    /// with `u64::MAX`), once the lock is released.
+    fn wake_covered(&self, durable: u64) {
+        let woken = StreamCommit::take_woken(&mut self.state.lock(), durable, false);
+        woken.iter().for_each(Thread::unpark);
+    }
 }
 
 pub(crate) struct GroupCommit {
@@ -107,8 +114,7 @@ impl GroupCommit {
         // Wake sleepers so they see the poison instead of waiting for a
         // leader that will not come.
         for (_, sc) in self.streams.iter() {
-            let woken = StreamCommit::take_woken(&mut sc.state.lock(), u64::MAX, false);
-            woken.iter().for_each(Thread::unpark);
+            sc.wake_covered(u64::MAX);
         }
     }
 
@@ -220,8 +226,7 @@ impl GroupCommit {
         let other = &self.streams[stream.other()];
         let end = ends[stream.other()];
         if other.durable.fetch_max(end, Ordering::AcqRel) < end {
-            let woken = StreamCommit::take_woken(&mut other.state.lock(), end, false);
-            woken.iter().for_each(Thread::unpark);
+            other.wake_covered(end);
         }
         Ok(())
     }

@@ -44,17 +44,10 @@ pub(crate) struct Hint {
 /// each key, in offset order. A record that fails its checks is `Corrupt`.
 pub(crate) fn build(id: u32, path: &Path, bytes: &[u8]) -> Result<Hint> {
     let mut builder = Builder::default();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < bytes.len() {
-        let offset = seg_u32(pos);
-        pos += match crate::log::decode_any_at(path, bytes, offset)? {
-            (Decoded::Record(rec), _) => builder.add(offset, &rec),
-            (Decoded::SyncMark(mark), len) => {
-                builder.sync_mark(&mark);
-                len
-            }
-        };
-    }
+    crate::log::each_entry(path, bytes, |offset, decoded, _| match decoded {
+        Decoded::Record(rec) => builder.add(offset, &rec),
+        Decoded::SyncMark(mark) => builder.sync_mark(&mark),
+    })?;
     Ok(builder.finish(id, bytes.len() as u64))
 }
 
@@ -77,13 +70,13 @@ pub(crate) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    /// Adds the record at `offset`; returns its encoded length.
-    pub(crate) fn add(&mut self, offset: u32, rec: &RecordRef<'a>) -> usize {
+    /// Adds the record at `offset`.
+    pub(crate) fn add(&mut self, offset: u32, rec: &RecordRef<'a>) {
         self.add_hashed(offset, rec, key_hash(rec.key))
     }
 
     /// [`add`](Builder::add) with the key's hash given.
-    fn add_hashed(&mut self, offset: u32, rec: &RecordRef<'a>, hash: u64) -> usize {
+    fn add_hashed(&mut self, offset: u32, rec: &RecordRef<'a>, hash: u64) {
         let len = record::encoded_len(rec.key.len(), rec.value.len());
         self.first_ms = Some(self.first_ms.map_or(rec.since_ms, |t| t.min(rec.since_ms)));
         self.last_ms = self.last_ms.max(rec.since_ms);
@@ -109,7 +102,6 @@ impl<'a> Builder<'a> {
             offset,
             len: seg_u32(len),
         }));
-        len
     }
 
     /// Notes a sync mark: not listed, but its sequence number counts.

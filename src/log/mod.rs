@@ -89,8 +89,9 @@ pub(crate) struct Flush {
     pub dirty: bool,
     /// The length the file was given on disk ahead of the appends, or 0.
     pub allocated: usize,
-    /// The file holds written bytes (records, or the zeros written ahead
-    /// of them) up to here.
+    /// How far zeros were written ahead of the records (DESIGN.md §5,
+    /// "Preallocation"); when it falls behind the records, the next
+    /// write-out that writes zeros starts at the records' end.
     pub zeroed: usize,
 }
 
@@ -317,16 +318,13 @@ impl Log {
             // (`active.rs`): a matter of their appenders' copies, so wait
             // for them, outside the lock (an appender that never completes
             // would have poisoned nothing, hence the bound).
-            if usize::try_from(loc.offset).is_ok_and(|o| o >= bytes.len())
+            if loc.offset as usize >= bytes.len()
                 && waited < UNPUBLISHED_READ_TRIES
                 && !self.commit.is_poisoned()
             {
                 drop(segments);
                 waited += 1;
-                match waited < 64 {
-                    true => std::hint::spin_loop(),
-                    false => crate::sync::thread::yield_now(),
-                }
+                crate::sync::thread::backoff(waited);
                 continue;
             }
             return decode_at(&active.path, bytes, loc).map(f);
@@ -508,16 +506,28 @@ impl Log {
     }
 }
 
-/// The record or sync mark at `offset` of a segment whose every byte must
-/// check out; anything else is `Corrupt`.
-/// Every record of the sealed segment `id` (`bytes`), in order, sync marks
-/// left out.
-fn scan_records(id: u32, path: &Path, bytes: &[u8]) -> Result<Vec<SegmentRecord>> {
-    let mut records = Vec::new();
+/// Calls `f` with the offset, contents and length of every record and
+/// sync mark of segment `bytes`, in order, from the header on; any byte
+/// that does not check out is `Corrupt`.
+pub(super) fn each_entry<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    mut f: impl FnMut(u32, record::Decoded<'a>, usize),
+) -> Result<()> {
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < bytes.len() {
         let offset = seg_u32(pos);
         let (decoded, len) = decode_any_at(path, bytes, offset)?;
+        f(offset, decoded, len);
+        pos += len;
+    }
+    Ok(())
+}
+
+/// Every record of segment `id` (`bytes`), in order, sync marks left out.
+fn scan_records(id: u32, path: &Path, bytes: &[u8]) -> Result<Vec<SegmentRecord>> {
+    let mut records = Vec::new();
+    each_entry(path, bytes, |offset, decoded, len| {
         if let record::Decoded::Record(rec) = decoded {
             records.push(SegmentRecord {
                 hash: key_hash(rec.key),
@@ -528,11 +538,12 @@ fn scan_records(id: u32, path: &Path, bytes: &[u8]) -> Result<Vec<SegmentRecord>
                 len: seg_u32(len),
             });
         }
-        pos += len;
-    }
+    })?;
     Ok(records)
 }
 
+/// The record or sync mark at `offset` of a segment whose every byte must
+/// check out; anything else is `Corrupt`.
 pub(super) fn decode_any_at<'a>(
     path: &Path,
     bytes: &'a [u8],

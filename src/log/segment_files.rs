@@ -24,16 +24,8 @@ impl Log {
             let active = unsafe { &*st.active.load(Ordering::Acquire) };
             let path = &active.path;
             // Nothing past the records (never preallocated, or cut
-            // already): no truncate, no fsync.
-            let past_records = active
-                .file
-                .len()
-                .map_or(true, |len| len > flush.flushed as u64);
-            if past_records {
-                active
-                    .file
-                    .set_len(flush.flushed as u64)
-                    .map_err(|e| self.fail("truncate", path, e))?;
+            // already): no fsync either.
+            if cut_to(&*active.file, flush.flushed).map_err(|e| self.fail("truncate", path, e))? {
                 active
                     .file
                     .sync_data()
@@ -43,6 +35,18 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// Cuts `file` to `len` bytes if it holds more (space preallocated or
+/// zeros written past its records, or a torn tail); returns whether it
+/// did, so that the caller fsyncs only a file that changed.
+pub(crate) fn cut_to(file: &dyn StorageFile, len: usize) -> std::io::Result<bool> {
+    let len = len as u64;
+    if file.len().is_ok_and(|now| now <= len) {
+        return Ok(false);
+    }
+    file.set_len(len)?;
+    Ok(true)
 }
 
 /// Gives a segment file its whole size on disk, `len` bytes that read as

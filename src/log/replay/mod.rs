@@ -29,7 +29,7 @@ use super::hint_files::{self, Hint};
 use super::scan::{
     checked, first_valid_record, is_damage, read_header, scan, segment_ids, torn_end,
 };
-use super::segment_files::{NewSegment, create_segment, preallocate};
+use super::segment_files::{NewSegment, create_segment, cut_to, preallocate};
 use super::{Active, Log, LogConfig, Metas, Opened, Sealed};
 use crate::durability::{PerStream, Stream};
 use crate::error::{Error, Result, io_context};
@@ -524,12 +524,8 @@ pub(crate) fn recover(
                 // A sealed segment ends at its last record (as rollover
                 // leaves one): zeros or a torn tail past it, which open
                 // reads as such only in a stream's last segment, go.
-                let valid = old.buf.len() as u64;
-                if old.file.len().map_or(true, |len| len > valid) {
-                    old.file
-                        .set_len(valid)
-                        .map_err(|e| io_context("truncate", &old.path, e))?;
-                }
+                cut_to(&*old.file, old.buf.len())
+                    .map_err(|e| io_context("truncate", &old.path, e))?;
                 old.file
                     .sync_data()
                     .map_err(|e| io_context("fsync", &old.path, e))?;
