@@ -98,9 +98,14 @@ async fn wait_fails_closed_with_not_durable_and_the_write_stays_on_the_primary()
         replica_of: Some(primary.port()),
         ..NodeOptions::default()
     });
-    wait_for_link(&replica).await;
+    wait_for_link(&primary, &replica).await;
+    // Long enough for a healthy replica to confirm on a loaded 2-core
+    // machine (200 ms was not, with two busy processes beside the test);
+    // each write while the replica is paused takes all of it, inside a
+    // command timeout that leaves room for it.
     let b = RedisOptions::new()
-        .wait_for_replicas(1, Duration::from_millis(200))
+        .command_timeout(Duration::from_secs(10))
+        .wait_for_replicas(1, Duration::from_millis(1000))
         .connect(&primary.url())
         .await
         .unwrap();
@@ -152,13 +157,17 @@ async fn wait_fails_closed_with_not_durable_and_the_write_stays_on_the_primary()
     }
 }
 
-async fn wait_for_link(replica: &RedisNode) {
+/// Waits until `replica` is linked to `primary` and the primary has had
+/// an acknowledgement from it (`WAIT 1`): a link that is up is not yet a
+/// replica the primary counts, and a busy machine can take longer than
+/// the backend's `WAIT` timeout for that first acknowledgement.
+async fn wait_for_link(primary: &RedisNode, replica: &RedisNode) {
     for _ in 0..500 {
-        if replica
+        let linked = replica
             .text(&["INFO", "replication"])
             .unwrap()
-            .contains("master_link_status:up")
-        {
+            .contains("master_link_status:up");
+        if linked && primary.text(&["WAIT", "1", "1000"]).unwrap() == "1" {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
