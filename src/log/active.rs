@@ -322,6 +322,28 @@ impl PublishedBuf {
         }
     }
 
+    /// Takes the buffer's allocation, its bytes' contents unspecified, for
+    /// a later buffer of the same size ([`PublishedBuf::reuse`]): its pages
+    /// are already mapped, so appends into it fault none in. Only once no
+    /// appender or reader reaches the buffer; it holds nothing afterwards.
+    pub(crate) fn take_allocation(&mut self) -> Vec<u8> {
+        let capacity = std::mem::take(&mut self.capacity);
+        let ptr = std::mem::replace(&mut self.ptr, NonNull::dangling());
+        // SAFETY: `ptr` and `capacity` are those of the Vec this buffer was
+        // made from (or reserved last); a length of 0 claims no byte as
+        // initialized. The buffer keeps a dangling pointer and no capacity,
+        // which its drop frees as an empty Vec.
+        unsafe { Vec::from_raw_parts(ptr.as_ptr(), 0, capacity) }
+    }
+
+    /// An empty buffer in an allocation from
+    /// [`take_allocation`](PublishedBuf::take_allocation), holding its
+    /// capacity without moving.
+    pub(crate) fn reuse(mut bytes: Vec<u8>) -> Self {
+        bytes.clear();
+        PublishedBuf::from_vec(bytes)
+    }
+
     /// The published length.
     pub(crate) fn len(&self) -> usize {
         unpack(self.shared.published.load(Ordering::Acquire)).0
@@ -486,8 +508,9 @@ impl BufView {
 /// `set_view` gets the old segment and `next` (to take over the old
 /// buffer's stream, [`PublishedBuf::succeed`]) and points the view at
 /// `next`'s buffer, and `slot` is swapped; only then is the old segment
-/// dropped, freeing its buffer, so no reader can hold a pointer into freed
-/// memory.
+/// returned, for the caller to drop or to keep its buffer's allocation
+/// for a later segment, so no reader can hold a pointer into memory that
+/// is freed or written again.
 ///
 /// # Safety
 /// `slot` must point at a segment made by `Box::into_raw`, which nothing
@@ -498,7 +521,7 @@ pub(crate) unsafe fn hand_over<T, A>(
     set_view: impl FnOnce(&mut T, &A, &mut A),
     slot: &AtomicPtr<A>,
     mut next: Box<A>,
-) {
+) -> Box<A> {
     let old = {
         let mut t = table.write();
         // SAFETY: the caller's obligation: `slot` points at a live segment
@@ -509,5 +532,5 @@ pub(crate) unsafe fn hand_over<T, A>(
     };
     // SAFETY: the caller's obligation: `old` came from `Box::into_raw` and
     // no one uses it any more; readers left the table before the swap.
-    drop(unsafe { Box::from_raw(old) });
+    unsafe { Box::from_raw(old) }
 }

@@ -1,6 +1,6 @@
 //! Appending to the log without a lock: reservations, write-out and fsync
-//! for the group commit, sync marks, rollover, and the closing sync
-//! (DESIGN.md §5).
+//! for the group commit, sync marks, and the closing sync (DESIGN.md §5);
+//! rollover is in `rollover.rs`.
 //!
 //! Each stream has one reservation word (`StreamLog::reserve`):
 //!
@@ -23,16 +23,14 @@
 //! streams as well as within one.
 
 use super::numbering::{count_at_least, seq_of};
-use super::segment_files::{NewSegment, create_segment};
-use super::{Active, ActiveView, Flush, Log, Sealed, StreamLog, active};
+use super::{Active, Flush, Log, StreamLog};
 use crate::durability::{Durability, DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result, io_context};
 use crate::format::record::{self, RecordFields, SyncMark};
 use crate::format::segment::SEGMENT_HEADER_LEN;
-use crate::loc::{Loc, MAX_SEGMENT_ID, seg_u32};
+use crate::loc::{Loc, seg_u32};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 /// In `Durability::None`, unflushed bytes are handed to the OS once this many
 /// accumulate, so a crash loses a bounded amount.
@@ -51,7 +49,7 @@ const REL_BITS: u32 = 30;
 /// counter would pass it rolls over (at 61 bytes a record, no segment of at
 /// most 4 GiB gets there by itself).
 const MAX_REL: u64 = (1 << REL_BITS) - 1;
-const ROLLING: u64 = 1 << 62;
+pub(super) const ROLLING: u64 = 1 << 62;
 const EPOCH: u64 = 1 << 63;
 
 /// A reservation word.
@@ -244,16 +242,6 @@ impl Log {
         }
     }
 
-    /// Sleeps until the rollover under way in `st` ends (or the log is
-    /// poisoned). The rollover wakes every sleeper; the timeout only bounds
-    /// a missed wake-up.
-    fn wait_for_rollover(&self, st: &StreamLog) {
-        let mut guard = st.rolled.lock();
-        while st.reserve.0.load(Ordering::Acquire) & ROLLING != 0 && !self.commit.is_poisoned() {
-            st.rolled_cv.wait_for(&mut guard, Duration::from_millis(10));
-        }
-    }
-
     /// Appends a sync mark to stream `s` attesting `synced_len` durable
     /// bytes of the active segment `id`, unless the segment has rolled over
     /// (it is sealed, fsynced whole) or has no room left (it will be).
@@ -389,137 +377,6 @@ impl Log {
         Ok(ends)
     }
 
-    /// Seals `st`'s active segment and starts the stream's next one, if the
-    /// reservation word is still `observed` (else another appender is at
-    /// it, or was): stop reservations, wait for those in flight, then
-    /// 1. write out the buffer and fsync the file (it never changes again);
-    /// 2. map it and publish it as sealed, before the active segment moves on;
-    /// 3. create the next file, write its header, fsync it, fsync the directory;
-    /// 4. make it active, its counters starting at or above `min_count`.
-    fn rollover(&self, st: &StreamLog, observed: u64, min_count: u64) -> Result<()> {
-        if st
-            .reserve
-            .0
-            .compare_exchange(
-                observed,
-                observed | ROLLING,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            return Ok(());
-        }
-        let (tail, rel, epoch) = unpack(observed);
-        let outcome = self.seal_and_start(st, tail, rel, epoch, min_count);
-        if outcome.is_err() {
-            // The word keeps its rollover flag: every appender now sees the
-            // poison and returns `Poisoned`.
-            self.commit.poison();
-        }
-        let _guard = st.rolled.lock();
-        st.rolled_cv.notify_all();
-        outcome
-    }
-
-    fn seal_and_start(
-        &self,
-        st: &StreamLog,
-        tail: usize,
-        rel: u64,
-        epoch: bool,
-        min_count: u64,
-    ) -> Result<()> {
-        let mut flush = st.flush.lock();
-        // SAFETY: the write-out lock is held, so no rollover swaps it.
-        let sealing = unsafe { &*st.active.load(Ordering::Acquire) };
-        // Every reservation before the rollover flag is published first.
-        while sealing.buf.len() != tail {
-            crate::sync::thread::yield_now();
-        }
-        let path = sealing.path.clone();
-        // No zeros ahead: the file is cut at `tail` right after.
-        self.write_active(st, sealing, &mut flush, tail, false)
-            .map_err(|e| self.fail("write", &path, e))?;
-        // A sealed segment ends at its last record: space preallocated
-        // past it (now, or by an earlier open) goes.
-        sealing
-            .file
-            .set_len(tail as u64)
-            .map_err(|e| self.fail("truncate", &path, e))?;
-        sealing
-            .file
-            .sync_data()
-            .map_err(|e| self.fail("fsync", &path, e))?;
-        flush.dirty = false;
-        sealing
-            .meta
-            .synced_len
-            .fetch_max(flush.flushed as u64, Ordering::Relaxed);
-        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        let bytes = sealing.file.map().map_err(|e| self.fail("map", &path, e))?;
-        let sealed_id = sealing.id;
-        self.segments
-            .write()
-            .sealed
-            .insert(sealed_id, Sealed { path, bytes });
-
-        let base = (sealing.base + rel).max(min_count);
-        let id = {
-            let mut next_id = self.next_id.lock();
-            let id = Some(*next_id)
-                .filter(|&id| id <= MAX_SEGMENT_ID)
-                .ok_or_else(|| {
-                    Error::InvalidOptions(
-                        "segment ids are exhausted (2^30 segments); start a new store".into(),
-                    )
-                })?;
-            *next_id = id + 1;
-            id
-        };
-        let next = create_segment(
-            &*self.storage,
-            &self.dir,
-            NewSegment {
-                id,
-                stream: st.stream,
-                base,
-                size: st.capacity,
-                preallocate: self.preallocate,
-            },
-            self.metas.get_or_insert(id),
-        )?;
-        let next_allocated = next.allocated;
-        self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
-        crate::observe::event!(debug, sealed = sealed_id, next = id, "segment rolled over");
-        let s = st.stream;
-        // Readers move to the next buffer before the old one is freed.
-        // SAFETY: the active segment came from `Box::into_raw`; no
-        // reservation is in flight (all were published) and the write-out
-        // lock, which every other user of the pointer takes, is held.
-        unsafe {
-            active::hand_over(
-                &self.segments,
-                |segments, sealed: &Active, next: &mut Active| {
-                    next.buf.succeed(&sealed.buf);
-                    segments.active[s] = ActiveView::of(next);
-                },
-                &st.active,
-                Box::new(next),
-            );
-        }
-        flush.flushed = SEGMENT_HEADER_LEN;
-        flush.dirty = false;
-        flush.allocated = next_allocated;
-        flush.zeroed = SEGMENT_HEADER_LEN;
-        st.flushed_hint.store(SEGMENT_HEADER_LEN, Ordering::Relaxed);
-        st.base.store(base, Ordering::Release);
-        st.reserve
-            .0
-            .store(pack(SEGMENT_HEADER_LEN, 0, !epoch), Ordering::Release);
-        Ok(())
-    }
-
     pub(super) fn fail(&self, op: &str, path: &Path, e: std::io::Error) -> Error {
         crate::observe::event!(
             error,
@@ -563,7 +420,7 @@ impl Log {
     /// 165-195 us on this project's test machines (DESIGN.md §5,
     /// "Preallocation"). The zeros lie past the records, where recovery
     /// reads zeros as space never written.
-    fn write_active(
+    pub(super) fn write_active(
         &self,
         st: &StreamLog,
         active: &Active,
@@ -591,6 +448,11 @@ impl Log {
         active
             .file
             .write_all_at(flush.flushed as u64, &bytes[flush.flushed..])?;
+        if self.durability == Durability::None {
+            let _ = active
+                .file
+                .start_writeback(flush.flushed as u64, (upto - flush.flushed) as u64);
+        }
         flush.flushed = upto;
         flush.dirty = true;
         st.flushed_hint.store(upto, Ordering::Relaxed);
@@ -679,7 +541,7 @@ mod tests {
             let syncer = scope.spawn(|| log.sync().map(|()| log.is_durable(second_target)));
             // Both find the record unpublished meanwhile (nothing here
             // waits for them to start; either way they must see it).
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(50));
             // SAFETY: as above.
             let place = unsafe { first.active.buf.region_mut(first.start, len) };
             record::encode_into(place, seq(&first), &fields(b"key-1"));
@@ -695,6 +557,111 @@ mod tests {
             );
         });
         assert_eq!(log.read(loc, |r| r.key.to_vec()).unwrap(), b"key-2");
+    }
+
+    /// From the second rollover on, a segment appends into the buffer
+    /// allocation of the segment sealed the rollover before it, which still
+    /// holds that segment's records: every record reads back as its own,
+    /// from the buffer while active and from the file once sealed, and
+    /// after reopening.
+    #[test]
+    fn a_segment_reuses_a_sealed_buffer_and_reads_only_its_own_records() {
+        use crate::format::record::Tag;
+        use crate::log::replay::{Applied, recover};
+        use crate::storage::FsStorage;
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            recover(
+                Arc::new(FsStorage),
+                dir.path(),
+                super::super::LogConfig {
+                    durability: Durability::None,
+                    segment_size: PerStream([1 << 16, 1 << 14]),
+                    preallocate: false,
+                },
+                Arc::default(),
+                |_| {},
+                |_, _| {
+                    Ok(Applied {
+                        drop_after_s: 0,
+                        kept: true,
+                    })
+                },
+            )
+            .unwrap()
+            .0
+        };
+        let log = open();
+        let key = |i: usize| format!("key-{i:06}").into_bytes();
+        let st = &log.streams[Stream::Claims];
+        let buffer = || {
+            // SAFETY: the test is the only appender, so no rollover frees
+            // the segment while it is looked at.
+            unsafe { &*st.active.load(Ordering::Acquire) }
+                .buf
+                .bytes()
+                .as_ptr() as usize
+        };
+        let (mut locs, mut buffers, mut reused) = (Vec::new(), vec![buffer()], 0);
+        for i in 0..2_000 {
+            let spare = st.flush.lock().spare.as_ref().map(|b| b.as_ptr() as usize);
+            let this_key = key(i);
+            let fields = RecordFields {
+                tag: Tag::Claim,
+                key: &this_key,
+                value: b"",
+                fingerprint: i as u128,
+                generation: 1,
+                since_ms: 1,
+                until_ms: 2,
+            };
+            locs.push(
+                log.append(
+                    &fields,
+                    AppendOpts {
+                        generation_from_seq: false,
+                        drop_after_s: 0,
+                        now_ms: 1,
+                        supersedes: None,
+                        min_seq: 0,
+                    },
+                )
+                .unwrap()
+                .loc,
+            );
+            let now = buffer();
+            let rolled = now != *buffers.last().unwrap();
+            if rolled {
+                // The spare is held while the next segment is made, so a
+                // fresh allocation could not land at its address.
+                if let Some(spare) = spare {
+                    assert_eq!(now, spare, "the next segment appends into the spare");
+                    reused += 1;
+                }
+                buffers.push(now);
+            }
+            if rolled || i % 97 == 0 {
+                for (j, &loc) in locs.iter().enumerate() {
+                    let read = log.read(loc, |r| (r.key.to_vec(), r.fingerprint));
+                    assert_eq!(read.unwrap(), (key(j), j as u128));
+                }
+            }
+        }
+        assert!(buffers.len() >= 5, "{} segments", buffers.len());
+        assert!(
+            reused >= buffers.len() - 2,
+            "{reused} of {} buffers reused",
+            buffers.len()
+        );
+        log.close(1).unwrap();
+        drop(log);
+        let log = open();
+        for (j, &loc) in locs.iter().enumerate() {
+            let k = log.read(loc, |r| r.key.to_vec()).unwrap();
+            assert_eq!(k, key(j));
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Log {
                 base: a.base + u64::from(next_rel),
                 size: SEGMENT_HEADER_LEN,
                 preallocate: false,
+                buffer: None,
             },
             self.metas.get_or_insert(id),
         )?);

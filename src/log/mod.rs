@@ -34,6 +34,7 @@ pub(crate) mod hint_files;
 mod meta;
 mod numbering;
 mod replay;
+mod rollover;
 pub(crate) mod scan;
 mod segment_files;
 
@@ -93,6 +94,10 @@ pub(crate) struct Flush {
     /// "Preallocation"); when it falls behind the records, the next
     /// write-out that writes zeros starts at the records' end.
     pub zeroed: usize,
+    /// The buffer allocation of the segment the last rollover sealed, for
+    /// the next one (DESIGN.md §5, "Rollover"): its pages are mapped
+    /// already, so the next segment's appends fault none in.
+    pub spare: Option<Vec<u8>>,
 }
 
 /// One write stream's appending state. Appenders reserve space with one
@@ -273,6 +278,7 @@ impl Log {
                     dirty: false,
                     allocated: a.allocated,
                     zeroed: len,
+                    spare: None,
                 }),
                 flushed_hint: AtomicUsize::new(len),
                 active: AtomicPtr::new(Box::into_raw(Box::new(a))),

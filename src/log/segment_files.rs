@@ -79,6 +79,9 @@ pub(crate) struct NewSegment {
     pub size: usize,
     /// Whether the file gets its whole size on disk at once.
     pub preallocate: bool,
+    /// An allocation of at least `size` bytes for its buffer, from a
+    /// sealed segment ([`PublishedBuf::take_allocation`]), or none.
+    pub buffer: Option<Vec<u8>>,
 }
 
 /// Creates a segment file with its header (and, with `preallocate`, its
@@ -95,6 +98,7 @@ pub(crate) fn create_segment(
         base,
         size: segment_size,
         preallocate,
+        buffer,
     } = new;
     let path = dir.join(segment_file_name(id));
     let file = storage
@@ -112,7 +116,10 @@ pub(crate) fn create_segment(
     storage
         .sync_dir(dir)
         .map_err(|e| io_context("fsync directory", dir, e))?;
-    let mut buf = PublishedBuf::with_capacity(segment_size);
+    let mut buf = match buffer {
+        Some(bytes) if bytes.capacity() >= segment_size => PublishedBuf::reuse(bytes),
+        _ => PublishedBuf::with_capacity(segment_size),
+    };
     buf.append(&header, 0);
     // The header is durable and needs no mark.
     meta.synced_len

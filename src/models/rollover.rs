@@ -60,7 +60,7 @@ fn rollover_frees_a_buffer_only_after_readers_left_it() {
         let active = AtomicPtr::new(Box::into_raw(Box::new(old)));
         // SAFETY: `active` came from `Box::into_raw`, and only this thread
         // uses it.
-        unsafe {
+        drop(unsafe {
             hand_over(
                 &table,
                 |t, old: &PublishedBuf, next: &mut PublishedBuf| {
@@ -70,8 +70,8 @@ fn rollover_frees_a_buffer_only_after_readers_left_it() {
                 },
                 &active,
                 Box::new(next),
-            );
-        }
+            )
+        });
         for t in readers {
             t.join().unwrap();
         }

@@ -75,6 +75,15 @@ pub trait StorageFile: Send + Sync {
         let _ = len;
         Ok(())
     }
+    /// Starts writing `len` bytes from `offset` to the device without
+    /// waiting for them (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux),
+    /// so that a later [`sync_data`](StorageFile::sync_data) finds less
+    /// to write. It makes nothing durable; it only saves work, so the
+    /// default does nothing and the engine ignores a failure.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// Makes the file's data and length durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only view of the whole file. Only called on sealed files, which

@@ -554,6 +554,7 @@ pub(crate) fn recover(
                 base: next_seq.div_ceil(2),
                 size: config.segment_size[stream],
                 preallocate: config.preallocate,
+                buffer: None,
             },
             metas.get_or_insert(id),
         )
