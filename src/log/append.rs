@@ -464,6 +464,31 @@ impl Log {
 mod tests {
     use super::*;
 
+    /// A log in `dir` under `Durability::None` with these segment sizes,
+    /// keeping every record it replays.
+    fn open_log(dir: &std::path::Path, segment_size: PerStream<usize>) -> Log {
+        use crate::log::replay::{Applied, recover};
+        let (log, _) = recover(
+            std::sync::Arc::new(crate::storage::FsStorage),
+            dir,
+            super::super::LogConfig {
+                durability: Durability::None,
+                segment_size,
+                preallocate: false,
+            },
+            std::sync::Arc::default(),
+            |_| {},
+            |_, _| {
+                Ok(Applied {
+                    drop_after_s: 0,
+                    kept: true,
+                })
+            },
+        )
+        .unwrap();
+        log
+    }
+
     #[test]
     fn reservation_words_round_trip() {
         for (tail, rel, epoch) in [
@@ -485,29 +510,8 @@ mod tests {
     #[test]
     fn a_record_completed_out_of_order_is_read_and_synced_once_published() {
         use crate::format::record::Tag;
-        use crate::log::replay::{Applied, recover};
-        use crate::storage::FsStorage;
-        use std::sync::Arc;
-
         let dir = tempfile::tempdir().unwrap();
-        let (log, _) = recover(
-            Arc::new(FsStorage),
-            dir.path(),
-            super::super::LogConfig {
-                durability: Durability::None,
-                segment_size: PerStream([1 << 20, 1 << 18]),
-                preallocate: false,
-            },
-            Arc::default(),
-            |_| {},
-            |_, _| {
-                Ok(Applied {
-                    drop_after_s: 0,
-                    kept: true,
-                })
-            },
-        )
-        .unwrap();
+        let log = open_log(dir.path(), PerStream([1 << 20, 1 << 18]));
         let fields = |key: &'static [u8]| RecordFields {
             tag: Tag::Claim,
             key,
@@ -567,32 +571,8 @@ mod tests {
     #[test]
     fn a_segment_reuses_a_sealed_buffer_and_reads_only_its_own_records() {
         use crate::format::record::Tag;
-        use crate::log::replay::{Applied, recover};
-        use crate::storage::FsStorage;
-        use std::sync::Arc;
-
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            recover(
-                Arc::new(FsStorage),
-                dir.path(),
-                super::super::LogConfig {
-                    durability: Durability::None,
-                    segment_size: PerStream([1 << 16, 1 << 14]),
-                    preallocate: false,
-                },
-                Arc::default(),
-                |_| {},
-                |_, _| {
-                    Ok(Applied {
-                        drop_after_s: 0,
-                        kept: true,
-                    })
-                },
-            )
-            .unwrap()
-            .0
-        };
+        let open = || open_log(dir.path(), PerStream([1 << 16, 1 << 14]));
         let log = open();
         let key = |i: usize| format!("key-{i:06}").into_bytes();
         let st = &log.streams[Stream::Claims];
@@ -655,6 +635,12 @@ mod tests {
             "{reused} of {} buffers reused",
             buffers.len()
         );
+        // A spare outlives its stream's last rollover by one look.
+        assert!(st.flush.lock().spare.is_some());
+        log.release_idle_spares();
+        assert!(st.flush.lock().spare.is_some(), "rolled over since");
+        log.release_idle_spares();
+        assert!(st.flush.lock().spare.is_none(), "idle since the last look");
         log.close(1).unwrap();
         drop(log);
         let log = open();

@@ -98,6 +98,9 @@ pub(crate) struct Flush {
     /// the next one (DESIGN.md §5, "Rollover"): its pages are mapped
     /// already, so the next segment's appends fault none in.
     pub spare: Option<Vec<u8>>,
+    /// Whether the stream rolled over since [`Log::release_idle_spares`]
+    /// last looked.
+    pub rolled: bool,
 }
 
 /// One write stream's appending state. Appenders reserve space with one
@@ -279,6 +282,7 @@ impl Log {
                     allocated: a.allocated,
                     zeroed: len,
                     spare: None,
+                    rolled: false,
                 }),
                 flushed_hint: AtomicUsize::new(len),
                 active: AtomicPtr::new(Box::into_raw(Box::new(a))),

@@ -144,6 +144,7 @@ impl Log {
         // No reader or appender reaches the sealed buffer any more: the
         // next rollover's segment appends into its allocation.
         flush.spare = Some(sealed.buf.take_allocation());
+        flush.rolled = true;
         drop(sealed);
         flush.flushed = SEGMENT_HEADER_LEN;
         flush.dirty = false;
@@ -155,5 +156,18 @@ impl Log {
             .0
             .store(pack(SEGMENT_HEADER_LEN, 0, !epoch), Ordering::Release);
         Ok(())
+    }
+
+    /// Frees the spare buffer of each stream that has not rolled over
+    /// since the last call, so a store that stopped filling segments does
+    /// not keep one (the background compactor calls it on its timer: a
+    /// spare outlives its stream's last rollover by one to two intervals).
+    pub(crate) fn release_idle_spares(&self) {
+        for (_, st) in self.streams.iter() {
+            let mut flush = st.flush.lock();
+            if !std::mem::take(&mut flush.rolled) {
+                flush.spare = None;
+            }
+        }
     }
 }

@@ -196,7 +196,7 @@ fn spawn_compactor(engine: Arc<Engine>, every: Duration) -> Result<(Sender<()>, 
                 crossbeam_channel::select! {
                     recv(stopped) -> _ => break,
                     recv(woken) -> _ => {}
-                    default(every) => {}
+                    default(every) => engine.log.release_idle_spares(),
                 }
                 if engine.compact().is_err() && engine.log.is_poisoned() {
                     break;
