@@ -99,6 +99,8 @@ struct State {
     locks: BTreeSet<PathBuf>,
     ops: u64,
     per_kind: BTreeMap<SimOp, u64>,
+    /// Bytes `start_writeback` was asked to write back.
+    writeback_bytes: u64,
     crash_at: Option<u64>,
     crashed: bool,
     faults: Vec<Fault>,
@@ -155,6 +157,13 @@ impl SimStorage {
     /// length changes) performed so far.
     pub fn ops(&self) -> u64 {
         self.state.lock().ops
+    }
+
+    /// Bytes the engine asked to start writing back
+    /// ([`StorageFile::start_writeback`]) so far. Write-back changes
+    /// nothing on the simulated disk: it is not a mutating operation.
+    pub fn writeback_bytes(&self) -> u64 {
+        self.state.lock().writeback_bytes
     }
 
     /// Operations of kind `op` attempted so far (failed ones included).
@@ -557,6 +566,15 @@ impl StorageFile for SimHandle {
             let f = file(s, ino);
             f.live.resize(len as usize, 0);
             f.pending.push(FileOp::SetLen(len));
+            Ok(())
+        })
+    }
+
+    /// Only counted: see [`SimStorage::writeback_bytes`].
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = offset;
+        self.with(|s, _| {
+            s.writeback_bytes += len;
             Ok(())
         })
     }
