@@ -322,8 +322,9 @@ impl PublishedBuf {
         }
     }
 
-    /// Takes the buffer's allocation, its bytes' contents unspecified, for
-    /// a later buffer of the same size ([`PublishedBuf::reuse`]): its pages
+    /// Takes the buffer's allocation, empty, its bytes' contents
+    /// unspecified, for a later buffer of the same size (`From<Vec<u8>>`
+    /// makes one, with nothing published): its pages
     /// are already mapped, so appends into it fault none in. Only once no
     /// appender or reader reaches the buffer; it holds nothing afterwards.
     pub(crate) fn take_allocation(&mut self) -> Vec<u8> {
@@ -334,14 +335,6 @@ impl PublishedBuf {
         // initialized. The buffer keeps a dangling pointer and no capacity,
         // which its drop frees as an empty Vec.
         unsafe { Vec::from_raw_parts(ptr.as_ptr(), 0, capacity) }
-    }
-
-    /// An empty buffer in an allocation from
-    /// [`take_allocation`](PublishedBuf::take_allocation), holding its
-    /// capacity without moving.
-    pub(crate) fn reuse(mut bytes: Vec<u8>) -> Self {
-        bytes.clear();
-        PublishedBuf::from_vec(bytes)
     }
 
     /// The published length.

@@ -331,7 +331,7 @@ impl Log {
         // SAFETY: the write-out lock is held, so no rollover swaps it.
         let active = unsafe { &*st.active.load(Ordering::Acquire) };
         let upto = active.buf.len();
-        self.write_active(st, active, &mut flush, upto, self.zero_ahead)
+        self.write_active(st, active, &mut flush, upto, false)
             .map_err(|e| self.fail("write", &active.path, e))
     }
 
@@ -350,7 +350,7 @@ impl Log {
             // SAFETY: the write-out lock is held, so no rollover swaps it.
             let active = unsafe { &*st.active.load(Ordering::Acquire) };
             let (published, next_rel) = active.buf.published_and_tag();
-            self.write_active(st, active, &mut flush, published, self.zero_ahead)?;
+            self.write_active(st, active, &mut flush, published, false)?;
             // Invariant (§9): the watermark this cycle reports is never
             // past what was written: every published byte is in the file
             // the fsync below covers.
@@ -409,9 +409,10 @@ impl Log {
     /// which the caller read as published (appenders go on publishing
     /// meanwhile).
     ///
-    /// With `zero_ahead` (the log's, unless the segment is being sealed),
-    /// the file is first written with zeros up to
-    /// [`ZERO_AHEAD`] past `upto` whenever less than half of that is left:
+    /// If the log writes zeros ahead and the segment is not `sealing` (it
+    /// is cut at its last record right after), the file is first written
+    /// with zeros up to [`ZERO_AHEAD`] past `upto` whenever less than half
+    /// of that is left:
     /// an `fdatasync` after appends into space that was only allocated
     /// must also commit the file system's record that the space is now
     /// written (ext4 journals the conversion of unwritten extents), while
@@ -426,12 +427,12 @@ impl Log {
         active: &Active,
         flush: &mut Flush,
         upto: usize,
-        zero_ahead: bool,
+        sealing: bool,
     ) -> std::io::Result<()> {
         if flush.flushed >= upto {
             return Ok(());
         }
-        if zero_ahead && upto + ZERO_AHEAD / 2 > flush.zeroed {
+        if self.zero_ahead && !sealing && upto + ZERO_AHEAD / 2 > flush.zeroed {
             let from = flush.zeroed.max(upto);
             let end = (upto + ZERO_AHEAD).min(st.capacity);
             if end > from {

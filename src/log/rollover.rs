@@ -70,8 +70,7 @@ impl Log {
             crate::sync::thread::yield_now();
         }
         let path = sealing.path.clone();
-        // No zeros ahead: the file is cut at `tail` right after.
-        self.write_active(st, sealing, &mut flush, tail, false)
+        self.write_active(st, sealing, &mut flush, tail, true)
             .map_err(|e| self.fail("write", &path, e))?;
         // A sealed segment ends at its last record: space preallocated
         // past it (now, or by an earlier open) goes.
@@ -126,7 +125,8 @@ impl Log {
         self.counters.fsyncs.fetch_add(2, Ordering::Relaxed);
         crate::observe::event!(debug, sealed = sealed_id, next = id, "segment rolled over");
         let s = st.stream;
-        // Readers move to the next buffer before the old one is freed.
+        // Readers move to the next buffer before the old one's allocation
+        // becomes the spare.
         // SAFETY: the active segment came from `Box::into_raw`; no
         // reservation is in flight (all were published) and the write-out
         // lock, which every other user of the pointer takes, is held.

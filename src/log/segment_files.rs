@@ -79,7 +79,7 @@ pub(crate) struct NewSegment {
     pub size: usize,
     /// Whether the file gets its whole size on disk at once.
     pub preallocate: bool,
-    /// An allocation of at least `size` bytes for its buffer, from a
+    /// An empty allocation of at least `size` bytes for its buffer, from a
     /// sealed segment ([`PublishedBuf::take_allocation`]), or none.
     pub buffer: Option<Vec<u8>>,
 }
@@ -117,7 +117,7 @@ pub(crate) fn create_segment(
         .sync_dir(dir)
         .map_err(|e| io_context("fsync directory", dir, e))?;
     let mut buf = match buffer {
-        Some(bytes) if bytes.capacity() >= segment_size => PublishedBuf::reuse(bytes),
+        Some(bytes) if bytes.capacity() >= segment_size => PublishedBuf::from(bytes),
         _ => PublishedBuf::with_capacity(segment_size),
     };
     buf.append(&header, 0);
