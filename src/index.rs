@@ -178,6 +178,12 @@ pub(crate) struct Shard {
     slots: Box<[Entry]>,
     /// Slots that hold an entry.
     len: usize,
+    /// Above the sequence number of every record whose entry compaction
+    /// evicted from this shard while the record may still be on disk
+    /// (DESIGN.md §5b): a record of a key with no entry is written above
+    /// it, so at the next open it outranks those records, whose entries the
+    /// key no longer shows.
+    evicted_floor: u64,
 }
 
 /// Decides whether an entry with the right hash is the key looked for
@@ -323,6 +329,20 @@ impl Shard {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// See the field: the least sequence number a record of a key without
+    /// an entry in this shard may take.
+    pub(crate) fn evicted_floor(&self) -> u64 {
+        self.evicted_floor
+    }
+
+    /// Removes the entry of `hash` at `loc` because its drop-after time
+    /// passed, while its record, whose sequence number is below `floor`,
+    /// may stay on disk.
+    pub(crate) fn evict_at(&mut self, hash: u64, loc: Loc, floor: u64) -> Option<Entry> {
+        self.evicted_floor = self.evicted_floor.max(floor);
+        self.remove_at(hash, loc)
     }
 
     fn iter(&self) -> impl Iterator<Item = &Entry> {

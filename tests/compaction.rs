@@ -455,3 +455,46 @@ impl<F: FnMut()> Drop for OnDrop<F> {
         (self.0)();
     }
 }
+
+/// A key whose expired record compaction evicted from the index, while the
+/// record's segment stays on disk (a live record shares it), is claimed
+/// again: the claim is written above that record's sequence number (the
+/// shard's eviction floor), so after a reopen it is still the key's
+/// latest record, not the expired one written before it. Without the
+/// floor, the claim stream, which had counted less, gave the claim a lower
+/// number, and the claim was gone after the reopen.
+#[test]
+fn a_claim_after_an_evicted_expired_record_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let store = options(&clock).open(dir.path()).unwrap();
+    let seen = "seen-then-claimed";
+    // Main records only (seen records): the main stream counts far ahead
+    // of the claim stream; records still live share the segment of the
+    // one that expires, and more of them seal it.
+    let live = |i: u64| {
+        let first = store.mark_seen(format!("live-{i}"), Duration::from_secs(3600));
+        assert_eq!(first.unwrap(), idemkv::Seen::First);
+    };
+    (0..100).for_each(live);
+    let first = store.mark_seen(seen, Duration::from_secs(1)).unwrap();
+    assert_eq!(first, idemkv::Seen::First);
+    (100..300).for_each(live);
+    clock.advance(Duration::from_secs(2));
+    let report = store.compact().unwrap();
+    assert!(report.entries_evicted >= 1, "{report:?}");
+    assert!(
+        matches!(
+            store.claim(seen, Fingerprint::of(seen)).unwrap(),
+            Claim::Acquired(_)
+        ),
+        "the seen record expired"
+    );
+    drop(store);
+    let store = options(&clock).open(dir.path()).unwrap();
+    assert!(
+        matches!(store.get(seen).unwrap(), Some(Record::InProgress { .. })),
+        "{:?}",
+        store.get(seen).unwrap()
+    );
+}

@@ -147,6 +147,9 @@ fn run_pass(
         index,
         threshold: compaction.threshold,
         rewrite,
+        // Taken before the pass reads any segment: every record it finds
+        // is below it.
+        floor: log.next_seq(),
     };
     let outcome = pass.run(now_ms, &mut report);
     compaction.add(&report);
@@ -166,6 +169,9 @@ struct Pass<'a> {
     threshold: f64,
     /// Whether sparse segments are rewritten (not while closing).
     rewrite: bool,
+    /// Above the sequence number of every record the pass reads: the
+    /// floor an eviction leaves in its shard (`Shard::evict_at`).
+    floor: u64,
 }
 
 impl Pass<'_> {
@@ -234,7 +240,7 @@ impl Pass<'_> {
         let (mut live, mut min_drop) = (0u64, u32::MAX);
         for r in records {
             let mut shard = self.index.shard(r.hash);
-            if let Some(entry) = unexpired_entry(&mut shard, r, now_ms, report) {
+            if let Some(entry) = unexpired_entry(&mut shard, r, self.floor, now_ms, report) {
                 live += u64::from(r.len);
                 min_drop = min_drop.min(entry.drop_after_s);
             }
@@ -275,7 +281,7 @@ impl Pass<'_> {
     ) -> Result<()> {
         for r in records {
             let mut shard = self.index.shard(r.hash);
-            let Some(entry) = unexpired_entry(&mut shard, r, now_ms, report) else {
+            let Some(entry) = unexpired_entry(&mut shard, r, self.floor, now_ms, report) else {
                 continue;
             };
             let owned = self.log.read(r.loc, OwnedRecord::of)?;
@@ -305,16 +311,17 @@ impl Pass<'_> {
 }
 
 /// The index entry still pointing at `r`, if it has not expired; an expired
-/// one is evicted.
+/// one is evicted, leaving `floor` in the shard (`Shard::evict_at`).
 fn unexpired_entry(
     shard: &mut Shard,
     r: &SegmentRecord,
+    floor: u64,
     now_ms: u64,
     report: &mut CompactionReport,
 ) -> Option<Entry> {
     let entry = *shard.at_mut(r.hash, r.loc)?;
     if gone(entry.drop_after_s, now_ms) {
-        shard.remove_at(r.hash, r.loc);
+        shard.evict_at(r.hash, r.loc, floor);
         report.entries_evicted += 1;
         return None;
     }

@@ -253,7 +253,9 @@ impl Engine {
     }
 
     /// Appends a record for the key whose current entry is `prior` (with
-    /// its record's length), and returns the key's new entry. The entry keeps
+    /// its record's length), and returns the key's new entry. The record
+    /// follows `prior`'s, or, for a key with no entry, takes a sequence
+    /// number of at least `floor`, its shard's `Shard::evicted_floor`. The entry keeps
     /// everything the key's earlier records shadow until the later of the
     /// two drop-after times; the prior record becomes dead.
     ///
@@ -267,6 +269,7 @@ impl Engine {
         fields: &RecordFields<'_>,
         generation_from_seq: bool,
         prior: Option<Prior>,
+        floor: u64,
         now_ms: u64,
     ) -> Result<(Entry, Appended)> {
         let drop_after_s = drop_after_s(
@@ -286,7 +289,7 @@ impl Engine {
                 now_ms,
                 supersedes: prior.map(|p| (p.entry.loc().segment, p.len)),
                 // After the key's latest record, whichever stream it is in.
-                min_seq: prior.map_or(0, |p| p.seq + 1),
+                min_seq: prior.map_or(floor, |p| p.seq + 1),
             },
         )?;
         self.waiters.notify(hash);

@@ -23,6 +23,7 @@ impl Engine {
         fingerprint: Fingerprint,
         now_ms: u64,
         prior: Option<Prior>,
+        floor: u64,
     ) -> Result<(Entry, Ticket, DurableTarget)> {
         let lease_until = now_ms.saturating_add(self.lease_ms);
         let fields = RecordFields {
@@ -34,7 +35,7 @@ impl Engine {
             since_ms: now_ms,
             until_ms: lease_until,
         };
-        let (entry, app) = self.write(hash, &fields, true, prior, now_ms)?;
+        let (entry, app) = self.write(hash, &fields, true, prior, floor, now_ms)?;
         let ticket = Ticket {
             key: key.into(),
             hash,
@@ -59,6 +60,7 @@ impl Engine {
             ns.claims.inc();
         }
         let mut shard = self.index.shard(hash);
+        let floor = shard.evicted_floor();
         let found = self.lookup(&mut shard, hash, key)?;
         let takeover = match &found {
             Some((entry, cur)) if cur.is_live(now_ms, self.retention_ms) => {
@@ -101,7 +103,8 @@ impl Engine {
             len: cur.len,
             seq: cur.seq,
         });
-        let (entry, ticket, end) = self.append_claim(key, hash, fingerprint, now_ms, prior)?;
+        let (entry, ticket, end) =
+            self.append_claim(key, hash, fingerprint, now_ms, prior, floor)?;
         match found {
             Some((slot, _)) => *slot = entry,
             None => shard.insert(entry),
@@ -203,7 +206,7 @@ impl Engine {
             since_ms: now_ms,
             until_ms: expires_at_ms,
         };
-        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), 0, now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.completes.inc();
@@ -215,7 +218,7 @@ impl Engine {
         let mut shard = self.index.shard(ticket.hash);
         let (entry, prior) = self.owned_claim(&mut shard, &ticket, now_ms)?;
         let fields = tombstone(Tag::Release, &ticket.key, ticket.generation, now_ms);
-        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), 0, now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.releases.inc();
@@ -236,7 +239,7 @@ impl Engine {
             since_ms: ticket.claimed_at_ms,
             until_ms: lease_until,
         };
-        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), now_ms)?;
+        let (new, app) = self.write(ticket.hash, &fields, false, Some(prior), 0, now_ms)?;
         *entry = new;
         // Under the shard lock, so the two always describe one record.
         ticket.lpos.store(app.loc.lpos(), Ordering::Relaxed);
@@ -295,7 +298,7 @@ impl Engine {
             len: cur.len,
             seq: cur.seq,
         };
-        let (new, app) = self.write(hash, &fields, false, Some(prior), now_ms)?;
+        let (new, app) = self.write(hash, &fields, false, Some(prior), 0, now_ms)?;
         *entry = new;
         drop(shard);
         self.counters.removes.inc();
@@ -307,6 +310,7 @@ impl Engine {
         let hash = key_hash(key);
         let now_ms = self.clock.now_ms();
         let mut shard = self.index.shard(hash);
+        let floor = shard.evicted_floor();
         let found = self.lookup(&mut shard, hash, key)?;
         if let Some((entry, cur)) = &found {
             if cur.is_live(now_ms, self.retention_ms) {
@@ -336,12 +340,12 @@ impl Engine {
                     len: cur.len,
                     seq: cur.seq,
                 };
-                let (new, app) = self.write(hash, &fields, true, Some(prior), now_ms)?;
+                let (new, app) = self.write(hash, &fields, true, Some(prior), 0, now_ms)?;
                 *slot = new;
                 app
             }
             None => {
-                let (new, app) = self.write(hash, &fields, true, None, now_ms)?;
+                let (new, app) = self.write(hash, &fields, true, None, floor, now_ms)?;
                 shard.insert(new);
                 app
             }

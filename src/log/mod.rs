@@ -484,6 +484,16 @@ impl Log {
         Ok(())
     }
 
+    /// Above the sequence number of every record appended so far, in either
+    /// stream.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.streams
+            .iter()
+            .map(|(_, st)| self.appended_target(st).end)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn is_poisoned(&self) -> bool {
         self.commit.is_poisoned()
     }
