@@ -20,6 +20,7 @@ fn colour(engine: &str) -> RGBColor {
         "sled" => RGBColor(148, 103, 189),
         "rocksdb" => RGBColor(140, 86, 75),
         "map" => RGBColor(127, 127, 127),
+        "map-wal" => RGBColor(64, 64, 64),
         _ => RGBColor(23, 190, 207),
     }
 }

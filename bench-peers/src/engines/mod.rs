@@ -9,6 +9,7 @@
 pub mod fjall_engine;
 pub mod idem;
 pub mod map;
+pub mod map_wal;
 pub mod redb_engine;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
