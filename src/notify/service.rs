@@ -9,19 +9,37 @@
 //!   do (one thread for both made a claim's wait include the main
 //!   stream's fsync: 1,000 tasks, durable, about 0.43 of the non-durable
 //!   rate with the processors 70 % busy).
+//! - the relay: the service thread wakes only the first few callers an
+//!   fsync covered ([`DIRECT_WAKES`]) and leaves the rest in a ready list.
+//!   Each covered future, when it is polled on an executor thread, wakes up
+//!   to [`RELAY_WAKES`] more from the list, so the wake-ups fan out across
+//!   the executor's own threads (a wake from a worker thread goes to its
+//!   local run queue: no lock of the executor's shared queue, no unpark),
+//!   and the service thread starts the next fsync at once instead of after
+//!   hundreds of wake-ups. What the list still holds when the next fsync
+//!   ends, or when the thread would go idle, it wakes itself: a caller that
+//!   nothing relayed waits one fsync more at most.
 //! - the timers: async waiters' deadlines (a `claim_wait` timeout or a
 //!   lease end), kept in a heap and fired by the main stream's thread.
 
 use crate::durability::{DurableTarget, PerStream, Stream};
 use crate::error::{Error, Result};
 use crate::log::Log;
+use crate::sync::AtomicUsize;
 use crate::sync::{Condvar, Mutex};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+/// Callers an fsync covered that the service thread wakes itself; the
+/// rest wait in the ready list for the relay.
+const DIRECT_WAKES: usize = 4;
+/// Callers each covered future wakes from the ready list when polled.
+const RELAY_WAKES: usize = 16;
 
 #[derive(Default)]
 struct ServiceState {
@@ -39,6 +57,10 @@ struct ServiceState {
 #[derive(Default)]
 pub(crate) struct Service {
     state: Mutex<ServiceState>,
+    /// Callers whose target is met, not woken yet (see "the relay").
+    ready: Mutex<Vec<Waker>>,
+    /// Length of `ready`, read without its lock.
+    ready_len: AtomicUsize,
     /// Each stream's thread waits here for work (the main stream's for
     /// timers too).
     work: PerStream<Condvar>,
@@ -60,6 +82,36 @@ impl Service {
         s.timer_wakers.insert(id, waker.clone());
         drop(s);
         self.work[Stream::Main].notify_one();
+    }
+
+    /// Leaves `wakers`, whose target is met, for the relay, but for the
+    /// first [`DIRECT_WAKES`]; wakes first whatever an earlier fsync left
+    /// that nothing relayed.
+    fn hand_to_relay(&self, mut wakers: Vec<Waker>) {
+        let stale = {
+            let mut ready = self.ready.lock();
+            let stale = std::mem::take(&mut *ready);
+            let direct = wakers.len().min(DIRECT_WAKES);
+            ready.extend(wakers.drain(direct..));
+            self.ready_len.store(ready.len(), Ordering::Release);
+            stale
+        };
+        stale.into_iter().chain(wakers).for_each(Waker::wake);
+    }
+
+    /// Wakes up to `n` callers from the ready list.
+    fn relay(&self, n: usize) {
+        if self.ready_len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let batch: Vec<Waker> = {
+            let mut ready = self.ready.lock();
+            let from = ready.len().saturating_sub(n);
+            let batch = ready.split_off(from);
+            self.ready_len.store(ready.len(), Ordering::Release);
+            batch
+        };
+        batch.into_iter().for_each(Waker::wake);
     }
 
     /// Asks the threads to end once they have woken everyone queued.
@@ -110,7 +162,14 @@ impl Service {
                     .partition::<Vec<_>, _>(|(t, _)| poisoned || log.is_durable(*t));
                 s.durable[stream] = waiting;
                 drop(s);
-                ready.into_iter().for_each(|(_, w)| w.wake());
+                self.hand_to_relay(ready.into_iter().map(|(_, w)| w).collect());
+                s = self.state.lock();
+                continue;
+            }
+            if self.ready_len.load(Ordering::Acquire) > 0 {
+                // Nothing to sync: wake what the relay left before idling.
+                drop(s);
+                self.relay(usize::MAX);
                 s = self.state.lock();
                 continue;
             }
@@ -155,13 +214,64 @@ impl Future for Durable<'_> {
             }
         };
         if let Some(out) = ready(self.log) {
+            self.service.relay(RELAY_WAKES);
             return Poll::Ready(out);
         }
         self.service.wake_when_durable(self.target, cx.waker());
         // Durable meanwhile: the queued waker is woken later, harmlessly.
         match ready(self.log) {
-            Some(out) => Poll::Ready(out),
+            Some(out) => {
+                self.service.relay(RELAY_WAKES);
+                Poll::Ready(out)
+            }
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(all(test, not(idemkv_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize as Count;
+    use std::task::Wake;
+
+    /// A waker that counts its wakes.
+    struct Counted(Arc<Count>);
+
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wakers(n: usize) -> (Arc<Count>, Vec<Waker>) {
+        let count = Arc::new(Count::new(0));
+        let wakers = (0..n)
+            .map(|_| Waker::from(Arc::new(Counted(count.clone()))))
+            .collect();
+        (count, wakers)
+    }
+
+    #[test]
+    fn the_relay_wakes_every_covered_caller_once() {
+        let service = Service::default();
+        let (first, batch) = wakers(100);
+        service.hand_to_relay(batch);
+        assert_eq!(first.load(Ordering::SeqCst), DIRECT_WAKES);
+        // Each covered future that is polled wakes its share.
+        service.relay(RELAY_WAKES);
+        assert_eq!(first.load(Ordering::SeqCst), DIRECT_WAKES + RELAY_WAKES);
+        // The next fsync's hand-over wakes what nothing relayed, then its
+        // own direct share.
+        let (second, batch) = wakers(10);
+        service.hand_to_relay(batch);
+        assert_eq!(first.load(Ordering::SeqCst), 100);
+        assert_eq!(second.load(Ordering::SeqCst), DIRECT_WAKES);
+        service.relay(usize::MAX);
+        assert_eq!(second.load(Ordering::SeqCst), 10);
+        assert_eq!(first.load(Ordering::SeqCst), 100, "no caller woken twice");
+        service.relay(RELAY_WAKES);
+        assert_eq!(second.load(Ordering::SeqCst), 10);
     }
 }
