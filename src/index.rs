@@ -27,6 +27,10 @@ use parking_lot::{Mutex, MutexGuard};
 
 /// Number of shards; a power of two.
 pub(crate) const SHARDS: usize = 64;
+
+/// From this many keys on, [`Index::reserve`] allocates the tables on
+/// several threads.
+const PARALLEL_RESERVE_KEYS: usize = 1 << 18;
 /// Shard selection uses hash bits 32.., so the 32 bits an entry keeps are
 /// independent of the shard.
 const SHARD_SHIFT: u32 = 32;
@@ -139,12 +143,35 @@ impl Index {
     /// anything else sizeable, so no table is wedged among the buffers open
     /// frees later, which would keep the allocator from returning their
     /// memory (with glibc, a table this early gets a mapping of its own).
+    ///
+    /// For [`PARALLEL_RESERVE_KEYS`] keys or more, the processors share the
+    /// shards: each new table is written whole (every slot empty), and the
+    /// page faults and zeroing of those writes were the largest part of an
+    /// open's time spent on one thread.
     pub(crate) fn reserve(&self, keys: usize) {
         let share = keys / SHARDS;
         let per_shard = share + 4 * share.isqrt() + 16;
-        for s in self.shards.iter() {
-            s.0.lock().reserve(per_shard);
+        let reserve_all = |shards: &[Padded<Mutex<Shard>>]| {
+            for s in shards {
+                s.0.lock().reserve(per_shard);
+            }
+        };
+        let threads = if keys < PARALLEL_RESERVE_KEYS {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+        };
+        if threads <= 1 {
+            return reserve_all(&self.shards);
         }
+        let mut parts = self.shards.chunks(SHARDS.div_ceil(threads));
+        let mine = parts.next().unwrap_or(&[]);
+        std::thread::scope(|scope| {
+            for part in parts {
+                scope.spawn(move || reserve_all(part));
+            }
+            reserve_all(mine);
+        });
     }
 
     /// Calls `f` on every entry, one shard at a time (the shard stays locked
@@ -473,6 +500,21 @@ mod tests {
 
     fn entry(hash: u64, offset: u32) -> Entry {
         Entry::new(hash, at(offset), State::Completed, 10)
+    }
+
+    #[test]
+    fn a_reserve_on_several_threads_sizes_every_shard() {
+        let index = Index::new();
+        let keys = PARALLEL_RESERVE_KEYS * 2;
+        index.reserve(keys);
+        let share = keys / SHARDS;
+        for s in index.shards.iter() {
+            let shard = s.0.lock();
+            assert!(
+                !shard.must_grow(share),
+                "every shard holds its share without growing"
+            );
+        }
     }
 
     #[test]
