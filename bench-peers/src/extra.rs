@@ -187,15 +187,12 @@ pub fn child_open(args: &[String]) -> Result<()> {
 
 /// Runs the child on `dir` and parses its report.
 ///
-/// First `sync`: the files the build and earlier rows wrote (gigabytes,
-/// for the 10 M-key stores) are then on disk, so their write-back does not
-/// run on the processors during the timed open. The page cache stays warm.
+/// First `sync` ([`crate::settle`]): the files the build and earlier rows
+/// wrote (gigabytes, for the 10 M-key stores) are then on disk, so their
+/// write-back does not run on the processors during the timed open. The
+/// page cache stays warm.
 fn open_in_child(dir: &Path, compact: bool) -> Result<Value> {
-    // SAFETY: `sync` takes no arguments and cannot fail.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::sync();
-    }
+    crate::settle();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg(OPEN_SUBCOMMAND).arg(dir);
     if compact {
@@ -380,6 +377,7 @@ fn fsync_loop(dir: &Path, ops: u64, preallocate: bool) -> Result<f64> {
         file.sync_all()?;
     }
     let block = [0x5au8; BLOCK];
+    crate::settle();
     let started = Instant::now();
     for i in 0..ops {
         file.write_all_at(&block, i * BLOCK as u64)?;
@@ -489,6 +487,7 @@ const A1000_TASKS: usize = 1000;
 
 /// One rep of `a1000`: pairs per second on a fresh store.
 fn a1000_rep(parent: &Path, seconds: f64, durability: Durability) -> Result<f64> {
+    crate::settle();
     let dir = fresh_dir(parent)?;
     let store = Options::new()
         .durability(durability)
