@@ -15,6 +15,7 @@
 
 mod commit;
 mod publish;
+mod relay;
 mod rollover;
 mod waiters;
 

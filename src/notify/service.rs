@@ -37,7 +37,7 @@ use std::time::Instant;
 
 /// Callers an fsync covered that the service thread wakes itself; the
 /// rest wait in the ready list for the relay.
-const DIRECT_WAKES: usize = 4;
+pub(crate) const DIRECT_WAKES: usize = 4;
 /// Callers each covered future wakes from the ready list when polled.
 const RELAY_WAKES: usize = 16;
 
@@ -87,7 +87,7 @@ impl Service {
     /// Leaves `wakers`, whose target is met, for the relay, but for the
     /// first [`DIRECT_WAKES`]; wakes first whatever an earlier fsync left
     /// that nothing relayed.
-    fn hand_to_relay(&self, mut wakers: Vec<Waker>) {
+    pub(crate) fn hand_to_relay(&self, mut wakers: Vec<Waker>) {
         let stale = {
             let mut ready = self.ready.lock();
             let stale = std::mem::take(&mut *ready);
@@ -100,7 +100,7 @@ impl Service {
     }
 
     /// Wakes up to `n` callers from the ready list.
-    fn relay(&self, n: usize) {
+    pub(crate) fn relay(&self, n: usize) {
         if self.ready_len.load(Ordering::Acquire) == 0 {
             return;
         }
