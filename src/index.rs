@@ -139,16 +139,16 @@ impl Index {
     /// Makes room for `keys` more entries spread over the shards. A shard
     /// gets its share plus four standard deviations; in the rare shard that
     /// gets more, the table grows once. The tables are allocated here, at
-    /// once, on the calling thread: open calls this before it allocates
-    /// anything else sizeable, so no table is wedged among the buffers open
-    /// frees later, which would keep the allocator from returning their
-    /// memory (with glibc, a table this early gets a mapping of its own).
+    /// once: open calls this before it allocates anything else sizeable, so
+    /// no table is wedged among the buffers open frees later, which would
+    /// keep the allocator from returning their memory (with glibc, a table
+    /// this early gets a mapping of its own).
     ///
-    /// For [`PARALLEL_RESERVE_KEYS`] keys or more, the processors share the
-    /// shards: each new table is written whole (every slot empty), and the
-    /// page faults and zeroing of those writes were the largest part of an
-    /// open's time spent on one thread.
-    pub(crate) fn reserve(&self, keys: usize) {
+    /// For [`PARALLEL_RESERVE_KEYS`] keys or more, up to `threads` threads
+    /// (the open's own) share the shards: each new table is written whole
+    /// (every slot empty), and the page faults and zeroing of those writes
+    /// were the largest part of an open's time spent on one thread.
+    pub(crate) fn reserve(&self, keys: usize, threads: usize) {
         let share = keys / SHARDS;
         let per_shard = share + 4 * share.isqrt() + 16;
         let reserve_all = |shards: &[Padded<Mutex<Shard>>]| {
@@ -156,12 +156,7 @@ impl Index {
                 s.0.lock().reserve(per_shard);
             }
         };
-        let threads = if keys < PARALLEL_RESERVE_KEYS {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
-        };
-        if threads <= 1 {
+        if keys < PARALLEL_RESERVE_KEYS || threads <= 1 {
             return reserve_all(&self.shards);
         }
         let mut parts = self.shards.chunks(SHARDS.div_ceil(threads));
@@ -506,7 +501,7 @@ mod tests {
     fn a_reserve_on_several_threads_sizes_every_shard() {
         let index = Index::new();
         let keys = PARALLEL_RESERVE_KEYS * 2;
-        index.reserve(keys);
+        index.reserve(keys, 2);
         let share = keys / SHARDS;
         for s in index.shards.iter() {
             let shard = s.0.lock();
@@ -707,7 +702,7 @@ mod tests {
     fn reserved_tables_are_not_oversized() {
         for keys in [1_000u64, 100_000, 1_000_000] {
             let index = Index::new();
-            index.reserve(keys as usize);
+            index.reserve(keys as usize, 1);
             for i in 0..keys {
                 let h = key_hash(&i.to_le_bytes());
                 index

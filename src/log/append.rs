@@ -478,7 +478,7 @@ mod tests {
                 preallocate: false,
             },
             std::sync::Arc::default(),
-            |_| {},
+            |_, _| {},
             |_, _| {
                 Ok(Applied {
                     drop_after_s: 0,

@@ -9,30 +9,10 @@
 //! every interleaving: each waker is woken exactly once.
 
 use super::explore;
+use crate::notify::service::counted::{counted, wakers};
 use crate::notify::service::{DIRECT_WAKES, Service};
 use loom::thread;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Wake, Waker};
-
-/// A waker that counts its wakes.
-struct Counted(AtomicUsize);
-
-impl Wake for Counted {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counted(n: usize) -> Vec<Arc<Counted>> {
-    (0..n)
-        .map(|_| Arc::new(Counted(AtomicUsize::new(0))))
-        .collect()
-}
-
-fn wakers(counts: &[Arc<Counted>]) -> Vec<Waker> {
-    counts.iter().map(|c| Waker::from(c.clone())).collect()
-}
 
 #[test]
 fn every_covered_caller_is_woken_exactly_once() {
@@ -56,7 +36,7 @@ fn every_covered_caller_is_woken_exactly_once() {
         // The service thread's idle path.
         service.relay(usize::MAX);
         for c in first.iter().chain(&second) {
-            assert_eq!(c.0.load(Ordering::SeqCst), 1, "woken exactly once");
+            assert_eq!(c.wakes(), 1, "woken exactly once");
         }
     });
 }

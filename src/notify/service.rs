@@ -157,12 +157,12 @@ impl Service {
                 let _ = log.wait_durable(target);
                 let poisoned = log.is_poisoned();
                 s = self.state.lock();
-                let (ready, waiting) = std::mem::take(&mut s.durable[stream])
-                    .into_iter()
-                    .partition::<Vec<_>, _>(|(t, _)| poisoned || log.is_durable(*t));
-                s.durable[stream] = waiting;
+                let ready = s.durable[stream]
+                    .extract_if(.., |(t, _)| poisoned || log.is_durable(*t))
+                    .map(|(_, w)| w)
+                    .collect();
                 drop(s);
-                self.hand_to_relay(ready.into_iter().map(|(_, w)| w).collect());
+                self.hand_to_relay(ready);
                 s = self.state.lock();
                 continue;
             }
@@ -213,31 +213,33 @@ impl Future for Durable<'_> {
                 None
             }
         };
-        if let Some(out) = ready(self.log) {
-            self.service.relay(RELAY_WAKES);
-            return Poll::Ready(out);
-        }
-        self.service.wake_when_durable(self.target, cx.waker());
-        // Durable meanwhile: the queued waker is woken later, harmlessly.
-        match ready(self.log) {
-            Some(out) => {
-                self.service.relay(RELAY_WAKES);
-                Poll::Ready(out)
+        let out = match ready(self.log) {
+            Some(out) => out,
+            None => {
+                self.service.wake_when_durable(self.target, cx.waker());
+                // Durable meanwhile: the queued waker is woken later,
+                // harmlessly.
+                match ready(self.log) {
+                    Some(out) => out,
+                    None => return Poll::Pending,
+                }
             }
-            None => Poll::Pending,
-        }
+        };
+        self.service.relay(RELAY_WAKES);
+        Poll::Ready(out)
     }
 }
 
-#[cfg(all(test, not(idemkv_loom)))]
-mod tests {
-    use super::*;
+/// Wakers that count their wakes, for the relay's unit test and its loom
+/// model.
+#[cfg(test)]
+pub(crate) mod counted {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize as Count;
-    use std::task::Wake;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
 
-    /// A waker that counts its wakes.
-    struct Counted(Arc<Count>);
+    /// A waker's count of its wakes.
+    pub(crate) struct Counted(AtomicUsize);
 
     impl Wake for Counted {
         fn wake(self: Arc<Self>) {
@@ -245,33 +247,54 @@ mod tests {
         }
     }
 
-    fn wakers(n: usize) -> (Arc<Count>, Vec<Waker>) {
-        let count = Arc::new(Count::new(0));
-        let wakers = (0..n)
-            .map(|_| Waker::from(Arc::new(Counted(count.clone()))))
-            .collect();
-        (count, wakers)
+    impl Counted {
+        pub(crate) fn wakes(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
     }
+
+    /// `n` fresh counts.
+    pub(crate) fn counted(n: usize) -> Vec<Arc<Counted>> {
+        (0..n)
+            .map(|_| Arc::new(Counted(AtomicUsize::new(0))))
+            .collect()
+    }
+
+    /// A waker for each count.
+    pub(crate) fn wakers(counts: &[Arc<Counted>]) -> Vec<Waker> {
+        counts.iter().map(|c| Waker::from(c.clone())).collect()
+    }
+
+    /// Wakes of all of `counts`.
+    pub(crate) fn woken(counts: &[Arc<Counted>]) -> usize {
+        counts.iter().map(|c| c.wakes()).sum()
+    }
+}
+
+#[cfg(all(test, not(idemkv_loom)))]
+mod tests {
+    use super::counted::{counted, wakers, woken};
+    use super::*;
 
     #[test]
     fn the_relay_wakes_every_covered_caller_once() {
         let service = Service::default();
-        let (first, batch) = wakers(100);
-        service.hand_to_relay(batch);
-        assert_eq!(first.load(Ordering::SeqCst), DIRECT_WAKES);
+        let first = counted(100);
+        service.hand_to_relay(wakers(&first));
+        assert_eq!(woken(&first), DIRECT_WAKES);
         // Each covered future that is polled wakes its share.
         service.relay(RELAY_WAKES);
-        assert_eq!(first.load(Ordering::SeqCst), DIRECT_WAKES + RELAY_WAKES);
+        assert_eq!(woken(&first), DIRECT_WAKES + RELAY_WAKES);
         // The next fsync's hand-over wakes what nothing relayed, then its
         // own direct share.
-        let (second, batch) = wakers(10);
-        service.hand_to_relay(batch);
-        assert_eq!(first.load(Ordering::SeqCst), 100);
-        assert_eq!(second.load(Ordering::SeqCst), DIRECT_WAKES);
+        let second = counted(10);
+        service.hand_to_relay(wakers(&second));
+        assert_eq!(woken(&first), 100);
+        assert_eq!(woken(&second), DIRECT_WAKES);
         service.relay(usize::MAX);
-        assert_eq!(second.load(Ordering::SeqCst), 10);
-        assert_eq!(first.load(Ordering::SeqCst), 100, "no caller woken twice");
+        assert_eq!(woken(&second), 10);
+        assert_eq!(woken(&first), 100, "no caller woken twice");
         service.relay(RELAY_WAKES);
-        assert_eq!(second.load(Ordering::SeqCst), 10);
+        assert_eq!(woken(&second), 10);
     }
 }

@@ -82,7 +82,7 @@ impl Store {
                 preallocate: opts.preallocate,
             },
             metas.clone(),
-            |keys| index.reserve(keys),
+            |keys, threads| index.reserve(keys, threads),
             |r, view| apply_recovered(&index, &metas, r, view, now_ms, retention_ms),
         )
         .inspect_err(|_e| event!(error, dir = %dir.display(), error = %_e, "open failed"))?;

@@ -437,13 +437,14 @@ where
 
 /// Opens the log in `dir`, calling `apply` for every valid record: first the
 /// claim stream's, then the main stream's, each stream's records of a key in
-/// log order (records of different keys may come in any order).
+/// log order (records of different keys may come in any order). `reserve`
+/// gets the keys the hints list and the threads the open works on, first.
 pub(crate) fn recover(
     storage: Arc<dyn Storage>,
     dir: &Path,
     config: LogConfig,
     metas: Arc<Metas>,
-    reserve: impl FnOnce(usize),
+    reserve: impl FnOnce(usize, usize),
     apply: impl Fn(&Recovered<'_>, &RecoveryView<'_>) -> Result<Applied> + Sync,
 ) -> Result<(Log, RecoveryReport)> {
     let mut ids = segment_ids(&*storage, dir)?;
@@ -473,12 +474,13 @@ pub(crate) fn recover(
     // completes are listed too, so the larger stream's count is the guess;
     // keys only one stream holds beyond it grow the table as they come.
     let listed_in = |ids: &[u32]| -> usize { ids.iter().map(|id| found[id].listed).sum() };
-    reserve(listed_in(&main_ids).max(listed_in(&claim_ids)));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    reserve(listed_in(&main_ids).max(listed_in(&claim_ids)), threads);
     let replay = Replay {
         storage: &*storage,
         dir,
         found,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
+        threads,
         metas: &metas,
         apply: &apply,
     };
